@@ -1,0 +1,1 @@
+//! The client side: simple knocks and OTP datagrams (SPEC §5).

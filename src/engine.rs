@@ -1,0 +1,1 @@
+//! The simple-mode knock engine (SPEC §2).

@@ -1,0 +1,11 @@
+//! portknock: a port-knocking firewall for Linux on nftables.
+//!
+//! The library holds all logic; `main.rs` only hands the command line to [`cli::run`].
+//! Pure logic (configuration, one-time passwords, the knock engine) is kept apart from
+//! I/O so that it is tested without root. See ARCHITECTURE.md for the map.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod engine;
+pub mod otp;

@@ -1,0 +1,1 @@
+//! One-time passwords of advanced mode (SPEC §3).
