@@ -33,11 +33,173 @@ pub struct ConfigDirArg {
     pub config_dir: PathBuf,
 }
 
+/// `-4` / `-6`: the address family used to reach HOST.
+#[derive(Debug, Args)]
+pub struct FamilyArgs {
+    /// Reach HOST over IPv4 only.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Reach HOST over IPv6 only.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+}
+
+/// `--verify PORT`: afterwards, check that the protected port opened.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Afterwards, try TCP connections to PORT on HOST and report whether it opened (exit 1 if not).
+    #[arg(long, value_name = "PORT", value_parser = crate::client::parse_port)]
+    pub verify: Option<u16>,
+    /// How long --verify keeps trying, in milliseconds.
+    #[arg(
+        long,
+        value_name = "MS",
+        requires = "verify",
+        default_value_t = crate::client::DEFAULT_VERIFY_TIMEOUT_MS,
+        value_parser = clap::value_parser!(u64).range(1..=crate::client::MAX_VERIFY_TIMEOUT_MS)
+    )]
+    pub verify_timeout: u64,
+}
+
+/// Arguments of `portknock knock`.
+#[derive(Debug, Args)]
+pub struct KnockArgs {
+    /// The server: a host name, an IPv4 address or an IPv6 address.
+    pub host: String,
+    /// The knock ports in order: PORT for TCP, PORT/udp for UDP.
+    #[arg(required = true, value_name = "PORT[/udp]", value_parser = crate::client::parse_knock_port)]
+    pub ports: Vec<crate::config::KnockPort>,
+    /// Pause between two knocks, in milliseconds.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = crate::client::DEFAULT_DELAY_MS,
+        value_parser = clap::value_parser!(u64).range(0..=crate::client::MAX_DELAY_MS)
+    )]
+    pub delay: u64,
+    #[command(flatten)]
+    pub family: FamilyArgs,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+}
+
+/// Arguments of `portknock otp`.
+#[derive(Debug, Args)]
+pub struct OtpArgs {
+    /// The server: a host name, an IPv4 address or an IPv6 address.
+    pub host: String,
+    /// The door's UDP knock port.
+    #[arg(value_name = "KNOCKPORT", value_parser = crate::client::parse_port)]
+    pub knock_port: u16,
+    /// The door's secret. Other local users can read it (ps, /proc): prefer --secret-file or PORTKNOCK_SECRET.
+    #[arg(value_name = "SECRET", conflicts_with = "secret_file", value_parser = crate::client::secret::parse_secret_argument)]
+    pub secret: Option<crate::config::Secret>,
+    /// Read the secret from the first line of FILE.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// The source address the server sees, when it is not this machine's own (behind NAT).
+    #[arg(long, value_name = "ADDR")]
+    pub source: Option<std::net::IpAddr>,
+    /// Write the 65-byte payload to standard output instead of sending it (for socat, hping3).
+    #[arg(long, conflicts_with = "verify")]
+    pub print: bool,
+    #[command(flatten)]
+    pub family: FamilyArgs,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the configuration and print every problem and a summary of the doors.
     #[command(after_help = "Exit status: 0 when valid (warnings may remain), 2 on errors.\n\nExample:\n  portknock check --config-dir examples")]
     Check(ConfigDirArg),
+    /// Knock a simple-mode sequence: one connection attempt (TCP) or datagram (PORT/udp) per port, in order.
+    #[command(after_help = "Each TCP port gets one connection attempt (its SYN is the knock), each PORT/udp one \
+one-byte datagram, in the order given. --verify then tries the protected port for a bounded time.\n\n\
+Exit status: 0 knocked (and, with --verify, the port opened), 1 a knock failed or the port did not \
+open, 2 bad usage or a host that does not resolve.\n\n\
+Examples:\n  portknock knock server.example 7000 8000/udp 9000\n  \
+portknock knock -6 server.example 7000 8000 9000 --verify 22 && ssh server.example")]
+    Knock(KnockArgs),
+    /// Send an advanced-mode one-time password for this minute: one UDP datagram to the door's knock port.
+    #[command(after_help = "The secret is taken from SECRET, else --secret-file, else $PORTKNOCK_SECRET, else \
+asked for on the terminal; it is never printed. A one-time password is accepted once: knock at most \
+once a minute per secret.\n\n\
+Exit status: 0 sent (and, with --verify, the port opened), 1 sending failed or the port did not open, \
+2 bad usage, no secret, or a host that does not resolve.\n\n\
+Examples:\n  portknock otp server.example 2000 --secret-file ~/.portknock-secret --verify 22\n  \
+PORTKNOCK_SECRET=... portknock otp server.example 2000 && ssh server.example\n  \
+portknock otp srv.example 2000 --source 203.0.113.5 --print | socat - UDP:srv.example:2000")]
+    Otp(OtpArgs),
+    /// Run the daemon in the foreground: install the rules, watch knocks, grant. SIGHUP reloads.
+    #[command(after_help = "Logs go to standard error (RUST_LOG=debug for more). SIGHUP reloads the \
+configuration (a broken one is refused and the old one stays in force); SIGTERM stops the daemon \
+and leaves the rules in place, so protected ports stay closed and grants run out on time.\n\n\
+Example:\n  portknock serve --config-dir /etc/portknock")]
+    Serve(ConfigDirArg),
+    /// Validate, install or replace the ruleset atomically, and make a running daemon reload.
+    #[command(after_help = "Grants of doors that still exist survive. With errors in the configuration \
+nothing is changed (exit 2). With FW_PORTKNOCK=\"no\" the table is removed.\n\n\
+Examples:\n  portknock apply\n  portknock apply --dry-run | less")]
+    Apply(ApplyArgs),
+    /// Show the engine and modes, the doors, and every active grant with its time left.
+    #[command(after_help = "Grants are read from the kernel, so this is the truth even when the daemon \
+is not running.\n\nExamples:\n  portknock status\n  portknock status --json | jq '.grants'")]
+    Status(StatusArgs),
+    /// Open PORT to SOURCE by hand, for a while.
+    #[command(after_help = "Example:\n  portknock open 198.18.0.2 22 --for 600")]
+    Open(OpenArgs),
+    /// Take back a grant of PORT to SOURCE; established connections stay up.
+    #[command(after_help = "Example:\n  portknock close 198.18.0.2 22")]
+    Close(CloseArgs),
+    /// Remove portknock's table: nothing is protected any more until the next apply.
+    #[command(after_help = "Example:\n  portknock remove")]
+    Remove,
+}
+
+/// Arguments of `portknock apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub dir: ConfigDirArg,
+    /// Print the nftables JSON batch instead of installing it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Arguments of `portknock status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub dir: ConfigDirArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `portknock open`.
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// The source address to let in.
+    pub source: std::net::IpAddr,
+    /// The protected port to open.
+    #[arg(value_parser = crate::client::parse_port)]
+    pub port: u16,
+    /// How long the grant lasts, in seconds.
+    #[arg(long = "for", value_name = "SECONDS", default_value_t = crate::admin::DEFAULT_MANUAL_OPEN.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=crate::admin::MAX_MANUAL_OPEN.as_secs()))]
+    pub open_for: u64,
+}
+
+/// Arguments of `portknock close`.
+#[derive(Debug, Args)]
+pub struct CloseArgs {
+    /// The source address whose grant is taken back.
+    pub source: std::net::IpAddr,
+    /// The protected port.
+    #[arg(value_parser = crate::client::parse_port)]
+    pub port: u16,
 }
 
 /// Parses the process arguments, runs the command and returns its exit status.
@@ -45,6 +207,32 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check(args) => crate::config::check_command(&args.config_dir),
+        Command::Knock(args) => crate::client::knock_command(&args),
+        Command::Otp(args) => crate::client::otp_command(&args),
+        Command::Serve(args) => {
+            init_logging();
+            crate::daemon::serve(&args.config_dir)
+        }
+        Command::Apply(args) => crate::admin::apply(&args.dir.config_dir, args.dry_run),
+        Command::Status(args) => crate::admin::status(&args.dir.config_dir, args.json),
+        Command::Open(args) => crate::admin::manual(
+            args.source,
+            args.port,
+            Some(std::time::Duration::from_secs(args.open_for)),
+        ),
+        Command::Close(args) => crate::admin::manual(args.source, args.port, None),
+        Command::Remove => crate::admin::remove(),
     };
     ExitCode::from(code)
+}
+
+/// Logs to standard error, systemd style; `RUST_LOG` chooses the level (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }

@@ -1,1 +1,959 @@
-//! The simple-mode knock engine (SPEC §2).
+//! The simple-mode knock engine (SPEC §2): which door a knock moves forward, resets or opens.
+//!
+//! Pure logic: the daemon feeds it every observed knock with the time it saw it and turns the
+//! [`Outcome`]s into nftables changes. Nothing here reads a clock or touches the network.
+//!
+//! Cost: a knock costs one hash lookup of its port, one of its source, and a scan of at most
+//! [`MAX_DOORS_PER_SOURCE`] progress entries for each door that uses that port; it does not grow
+//! with the number of doors. Ports that are no door's knock port return at once.
+//!
+//! Memory: only sources with progress on some door are kept, at most `max_sources` of them; past
+//! that the least recently active source is forgotten. A tracked source costs about 130 bytes
+//! with progress on one door (a 24-byte progress entry stored inline, the LRU node, its hash
+//! slot and allocator overhead) and 24 bytes per further door, up to [`MAX_DOORS_PER_SOURCE`]:
+//! about 33 MB for the default 262,144 sources knocking one door each, and under 100 MB for the
+//! worst case of every source holding progress on 16 doors. The source table hashes with std's
+//! randomly keyed SipHash, because its keys are chosen by whoever sends (spoofed) packets.
+//!
+//! Forgotten progress (eviction, timeouts) is not reported when it happens. The daemon must
+//! therefore give every armed kernel element a timeout equal to the knock timeout, so that an
+//! arming the engine no longer knows about disarms itself.
+//!
+//! Reload: build a new engine with [`Engine::new`]. Progress of knocks in flight is lost, which
+//! costs a client at most one retry; grants live in the kernel and are not affected.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use smallvec::SmallVec;
+
+use crate::config::{KnockPort, SimpleDoor};
+
+/// A door: its index in the slice given to [`Engine::new`].
+pub type DoorId = usize;
+
+/// What one knock did to one door, for the daemon to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The knock was the door's next port; `step` knocks of the sequence are now right.
+    Progress { door: DoorId, step: usize },
+    /// The knocks so far are right and only `final_knock` remains: arm (source, final port) in
+    /// the kernel, with the knock timeout, so the kernel grants on the final knock itself.
+    /// A two-port sequence is armed by its first knock.
+    Armed {
+        door: DoorId,
+        final_knock: KnockPort,
+    },
+    /// The sequence is complete: grant (source, protected port), or refresh the grant. Progress
+    /// starts over, so disarm if the door was armed (always the case for two ports or more).
+    Opened { door: DoorId },
+    /// A knock port of the door out of order discarded the progress; disarm if `was_armed`.
+    /// A restart (the first port knocked again mid-sequence) is a `Reset` followed by the
+    /// outcome of the fresh first knock.
+    Reset { door: DoorId, was_armed: bool },
+    /// A repeat of the port just knocked, within the knock timeout: ignored, as SYN
+    /// retransmissions and double clicks must not break a knock. The timer is not restarted.
+    Retransmit { door: DoorId },
+    /// The progress had outlived the knock timeout when this knock came; it is gone and this
+    /// knock was taken as a fresh start (whose outcome, if any, follows). Disarm if `was_armed`
+    /// (the kernel element should have timed out already).
+    Expired { door: DoorId, was_armed: bool },
+}
+
+/// The outcomes of one knock, in door order; one or two per door that uses the knocked port.
+pub type Outcomes = SmallVec<[Outcome; 4]>;
+
+/// Most doors one source can have progress on at once; past it the progress that moved least
+/// recently is forgotten. It bounds per-source memory and cost when doors are many (a source
+/// knocking the first port of every door), and is only reached by a source that starts that
+/// many sequences within one knock timeout, or a configuration with more doors than this
+/// sharing a first port.
+pub const MAX_DOORS_PER_SOURCE: usize = 16;
+
+/// Progress of one source on one door. 24 bytes.
+#[derive(Debug, Clone, Copy)]
+struct DoorState {
+    /// When the last knock that counted came.
+    last: Instant,
+    door: u32,
+    /// How many knocks of the sequence are right; between 1 and the length minus 1.
+    step: u32,
+}
+
+/// Progress on the doors of one source; one door inline, as is usual.
+type SourceProgress = SmallVec<[DoorState; 1]>;
+
+/// The knock state of every source (SPEC §2).
+#[derive(Debug)]
+pub struct Engine {
+    sequences: Vec<Vec<KnockPort>>,
+    /// Knock port → the doors using it, ascending, each once.
+    by_port: HashMap<KnockPort, SmallVec<[u32; 2]>>,
+    timeout: Duration,
+    /// Sources with progress only, least recently active first out.
+    sources: LruCache<IpAddr, SourceProgress>,
+}
+
+impl Engine {
+    /// An engine for `doors`, allowing `knock_timeout` between two knocks of a sequence and
+    /// tracking at most `max_sources` sources (0 is taken as 1). A door with an empty sequence
+    /// never opens.
+    ///
+    /// # Panics
+    /// If there are more than `u32::MAX` doors or a sequence is longer than that (a validated
+    /// configuration has at most 65,535 doors of at most 32 ports).
+    pub fn new(doors: &[SimpleDoor], knock_timeout: Duration, max_sources: usize) -> Self {
+        let mut by_port: HashMap<KnockPort, SmallVec<[u32; 2]>> = HashMap::new();
+        for (id, door) in doors.iter().enumerate() {
+            let id = u32::try_from(id).expect("at most u32::MAX doors");
+            assert!(
+                u32::try_from(door.sequence.len()).is_ok(),
+                "sequence too long"
+            );
+            for knock in &door.sequence {
+                let users = by_port.entry(*knock).or_default();
+                // Ids ascend, so a repeated port of this door can only be the last entry.
+                if users.last() != Some(&id) {
+                    users.push(id);
+                }
+            }
+        }
+        let capacity = NonZeroUsize::new(max_sources).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            sequences: doors.iter().map(|d| d.sequence.clone()).collect(),
+            by_port,
+            timeout: knock_timeout,
+            sources: LruCache::new(capacity),
+        }
+    }
+
+    /// Applies a knock from `source` on `knock` seen at `now`, and says what it did to each door
+    /// that uses that port. IPv4-mapped IPv6 sources count as their IPv4 address.
+    pub fn knock(&mut self, source: IpAddr, knock: KnockPort, now: Instant) -> Outcomes {
+        let mut out = Outcomes::new();
+        let Some(doors) = self.by_port.get(&knock) else {
+            return out;
+        };
+        let source = source.to_canonical();
+        let step = Step {
+            sequences: &self.sequences,
+            timeout: self.timeout,
+            knock,
+            now,
+        };
+        if let Some(progress) = self.sources.get_mut(&source) {
+            for &door in doors {
+                step.apply(door, progress, &mut out);
+            }
+            if progress.is_empty() {
+                self.sources.pop(&source);
+            }
+        } else {
+            // A source is only stored once it has progress, so knocks that start nothing (the
+            // bulk of a scan or a flood) cannot push out sources that are mid-sequence.
+            let mut progress = SourceProgress::new();
+            for &door in doors {
+                step.apply(door, &mut progress, &mut out);
+            }
+            if !progress.is_empty() {
+                self.sources.push(source, progress);
+            }
+        }
+        out
+    }
+
+    /// How many sources have progress on some door (stale progress included until the source
+    /// knocks again or is evicted).
+    pub fn tracked_sources(&self) -> usize {
+        self.sources.len()
+    }
+}
+
+/// One knock, applied door by door.
+struct Step<'a> {
+    sequences: &'a [Vec<KnockPort>],
+    timeout: Duration,
+    knock: KnockPort,
+    now: Instant,
+}
+
+impl Step<'_> {
+    fn apply(&self, door: u32, progress: &mut SourceProgress, out: &mut Outcomes) {
+        let id = door as DoorId;
+        let seq = &self.sequences[id];
+        let n = seq.len();
+        let armed = |done: usize| n >= 2 && done == n - 1;
+
+        let mut slot = progress.iter().position(|p| p.door == door);
+        if let Some(i) = slot {
+            let p = progress[i];
+            // A clock that went backwards counts as no time passed.
+            if self.now.saturating_duration_since(p.last) > self.timeout {
+                progress.swap_remove(i);
+                slot = None;
+                out.push(Outcome::Expired {
+                    door: id,
+                    was_armed: armed(p.step as usize),
+                });
+            }
+        }
+
+        let done = match slot {
+            Some(i) => {
+                let done = progress[i].step as usize;
+                if seq[done] == self.knock {
+                    done + 1
+                } else if seq[done - 1] == self.knock {
+                    out.push(Outcome::Retransmit { door: id });
+                    return;
+                } else {
+                    progress.swap_remove(i);
+                    slot = None;
+                    out.push(Outcome::Reset {
+                        door: id,
+                        was_armed: armed(done),
+                    });
+                    if seq[0] != self.knock {
+                        return;
+                    }
+                    1
+                }
+            }
+            None if seq[0] == self.knock => 1,
+            None => return,
+        };
+
+        if done == n {
+            if let Some(i) = slot {
+                progress.swap_remove(i);
+            }
+            out.push(Outcome::Opened { door: id });
+            return;
+        }
+        let entry = DoorState {
+            last: self.now,
+            door,
+            step: done as u32,
+        };
+        match slot {
+            Some(i) => progress[i] = entry,
+            None => {
+                if progress.len() >= MAX_DOORS_PER_SOURCE {
+                    let Some((oldest, at)) = progress
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, p)| p.last)
+                        .map(|(i, p)| (i, p.last))
+                    else {
+                        return;
+                    };
+                    if at >= self.now {
+                        // Everything was started by this very knock: keep the earlier doors
+                        // rather than report an arming that is forgotten at once.
+                        return;
+                    }
+                    progress.swap_remove(oldest);
+                }
+                progress.push(entry);
+            }
+        }
+        out.push(if armed(done) {
+            Outcome::Armed {
+                door: id,
+                final_knock: seq[n - 1],
+            }
+        } else {
+            Outcome::Progress {
+                door: id,
+                step: done,
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Proto;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use Outcome::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn tcp(port: u16) -> KnockPort {
+        KnockPort {
+            proto: Proto::Tcp,
+            port,
+        }
+    }
+
+    fn udp(port: u16) -> KnockPort {
+        KnockPort {
+            proto: Proto::Udp,
+            port,
+        }
+    }
+
+    fn door(protected: u16, sequence: &[KnockPort]) -> SimpleDoor {
+        SimpleDoor {
+            protected,
+            sequence: sequence.to_vec(),
+        }
+    }
+
+    fn tcp_door(protected: u16, ports: &[u16]) -> SimpleDoor {
+        door(
+            protected,
+            &ports.iter().map(|&p| tcp(p)).collect::<Vec<_>>(),
+        )
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(198, 18, 0, last))
+    }
+
+    /// Drives an engine with knocks at given offsets from a fixed start.
+    struct Clock {
+        engine: Engine,
+        start: Instant,
+    }
+
+    impl Clock {
+        fn new(doors: &[SimpleDoor]) -> Self {
+            Self {
+                engine: Engine::new(doors, TIMEOUT, 1000),
+                start: Instant::now(),
+            }
+        }
+
+        fn at(&mut self, ms: u64, source: IpAddr, knock: KnockPort) -> Vec<Outcome> {
+            let now = self.start + Duration::from_millis(ms);
+            self.engine.knock(source, knock, now).to_vec()
+        }
+
+        /// Knocks tcp `ports` one second apart from `from_ms` and returns every outcome.
+        fn seq(&mut self, from_ms: u64, source: IpAddr, ports: &[u16]) -> Vec<Outcome> {
+            let mut all = Vec::new();
+            for (i, &p) in ports.iter().enumerate() {
+                all.extend(self.at(from_ms + 1000 * i as u64, source, tcp(p)));
+            }
+            all
+        }
+    }
+
+    fn opened(outcomes: &[Outcome]) -> Vec<DoorId> {
+        outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Opened { door } => Some(*door),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_right_sequence_opens() {
+        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3, 4, 5])]);
+        let a = ip(1);
+        assert_eq!(c.at(0, a, tcp(1)), [Progress { door: 0, step: 1 }]);
+        assert_eq!(c.at(1, a, tcp(2)), [Progress { door: 0, step: 2 }]);
+        assert_eq!(c.at(2, a, tcp(3)), [Progress { door: 0, step: 3 }]);
+        assert_eq!(
+            c.at(3, a, tcp(4)),
+            [Armed {
+                door: 0,
+                final_knock: tcp(5)
+            }]
+        );
+        assert_eq!(c.at(4, a, tcp(5)), [Opened { door: 0 }]);
+        assert_eq!(
+            c.engine.tracked_sources(),
+            0,
+            "progress resets after opening"
+        );
+        // Knocking again opens again (the daemon refreshes the grant).
+        assert_eq!(opened(&c.seq(5, a, &[1, 2, 3, 4, 5])), [0]);
+    }
+
+    #[test]
+    fn out_of_order_does_not_open() {
+        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3, 4, 5])]);
+        let a = ip(1);
+        let all = c.seq(0, a, &[1, 2, 5, 3, 4]);
+        assert_eq!(
+            all,
+            [
+                Progress { door: 0, step: 1 },
+                Progress { door: 0, step: 2 },
+                Reset {
+                    door: 0,
+                    was_armed: false
+                },
+            ]
+        );
+        assert!(opened(&c.seq(10_000, a, &[5, 4, 3, 2, 1])).is_empty());
+        assert!(opened(&c.seq(20_000, a, &[1, 2, 3, 5, 4])).is_empty());
+        assert!(opened(&c.seq(30_000, a, &[2, 3, 4, 5])).is_empty());
+    }
+
+    #[test]
+    fn duplicates_are_tolerated() {
+        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let a = ip(1);
+        assert_eq!(c.at(0, a, tcp(1)), [Progress { door: 0, step: 1 }]);
+        assert_eq!(c.at(1, a, tcp(1)), [Retransmit { door: 0 }]);
+        assert_eq!(
+            c.at(2, a, tcp(2)),
+            [Armed {
+                door: 0,
+                final_knock: tcp(3)
+            }]
+        );
+        assert_eq!(c.at(3, a, tcp(2)), [Retransmit { door: 0 }]);
+        assert_eq!(c.at(4, a, tcp(2)), [Retransmit { door: 0 }]);
+        assert_eq!(c.at(5, a, tcp(3)), [Opened { door: 0 }]);
+    }
+
+    #[test]
+    fn a_retransmission_does_not_extend_the_timeout() {
+        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let a = ip(1);
+        c.at(0, a, tcp(1));
+        assert_eq!(c.at(9_000, a, tcp(1)), [Retransmit { door: 0 }]);
+        assert_eq!(
+            c.at(10_001, a, tcp(2)),
+            [Expired {
+                door: 0,
+                was_armed: false
+            }]
+        );
+    }
+
+    #[test]
+    fn the_first_port_restarts() {
+        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3, 4])]);
+        let a = ip(1);
+        c.seq(0, a, &[1, 2, 3]);
+        assert_eq!(
+            c.at(3_000, a, tcp(1)),
+            [
+                Reset {
+                    door: 0,
+                    was_armed: true
+                },
+                Progress { door: 0, step: 1 }
+            ]
+        );
+        assert_eq!(opened(&c.seq(4_000, a, &[2, 3, 4])), [0]);
+        // Restart from the middle of a failed attempt.
+        assert_eq!(opened(&c.seq(10_000, a, &[1, 2, 1, 2, 3, 4])), [0]);
+    }
+
+    #[test]
+    fn a_wrong_knock_port_resets_and_disarms() {
+        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let a = ip(1);
+        c.seq(0, a, &[1, 2]);
+        assert_eq!(
+            c.at(2_000, a, tcp(1)),
+            [
+                Reset {
+                    door: 0,
+                    was_armed: true
+                },
+                Progress { door: 0, step: 1 }
+            ]
+        );
+        c.at(3_000, a, tcp(2));
+        assert_eq!(
+            c.at(4_000, a, tcp(2)),
+            [Retransmit { door: 0 }],
+            "a repeat of the last port is not wrong"
+        );
+        c.at(5_000, a, tcp(3));
+        c.seq(6_000, a, &[1]);
+        assert_eq!(
+            c.at(7_000, a, tcp(3)),
+            [Reset {
+                door: 0,
+                was_armed: false
+            }]
+        );
+        assert_eq!(c.engine.tracked_sources(), 0);
+        assert!(
+            c.at(8_000, a, tcp(3)).is_empty(),
+            "no progress: nothing to reset"
+        );
+    }
+
+    #[test]
+    fn other_ports_do_not_count() {
+        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let a = ip(1);
+        c.at(0, a, tcp(1));
+        assert!(c.at(1, a, tcp(80)).is_empty());
+        assert!(c.at(2, a, tcp(22)).is_empty());
+        assert!(c.at(3, a, udp(2)).is_empty());
+        c.at(4, a, tcp(2));
+        assert_eq!(c.at(5, a, tcp(3)), [Opened { door: 0 }]);
+    }
+
+    #[test]
+    fn udp_ports_are_not_tcp_ports() {
+        let mut c = Clock::new(&[door(22, &[tcp(7000), udp(8000), tcp(9000)])]);
+        let a = ip(1);
+        c.at(0, a, tcp(7000));
+        assert!(c.at(1, a, tcp(8000)).is_empty());
+        assert_eq!(
+            c.at(2, a, udp(8000)),
+            [Armed {
+                door: 0,
+                final_knock: tcp(9000)
+            }]
+        );
+        assert!(c.at(3, a, udp(9000)).is_empty());
+        assert_eq!(c.at(4, a, tcp(9000)), [Opened { door: 0 }]);
+    }
+
+    #[test]
+    fn timeout_between_knocks() {
+        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let a = ip(1);
+        // Exactly the timeout is in time, a millisecond more is not.
+        c.at(0, a, tcp(1));
+        c.at(10_000, a, tcp(2));
+        assert_eq!(c.at(20_000, a, tcp(3)), [Opened { door: 0 }]);
+        c.at(30_000, a, tcp(1));
+        c.at(39_999, a, tcp(2));
+        assert_eq!(
+            c.at(50_000, a, tcp(3)),
+            [Expired {
+                door: 0,
+                was_armed: true
+            }]
+        );
+        // A late first port starts afresh.
+        c.at(60_000, a, tcp(1));
+        assert_eq!(
+            c.at(70_001, a, tcp(1)),
+            [
+                Expired {
+                    door: 0,
+                    was_armed: false
+                },
+                Progress { door: 0, step: 1 }
+            ]
+        );
+        c.at(71_000, a, tcp(2));
+        assert_eq!(c.at(72_000, a, tcp(3)), [Opened { door: 0 }]);
+    }
+
+    #[test]
+    fn a_clock_going_back_is_no_time() {
+        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let a = ip(1);
+        c.at(5_000, a, tcp(1));
+        c.at(4_000, a, tcp(2));
+        assert_eq!(c.at(3_000, a, tcp(3)), [Opened { door: 0 }]);
+    }
+
+    #[test]
+    fn short_sequences() {
+        let mut c = Clock::new(&[tcp_door(22, &[1]), tcp_door(23, &[2, 3])]);
+        let a = ip(1);
+        assert_eq!(c.at(0, a, tcp(1)), [Opened { door: 0 }]);
+        assert_eq!(c.at(1, a, tcp(1)), [Opened { door: 0 }]);
+        assert_eq!(c.engine.tracked_sources(), 0);
+        assert_eq!(
+            c.at(2, a, tcp(2)),
+            [Armed {
+                door: 1,
+                final_knock: tcp(3)
+            }]
+        );
+        assert_eq!(c.at(3, a, tcp(2)), [Retransmit { door: 1 }]);
+        assert_eq!(c.at(4, a, tcp(3)), [Opened { door: 1 }]);
+    }
+
+    #[test]
+    fn an_empty_sequence_never_opens() {
+        let mut c = Clock::new(&[door(22, &[]), tcp_door(23, &[1])]);
+        assert_eq!(c.at(0, ip(1), tcp(1)), [Opened { door: 1 }]);
+    }
+
+    #[test]
+    fn shared_knock_ports() {
+        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3]), tcp_door(23, &[1, 2, 4])]);
+        let a = ip(1);
+        assert_eq!(
+            c.at(0, a, tcp(1)),
+            [Progress { door: 0, step: 1 }, Progress { door: 1, step: 1 }]
+        );
+        assert_eq!(
+            c.at(1, a, tcp(2)),
+            [
+                Armed {
+                    door: 0,
+                    final_knock: tcp(3)
+                },
+                Armed {
+                    door: 1,
+                    final_knock: tcp(4)
+                }
+            ]
+        );
+        // 4 is no port of door 0, so door 0 stays armed.
+        assert_eq!(c.at(2, a, tcp(4)), [Opened { door: 1 }]);
+        assert_eq!(c.at(3, a, tcp(3)), [Opened { door: 0 }]);
+    }
+
+    #[test]
+    fn a_port_twice_in_a_sequence() {
+        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 1, 3])]);
+        let a = ip(1);
+        assert_eq!(opened(&c.seq(0, a, &[1, 2, 1, 3])), [0]);
+        assert_eq!(opened(&c.seq(10_000, a, &[1, 2, 1, 1, 3])), [0]);
+        assert!(opened(&c.seq(20_000, a, &[1, 2, 3])).is_empty());
+    }
+
+    #[test]
+    fn sources_are_independent() {
+        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let (a, b) = (ip(1), ip(2));
+        c.at(0, a, tcp(1));
+        c.at(1, b, tcp(1));
+        c.at(2, b, tcp(3));
+        c.at(3, a, tcp(2));
+        assert!(c.at(4, b, tcp(2)).is_empty(), "b was reset by its own 3");
+        assert_eq!(c.at(5, a, tcp(3)), [Opened { door: 0 }]);
+        let v6: IpAddr = "fd00:5eed::1".parse().expect("addr");
+        assert_eq!(opened(&c.seq(10_000, v6, &[1, 2, 3])), [0]);
+    }
+
+    #[test]
+    fn ipv4_mapped_sources_are_ipv4() {
+        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let mapped = IpAddr::V6(Ipv4Addr::new(198, 18, 0, 1).to_ipv6_mapped());
+        c.at(0, ip(1), tcp(1));
+        c.at(1, mapped, tcp(2));
+        assert_eq!(c.at(2, ip(1), tcp(3)), [Opened { door: 0 }]);
+    }
+
+    #[test]
+    fn progress_per_source_is_bounded() {
+        let doors: Vec<_> = (0..40u16)
+            .map(|d| tcp_door(100 + d, &[1000 + d, 2000]))
+            .collect();
+        let mut c = Clock::new(&doors);
+        let a = ip(1);
+        for d in 0..40u16 {
+            c.at(u64::from(d), a, tcp(1000 + d));
+        }
+        let kept = c.engine.sources.peek(&a).map(|p| p.len());
+        assert_eq!(kept, Some(MAX_DOORS_PER_SOURCE));
+        // The most recent doors survive.
+        assert_eq!(
+            opened(&c.at(100, a, tcp(2000))),
+            (24..40).collect::<Vec<_>>()
+        );
+
+        // More doors than the bound sharing a first port: the earliest doors win, and every
+        // arming reported is one the engine keeps.
+        let shared: Vec<_> = (0..20u16)
+            .map(|d| tcp_door(100 + d, &[1, 2000 + d]))
+            .collect();
+        let mut c = Clock::new(&shared);
+        let out = c.at(0, a, tcp(1));
+        assert_eq!(out.len(), MAX_DOORS_PER_SOURCE);
+        assert_eq!(c.at(1, a, tcp(2000)), [Opened { door: 0 }]);
+        assert!(c.at(2, a, tcp(2019)).is_empty());
+    }
+
+    #[test]
+    fn memory_layout_matches_the_documented_cost() {
+        assert_eq!(std::mem::size_of::<DoorState>(), 24);
+        assert_eq!(std::mem::size_of::<SourceProgress>(), 32);
+    }
+
+    #[test]
+    fn a_flood_of_spoofed_first_knocks_cannot_lock_out() {
+        const BOUND: usize = 1000;
+        let doors = [tcp_door(22, &[1, 2, 3])];
+        let mut engine = Engine::new(&doors, TIMEOUT, BOUND);
+        let start = Instant::now();
+        let legit = ip(7);
+        // The legitimate client has started before the flood and is forgotten by it...
+        engine.knock(legit, tcp(1), start);
+        let base = u128::from(Ipv6Addr::new(0xfd00, 0x5eed, 0, 0, 0, 0, 0, 0));
+        for i in 0..1_000_000u128 {
+            let spoofed = IpAddr::V6(Ipv6Addr::from(base + i));
+            engine.knock(spoofed, tcp(1), start);
+            if i % 4096 == 0 {
+                assert!(engine.tracked_sources() <= BOUND);
+            }
+        }
+        assert_eq!(engine.tracked_sources(), BOUND);
+        // ...yet, knocking now, it opens.
+        let now = start + Duration::from_secs(1);
+        assert!(engine.knock(legit, tcp(2), now).is_empty());
+        let mut all = engine.knock(legit, tcp(1), now).to_vec();
+        all.extend(engine.knock(legit, tcp(2), now));
+        all.extend(engine.knock(legit, tcp(3), now));
+        assert_eq!(opened(&all), [0]);
+        assert!(engine.tracked_sources() <= BOUND);
+    }
+
+    #[test]
+    fn knocks_that_start_nothing_are_not_tracked() {
+        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        for i in 0..=255 {
+            c.at(0, ip(i), tcp(2));
+            c.at(0, ip(i), tcp(9));
+        }
+        assert_eq!(c.engine.tracked_sources(), 0);
+    }
+
+    #[test]
+    fn zero_max_sources_tracks_one() {
+        let mut engine = Engine::new(&[tcp_door(22, &[1, 2])], TIMEOUT, 0);
+        let now = Instant::now();
+        engine.knock(ip(1), tcp(1), now);
+        engine.knock(ip(2), tcp(1), now);
+        assert_eq!(engine.tracked_sources(), 1);
+        assert_eq!(
+            engine.knock(ip(2), tcp(2), now).to_vec(),
+            [Opened { door: 0 }]
+        );
+    }
+
+    /// The rules of SPEC §2 written as plainly as possible: every door checked on every knock,
+    /// one map entry per (source, door), no bounds.
+    struct Reference {
+        doors: Vec<Vec<KnockPort>>,
+        state: HashMap<(IpAddr, DoorId), (usize, Instant)>,
+    }
+
+    impl Reference {
+        fn knock(&mut self, source: IpAddr, knock: KnockPort, now: Instant) -> Vec<Outcome> {
+            let mut out = Vec::new();
+            for (door, seq) in self.doors.iter().enumerate() {
+                if !seq.contains(&knock) {
+                    continue;
+                }
+                let n = seq.len();
+                let armed = |s: usize| n >= 2 && s == n - 1;
+                let key = (source, door);
+                let mut current = self.state.get(&key).copied();
+                if let Some((s, last)) = current {
+                    if now.duration_since(last) > TIMEOUT {
+                        out.push(Expired {
+                            door,
+                            was_armed: armed(s),
+                        });
+                        self.state.remove(&key);
+                        current = None;
+                    }
+                }
+                let next = match current {
+                    Some((s, _)) if seq[s] == knock => s + 1,
+                    Some((s, _)) if seq[s - 1] == knock => {
+                        out.push(Retransmit { door });
+                        continue;
+                    }
+                    Some((s, _)) => {
+                        self.state.remove(&key);
+                        out.push(Reset {
+                            door,
+                            was_armed: armed(s),
+                        });
+                        if seq[0] != knock {
+                            continue;
+                        }
+                        1
+                    }
+                    None if seq[0] == knock => 1,
+                    None => continue,
+                };
+                if next == n {
+                    self.state.remove(&key);
+                    out.push(Opened { door });
+                } else {
+                    self.state.insert(key, (next, now));
+                    out.push(if armed(next) {
+                        Armed {
+                            door,
+                            final_knock: seq[n - 1],
+                        }
+                    } else {
+                        Progress { door, step: next }
+                    });
+                }
+            }
+            out
+        }
+    }
+
+    /// Whether `events[i]` (a knock by `source`) ends `seq` knocked in order, each knock within
+    /// the timeout of the previous one, with nothing but repeats of the port just knocked among
+    /// the door's ports in between. Independent of the engine's state machine.
+    fn justified(events: &[Event], i: usize, seq: &[KnockPort]) -> bool {
+        let source = events[i].0;
+        let mine: Vec<(KnockPort, Instant)> = events[..=i]
+            .iter()
+            .filter(|e| e.0 == source && seq.contains(&e.1))
+            .map(|e| (e.1, e.2))
+            .collect();
+        let n = seq.len();
+        let mut j = mine.len() - 1;
+        if mine[j].0 != seq[n - 1] {
+            return false;
+        }
+        for k in (0..n - 1).rev() {
+            let mut r = j;
+            while r > 0 && mine[r - 1].0 == seq[k] {
+                r -= 1;
+            }
+            if r == j {
+                return false;
+            }
+            // Earlier copies of the first port are not part of the sequence; of any later
+            // port they are, so its first copy is the one that counted.
+            let w = if k == 0 { j - 1 } else { r };
+            if mine[j].1.duration_since(mine[w].1) > TIMEOUT {
+                return false;
+            }
+            j = w;
+        }
+        true
+    }
+
+    type Event = (IpAddr, KnockPort, Instant);
+
+    const POOL: [KnockPort; 5] = [
+        KnockPort {
+            proto: Proto::Tcp,
+            port: 1,
+        },
+        KnockPort {
+            proto: Proto::Tcp,
+            port: 2,
+        },
+        KnockPort {
+            proto: Proto::Tcp,
+            port: 3,
+        },
+        KnockPort {
+            proto: Proto::Udp,
+            port: 3,
+        },
+        KnockPort {
+            proto: Proto::Tcp,
+            port: 4,
+        },
+    ];
+
+    fn sequence() -> impl Strategy<Value = Vec<KnockPort>> {
+        proptest::collection::vec(0..POOL.len(), 1..5).prop_map(|mut idx| {
+            idx.dedup(); // configuration validation forbids a port twice in a row
+            idx.into_iter().map(|i| POOL[i]).collect()
+        })
+    }
+
+    /// A stretch of knocks from one source; gaps are milliseconds since the previous knock.
+    #[derive(Debug, Clone)]
+    enum Chunk {
+        /// Ports of [`POOL`].
+        Random(u8, Vec<(usize, u64)>),
+        /// A door's whole sequence, so that opens are frequent rather than luck.
+        Door(u8, DoorId, u64),
+    }
+
+    fn chunks(doors: usize) -> impl Strategy<Value = Vec<Chunk>> {
+        // Gaps cluster around the timeout to probe its edge.
+        let gap = prop_oneof![0..2_000u64, 9_990..10_010u64];
+        let random = (
+            0u8..3,
+            proptest::collection::vec((0..POOL.len(), gap), 1..4),
+        )
+            .prop_map(|(s, k)| Chunk::Random(s, k));
+        let door = (0u8..3, 0..doors, 0..1_500u64).prop_map(|(s, d, g)| Chunk::Door(s, d, g));
+        proptest::collection::vec(prop_oneof![random, door], 1..40)
+    }
+
+    fn expand(doors: &[Vec<KnockPort>], chunks: &[Chunk]) -> Vec<Event> {
+        let start = Instant::now();
+        let mut t = 0u64;
+        let mut out = Vec::new();
+        let mut push = |s: u8, port: KnockPort, gap: u64| {
+            t += gap;
+            out.push((ip(s), port, start + Duration::from_millis(t)));
+        };
+        for chunk in chunks {
+            match chunk {
+                Chunk::Random(s, knocks) => {
+                    for &(k, gap) in knocks {
+                        push(*s, POOL[k], gap);
+                    }
+                }
+                Chunk::Door(s, d, gap) => {
+                    for &port in &doors[*d] {
+                        push(*s, port, *gap);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn doors_and_chunks() -> impl Strategy<Value = (Vec<Vec<KnockPort>>, Vec<Chunk>)> {
+        proptest::collection::vec(sequence(), 1..4)
+            .prop_flat_map(|doors| (Just(doors.clone()), chunks(doors.len())))
+    }
+
+    fn simple_doors(seqs: &[Vec<KnockPort>]) -> Vec<SimpleDoor> {
+        seqs.iter()
+            .enumerate()
+            .map(|(i, s)| door(100 + i as u16, s))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn engine_matches_the_reference((seqs, chunks) in doors_and_chunks()) {
+            let events = expand(&seqs, &chunks);
+            let mut engine = Engine::new(&simple_doors(&seqs), TIMEOUT, 1000);
+            let mut reference = Reference { doors: seqs.clone(), state: HashMap::new() };
+            for (i, &(source, knock, now)) in events.iter().enumerate() {
+                let got = engine.knock(source, knock, now).to_vec();
+                prop_assert_eq!(&got, &reference.knock(source, knock, now), "event {}", i);
+                for door in opened(&got) {
+                    prop_assert!(justified(&events, i, &seqs[door]), "unjustified open at {}", i);
+                }
+            }
+        }
+
+        #[test]
+        fn tracked_sources_stay_bounded((seqs, chunks) in doors_and_chunks(), bound in 1usize..4) {
+            let events = expand(&seqs, &chunks);
+            let mut engine = Engine::new(&simple_doors(&seqs), TIMEOUT, bound);
+            for (i, &(source, knock, now)) in events.iter().enumerate() {
+                let got = engine.knock(source, knock, now);
+                prop_assert!(engine.tracked_sources() <= bound);
+                let progressed = got.iter().any(|o| matches!(o, Progress { .. } | Armed { .. }));
+                if progressed {
+                    prop_assert!(engine.sources.contains(&source), "the active source is kept");
+                }
+                // Forgetting progress may lose an open, never make one up.
+                for door in opened(&got) {
+                    prop_assert!(justified(&events, i, &seqs[door]), "unjustified open at {}", i);
+                }
+            }
+        }
+    }
+}

@@ -4,8 +4,13 @@
 //! Pure logic (configuration, one-time passwords, the knock engine) is kept apart from
 //! I/O so that it is tested without root. See ARCHITECTURE.md for the map.
 
+pub mod admin;
+pub mod capture;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod engine;
+pub mod firewall;
 pub mod otp;
+pub mod state;

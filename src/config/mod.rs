@@ -3,22 +3,62 @@
 //! [`load`] reads a configuration directory and returns either a validated [`Config`] with
 //! its warnings, or every problem found, each as `FILE:LINE: severity: message`.
 
+mod check;
+mod conf;
+mod diagnostic;
+mod lists;
+
 use std::fmt;
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use check::check_command;
+pub use conf::{MAX_DURATION_SECS, MAX_MAX_SOURCES, MAX_OTP_SKEW};
+pub use diagnostic::{ConfigError, Diagnostic, Severity};
+pub use lists::{MAX_SEQUENCE, MIN_SECRET_LEN};
+
+/// Name of the settings file inside the configuration directory.
+pub const CONF_FILE: &str = "portknock.conf";
+/// Default name of the simple list inside the configuration directory.
+pub const SIMPLE_LIST_FILE: &str = "simple-portknock-list";
+/// Default name of the advanced list inside the configuration directory.
+pub const ADVANCED_LIST_FILE: &str = "advanced-portknock-list";
 
 /// Transport protocol of a knock port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
+    /// A knock is a TCP SYN.
     Tcp,
+    /// A knock is a UDP datagram.
     Udp,
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
 }
 
 /// One port of a simple-mode sequence, or the UDP port of an advanced door.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KnockPort {
+    /// How the knock arrives.
     pub proto: Proto,
+    /// The port number, 1 to 65535.
     pub port: u16,
+}
+
+/// Shown as `tcp/7000` or `udp/8000`.
+impl fmt::Display for KnockPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.proto, self.port)
+    }
 }
 
 /// A simple-mode door: `PROTECTED:K1,K2,...`.
@@ -26,7 +66,7 @@ pub struct KnockPort {
 pub struct SimpleDoor {
     /// The TCP port this door protects.
     pub protected: u16,
-    /// The knock ports in order; never empty, at most 32.
+    /// The knock ports in order; never empty, at most [`MAX_SEQUENCE`].
     pub sequence: Vec<KnockPort>,
 }
 
@@ -36,6 +76,7 @@ pub struct SimpleDoor {
 pub struct Secret(Vec<u8>);
 
 impl Secret {
+    /// Wraps the bytes of a secret, used whole as the HMAC key.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
         Secret(bytes.into())
     }
@@ -59,7 +100,9 @@ pub struct AdvancedDoor {
     pub protected: u16,
     /// The UDP port that receives one-time passwords.
     pub knock_port: u16,
+    /// Key of the OTPs that open the door.
     pub open_secret: Secret,
+    /// Key of the OTPs that close it again; never equal to the open secret.
     pub close_secret: Secret,
 }
 
@@ -72,7 +115,9 @@ pub struct Settings {
     pub simple: bool,
     /// `FW_PORTKNOCK_ADVANCED`.
     pub advanced: bool,
+    /// `FW_PORTKNOCK_SIMPLE_LIST`, already joined to the configuration directory.
     pub simple_list: PathBuf,
+    /// `FW_PORTKNOCK_ADVANCED_LIST`, already joined to the configuration directory.
     pub advanced_list: PathBuf,
     /// Most time allowed between two consecutive knocks of a sequence.
     pub knock_timeout: Duration,
@@ -90,14 +135,148 @@ pub struct Settings {
     pub state_dir: PathBuf,
 }
 
+impl Settings {
+    /// The defaults of SPEC §1.1 for a configuration directory `dir`.
+    pub fn defaults(dir: &Path) -> Self {
+        Settings {
+            enabled: false,
+            simple: false,
+            advanced: false,
+            simple_list: dir.join(SIMPLE_LIST_FILE),
+            advanced_list: dir.join(ADVANCED_LIST_FILE),
+            knock_timeout: Duration::from_secs(10),
+            simple_open: Duration::from_secs(30),
+            advanced_open: Duration::from_secs(3600),
+            otp_skew: 1,
+            ipv6: true,
+            max_sources: 262_144,
+            state_dir: PathBuf::from("/var/lib/portknock"),
+        }
+    }
+}
+
 /// A validated configuration: what the daemon enforces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The configuration directory it was read from.
     pub dir: PathBuf,
+    /// The values of `portknock.conf`.
     pub settings: Settings,
-    /// Simple doors; empty when simple mode or the engine is off.
+    /// Simple doors in list order; empty when simple mode or the engine is off.
     pub simple: Vec<SimpleDoor>,
-    /// Advanced doors; empty when advanced mode or the engine is off.
+    /// Advanced doors in list order; empty when advanced mode or the engine is off.
     pub advanced: Vec<AdvancedDoor>,
 }
+
+/// A configuration that can be used, with the warnings found on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// Problems that are reported but not fatal, in file and line order.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Reads and validates the configuration directory `dir` (SPEC §1).
+///
+/// Every problem of every file is collected before this returns, so one run shows them all.
+/// The lists are read only when the engine and their mode are on. Diagnostics come sorted by
+/// file (settings, simple list, advanced list) and then by line.
+pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
+    let mut diags = Vec::new();
+    let conf_path = dir.join(CONF_FILE);
+    let settings = match read(&conf_path) {
+        Ok((text, _)) => conf::parse(dir, &conf_path, &text, &mut diags),
+        Err(err) => {
+            let hint = "create it (see examples/portknock.conf) or choose the directory with \
+                        --config-dir or PORTKNOCK_CONFIG_DIR";
+            diags.push(unreadable(&conf_path, &err, hint));
+            return Err(ConfigError { diagnostics: diags });
+        }
+    };
+
+    let mut simple = lists::List::new(&settings.simple_list);
+    let mut advanced = lists::List::new(&settings.advanced_list);
+    if settings.enabled && settings.simple {
+        if let Some((text, _)) = read_list(&simple.file, "simple", "SIMPLE", &mut diags) {
+            simple.entries = lists::parse_simple(&simple.file, &text, &mut diags);
+        }
+    }
+    if settings.enabled && settings.advanced {
+        if let Some((text, mode)) = read_list(&advanced.file, "advanced", "ADVANCED", &mut diags) {
+            if mode & 0o044 != 0 {
+                let file = advanced.file.display();
+                diags.push(Diagnostic::warning(
+                    &advanced.file,
+                    None,
+                    format!("readable by group or others, but it holds secrets; run chmod 600 {file}"),
+                ));
+            }
+            advanced.entries = lists::parse_advanced(&advanced.file, &text, &mut diags);
+        }
+    }
+    lists::cross_check(&simple, &advanced, &mut diags);
+
+    let rank = |d: &Diagnostic| {
+        [&conf_path, &simple.file, &advanced.file]
+            .iter()
+            .position(|f| **f == d.file)
+    };
+    diags.sort_by_key(|d| (rank(d), d.line));
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(ConfigError { diagnostics: diags });
+    }
+    Ok(Loaded {
+        config: Config {
+            dir: dir.to_path_buf(),
+            settings,
+            simple: simple.entries.into_iter().map(|e| e.door).collect(),
+            advanced: advanced.entries.into_iter().map(|e| e.door).collect(),
+        },
+        warnings: diags,
+    })
+}
+
+/// Reads a file as text with its permission bits, taken from the same open file so that the
+/// mode checked is the mode of the content read.
+fn read(path: &Path) -> io::Result<(String, u32)> {
+    let mut file = File::open(path)?;
+    let mode = file.metadata()?.permissions().mode();
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    // Invalid UTF-8 is kept visible as U+FFFD, which every port and secret check rejects.
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), mode))
+}
+
+/// Reads the list of an enabled mode; a missing or unreadable list is an error.
+fn read_list(
+    path: &Path,
+    mode: &str,
+    key: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(String, u32)> {
+    read(path)
+        .map_err(|err| {
+            let hint = format!(
+                "{mode} mode is on (FW_PORTKNOCK_{key}=yes); create the list or set \
+                 FW_PORTKNOCK_{key}=no"
+            );
+            diags.push(unreadable(path, &err, &hint));
+        })
+        .ok()
+}
+
+/// The diagnostic for a file that could not be read, with what to do about it.
+fn unreadable(path: &Path, err: &io::Error, not_found_hint: &str) -> Diagnostic {
+    let message = match err.kind() {
+        io::ErrorKind::NotFound => format!("not found; {not_found_hint}"),
+        io::ErrorKind::PermissionDenied => {
+            "cannot read it: permission denied; run as root or make it readable".to_string()
+        }
+        _ => format!("cannot read it: {err}"),
+    };
+    Diagnostic::error(path, None, message)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+//! The administrator's commands that act on the kernel directly: `apply`, `status`, `open`,
+//! `close`, `remove`. Each reads the truth from the kernel rather than from the daemon, so they
+//! work the same whether or not the daemon runs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use crate::config::{self, Config};
+use crate::daemon::signal_reload;
+use crate::firewall::{self, Grant, Policy};
+
+/// How long `open` grants when `--for` is not given.
+pub const DEFAULT_MANUAL_OPEN: Duration = Duration::from_secs(3600);
+/// The longest manual grant: a week. Longer belongs in the host's own firewall rules.
+pub const MAX_MANUAL_OPEN: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Loads and validates the configuration, printing every problem; `None` when it has errors.
+pub fn load_reporting(dir: &Path) -> Option<Config> {
+    match config::load(dir) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("{warning}");
+            }
+            Some(loaded.config)
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            None
+        }
+    }
+}
+
+/// Installs the policy of `config` atomically, keeping the grants of doors that still exist.
+/// With the engine off, removes the table instead.
+pub fn install(config: &Config) -> Result<(), firewall::NftError> {
+    if !config.settings.enabled {
+        return firewall::apply(&firewall::remove_batch(), "removing the portknock table");
+    }
+    let keep = firewall::grants()?.unwrap_or_default();
+    let batch = Policy::from_config(config).install_batch(&keep);
+    firewall::apply(&batch, "installing the portknock ruleset")
+}
+
+/// `portknock apply [--dry-run]`.
+pub fn apply(dir: &Path, dry_run: bool) -> u8 {
+    let Some(config) = load_reporting(dir) else {
+        eprintln!("apply: the configuration has errors; nothing was changed");
+        return EXIT_USAGE;
+    };
+    if dry_run {
+        let batch = if config.settings.enabled {
+            Policy::from_config(&config).install_batch(&[])
+        } else {
+            firewall::remove_batch()
+        };
+        return match serde_json::to_string_pretty(&batch) {
+            Ok(text) => {
+                println!("{text}");
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("apply: cannot render the ruleset: {e}");
+                EXIT_FAILURE
+            }
+        };
+    }
+    if let Err(e) = install(&config) {
+        eprintln!("apply: {e}");
+        return EXIT_FAILURE;
+    }
+    if config.settings.enabled {
+        println!(
+            "applied: {} simple and {} advanced doors in table inet {}",
+            config.simple.len(),
+            config.advanced.len(),
+            firewall::TABLE
+        );
+    } else {
+        println!("FW_PORTKNOCK is off: table inet {} removed, no port is protected", firewall::TABLE);
+    }
+    match signal_reload(&config.settings.state_dir) {
+        Ok(Some(pid)) => println!("asked the running daemon (pid {pid}) to reload"),
+        Ok(None) => println!("no daemon is running: start it with `portknock serve` (or systemctl start portknock)"),
+        Err(e) => {
+            eprintln!("apply: the rules are in force, but the daemon could not be told to reload: {e}");
+            return EXIT_FAILURE;
+        }
+    }
+    EXIT_OK
+}
+
+#[derive(Debug, Serialize)]
+struct Status {
+    engine: bool,
+    simple: bool,
+    advanced: bool,
+    table_installed: bool,
+    doors: Vec<DoorStatus>,
+    grants: Vec<GrantStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct DoorStatus {
+    port: u16,
+    mode: &'static str,
+    knock: String,
+}
+
+#[derive(Debug, Serialize)]
+struct GrantStatus {
+    #[serde(flatten)]
+    grant: Grant,
+    mode: &'static str,
+}
+
+/// `portknock status [--json]`.
+pub fn status(dir: &Path, json: bool) -> u8 {
+    let Some(config) = load_reporting(dir) else {
+        return EXIT_USAGE;
+    };
+    let grants = match firewall::grants() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("status: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let mode_of = |port: u16| {
+        if config.simple.iter().any(|d| d.protected == port) {
+            "simple"
+        } else if config.advanced.iter().any(|d| d.protected == port) {
+            "advanced"
+        } else {
+            "manual"
+        }
+    };
+    let mut doors: Vec<DoorStatus> = config
+        .simple
+        .iter()
+        .map(|d| DoorStatus {
+            port: d.protected,
+            mode: "simple",
+            knock: d
+                .sequence
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        })
+        .collect();
+    doors.extend(config.advanced.iter().map(|d| DoorStatus {
+        port: d.protected,
+        mode: "advanced",
+        knock: format!("udp/{} (OTP)", d.knock_port),
+    }));
+    let status = Status {
+        engine: config.settings.enabled,
+        simple: config.settings.simple,
+        advanced: config.settings.advanced,
+        table_installed: grants.is_some(),
+        doors,
+        grants: grants
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| GrantStatus {
+                grant: g,
+                mode: mode_of(g.port),
+            })
+            .collect(),
+    };
+    if json {
+        match serde_json::to_string_pretty(&status) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("status: cannot render JSON: {e}");
+                return EXIT_FAILURE;
+            }
+        }
+        return EXIT_OK;
+    }
+    let on = |b: bool| if b { "on" } else { "off" };
+    println!(
+        "engine {}  simple {}  advanced {}  table inet {} {}",
+        on(status.engine),
+        on(status.simple),
+        on(status.advanced),
+        firewall::TABLE,
+        if status.table_installed { "installed" } else { "NOT installed (run `portknock apply`)" }
+    );
+    println!("doors:");
+    for d in &status.doors {
+        println!("  {:>5}  {:<8}  {}", d.port, d.mode, d.knock);
+    }
+    println!("grants: {}", status.grants.len());
+    for g in &status.grants {
+        println!(
+            "  {:<39} port {:>5}  {:<8}  {}s left",
+            g.grant.source, g.grant.port, g.mode, g.grant.remaining.as_secs()
+        );
+    }
+    EXIT_OK
+}
+
+/// `portknock open SOURCE PORT [--for SECONDS]` and `portknock close SOURCE PORT`.
+pub fn manual(source: std::net::IpAddr, port: u16, open_for: Option<Duration>) -> u8 {
+    let result = firewall::SetUpdater::open().and_then(|mut nl| match open_for {
+        Some(d) => nl.grant(source, port, d),
+        None => nl.revoke(source, port),
+    });
+    match (result, open_for) {
+        (Ok(()), Some(d)) => {
+            println!("opened port {port} to {source} for {}s", d.as_secs());
+            EXIT_OK
+        }
+        (Ok(()), None) => {
+            println!("closed port {port} to {source} (established connections stay up)");
+            EXIT_OK
+        }
+        (Err(e), _) => {
+            eprintln!("{e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// `portknock remove`.
+pub fn remove() -> u8 {
+    match firewall::apply(&firewall::remove_batch(), "removing the portknock table") {
+        Ok(()) => {
+            println!("table inet {} removed: no port is protected any more", firewall::TABLE);
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("remove: {e}");
+            EXIT_FAILURE
+        }
+    }
+}

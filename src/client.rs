@@ -1,1 +1,0 @@
-//! The client side: simple knocks and OTP datagrams (SPEC §5).

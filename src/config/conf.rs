@@ -1,0 +1,441 @@
+//! `portknock.conf` (SPEC §1.1): shell-style `KEY=value` lines, read the way a shell that
+//! sources the file would read them, so that one file can serve both.
+
+use std::collections::hash_map::{Entry, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Diagnostic, Settings};
+
+/// Longest accepted knock timeout or open time, in seconds (30 days). A longer one is almost
+/// surely a typo that would leave a door open for good; 30 days in milliseconds also still
+/// fits in 32 bits, whatever the firewall code converts it to.
+pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
+
+/// Largest `FW_PORTKNOCK_OTP_SKEW`, in minutes. Ten covers a client without NTP; a wider
+/// window only lengthens the life of an intercepted, undelivered OTP and the used-OTP record
+/// the daemon has to keep.
+pub const MAX_OTP_SKEW: u32 = 10;
+
+/// Largest `FW_PORTKNOCK_MAX_SOURCES` (2^24): the point of the limit is bounded memory.
+pub const MAX_MAX_SOURCES: usize = 1 << 24;
+
+/// Every key of SPEC §1.1, for "did you mean".
+const KEYS: [&str; 12] = [
+    "FW_PORTKNOCK",
+    "FW_PORTKNOCK_SIMPLE",
+    "FW_PORTKNOCK_ADVANCED",
+    "FW_PORTKNOCK_SIMPLE_LIST",
+    "FW_PORTKNOCK_ADVANCED_LIST",
+    "FW_PORTKNOCK_KNOCK_TIMEOUT",
+    "FW_PORTKNOCK_SIMPLE_OPEN",
+    "FW_PORTKNOCK_ADVANCED_OPEN",
+    "FW_PORTKNOCK_OTP_SKEW",
+    "FW_PORTKNOCK_IPV6",
+    "FW_PORTKNOCK_MAX_SOURCES",
+    "FW_PORTKNOCK_STATE_DIR",
+];
+
+/// Reads the settings in `text` (the content of `file`), reporting problems into `diags`.
+/// A key whose value is bad keeps its default, so the rest of the configuration can still be
+/// checked.
+pub(super) fn parse(dir: &Path, file: &Path, text: &str, diags: &mut Vec<Diagnostic>) -> Settings {
+    let defaults = Settings::defaults(dir);
+    let mut settings = defaults.clone();
+    let mut first_line = HashMap::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = Some(index + 1);
+        let (key, value) = match assignment(raw) {
+            None => continue,
+            Some(Ok(assignment)) => assignment,
+            Some(Err(message)) => {
+                diags.push(Diagnostic::error(file, line, message));
+                continue;
+            }
+        };
+        let Some(result) = apply(&mut settings, &defaults, dir, key, &value) else {
+            let message = format!("unknown key {key}; did you mean {}?", closest(key));
+            diags.push(Diagnostic::error(file, line, message));
+            continue;
+        };
+        match first_line.entry(key) {
+            Entry::Occupied(first) => diags.push(Diagnostic::warning(
+                file,
+                line,
+                format!("{key} is set again (first on line {}); the last value counts", first.get()),
+            )),
+            Entry::Vacant(slot) => {
+                slot.insert(index + 1);
+            }
+        }
+        if let Err(expected) = result {
+            let message = format!("{key}={value:?}: expected {expected}");
+            diags.push(Diagnostic::error(file, line, message));
+        }
+    }
+    if settings.enabled && !settings.simple && !settings.advanced {
+        diags.push(Diagnostic::warning(
+            file,
+            None,
+            "FW_PORTKNOCK is yes but FW_PORTKNOCK_SIMPLE and FW_PORTKNOCK_ADVANCED are not, so no \
+             port is protected; turn on a mode",
+        ));
+    }
+    settings
+}
+
+/// Splits a line into key and value; `None` for lines that are not about portknock (other
+/// settings, comments, blank lines).
+fn assignment(raw: &str) -> Option<Result<(&str, String), String>> {
+    let mut line = raw.trim_start();
+    if let Some(rest) = line.strip_prefix("export") {
+        if rest.starts_with(char::is_whitespace) {
+            line = rest.trim_start();
+        }
+    }
+    if !line.starts_with("FW_PORTKNOCK") {
+        return None;
+    }
+    match line.split_once('=') {
+        Some((key, rest))
+            if key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !rest.starts_with(char::is_whitespace) =>
+        {
+            Some(value(rest).map(|value| (key, value)))
+        }
+        _ => Some(Err(
+            "expected KEY=\"value\" with no spaces around '='".to_string()
+        )),
+    }
+}
+
+/// The value after `KEY=`: quoted with `"` or `'`, or one word, then at most a comment.
+fn value(rest: &str) -> Result<String, String> {
+    let (value, after) = match rest.chars().next() {
+        Some(quote @ ('"' | '\'')) => quoted(&rest[1..], quote)?,
+        _ => {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            (rest[..end].to_string(), &rest[end..])
+        }
+    };
+    let after = after.trim_start();
+    if after.is_empty() || after.starts_with('#') {
+        Ok(value)
+    } else {
+        Err("unexpected text after the value; quote a value that contains spaces".to_string())
+    }
+}
+
+/// A quoted value up to its closing `quote`, and the text after it.
+fn quoted(body: &str, quote: char) -> Result<(String, &str), String> {
+    let mut value = String::new();
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            _ if c == quote => return Ok((value, &body[i + 1..])),
+            // Inside double quotes a shell drops the backslash before these four only.
+            '\\' if quote == '"' => match chars.next() {
+                Some((_, next @ ('"' | '\\' | '$' | '`'))) => value.push(next),
+                Some((_, next)) => value.extend(['\\', next]),
+                None => break,
+            },
+            _ => value.push(c),
+        }
+    }
+    Err(format!("missing closing {quote} quote"))
+}
+
+/// Stores the value of a known key, or says what was expected; `None` for an unknown key.
+/// An empty value (`KEY=""`) means the default, as in the established sysconfig files.
+fn apply(
+    s: &mut Settings,
+    d: &Settings,
+    dir: &Path,
+    key: &str,
+    v: &str,
+) -> Option<Result<(), String>> {
+    let seconds = |default| seconds(v, default);
+    Some(match key {
+        "FW_PORTKNOCK" => boolean(v, d.enabled).map(|b| s.enabled = b),
+        "FW_PORTKNOCK_SIMPLE" => boolean(v, d.simple).map(|b| s.simple = b),
+        "FW_PORTKNOCK_ADVANCED" => boolean(v, d.advanced).map(|b| s.advanced = b),
+        "FW_PORTKNOCK_SIMPLE_LIST" => {
+            s.simple_list = list_path(dir, v, &d.simple_list);
+            Ok(())
+        }
+        "FW_PORTKNOCK_ADVANCED_LIST" => {
+            s.advanced_list = list_path(dir, v, &d.advanced_list);
+            Ok(())
+        }
+        "FW_PORTKNOCK_KNOCK_TIMEOUT" => seconds(d.knock_timeout).map(|t| s.knock_timeout = t),
+        "FW_PORTKNOCK_SIMPLE_OPEN" => seconds(d.simple_open).map(|t| s.simple_open = t),
+        "FW_PORTKNOCK_ADVANCED_OPEN" => seconds(d.advanced_open).map(|t| s.advanced_open = t),
+        "FW_PORTKNOCK_OTP_SKEW" => whole(v, 0, MAX_OTP_SKEW.into(), " of minutes", d.otp_skew.into())
+            .map(|n| s.otp_skew = n as u32),
+        "FW_PORTKNOCK_IPV6" => boolean(v, d.ipv6).map(|b| s.ipv6 = b),
+        "FW_PORTKNOCK_MAX_SOURCES" => {
+            whole(v, 1, MAX_MAX_SOURCES as u64, "", d.max_sources as u64)
+                .map(|n| s.max_sources = n as usize)
+        }
+        "FW_PORTKNOCK_STATE_DIR" => state_dir(v, &d.state_dir).map(|p| s.state_dir = p),
+        _ => return None,
+    })
+}
+
+fn boolean(v: &str, default: bool) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "" => Ok(default),
+        "yes" | "true" | "1" => Ok(true),
+        "no" | "false" | "0" => Ok(false),
+        _ => Err("yes or no".to_string()),
+    }
+}
+
+fn seconds(v: &str, default: Duration) -> Result<Duration, String> {
+    whole(v, 1, MAX_DURATION_SECS, " of seconds", default.as_secs()).map(Duration::from_secs)
+}
+
+/// The daemon's working directory is no place for the used-OTP record, so relative is refused.
+fn state_dir(v: &str, default: &Path) -> Result<PathBuf, String> {
+    match Path::new(v) {
+        _ if v.is_empty() => Ok(default.to_path_buf()),
+        path if path.is_absolute() => Ok(path.to_path_buf()),
+        _ => Err("an absolute path".to_string()),
+    }
+}
+
+/// A decimal number in `lo..=hi`; `unit` completes "a whole number{unit}".
+fn whole(v: &str, lo: u64, hi: u64, unit: &str, default: u64) -> Result<u64, String> {
+    if v.is_empty() {
+        return Ok(default);
+    }
+    v.parse()
+        .ok()
+        .filter(|n| v.bytes().all(|b| b.is_ascii_digit()) && (lo..=hi).contains(n))
+        .ok_or_else(|| format!("a whole number{unit} from {lo} to {hi}"))
+}
+
+/// Relative list paths are relative to the configuration directory, not to wherever the
+/// command happens to run.
+fn list_path(dir: &Path, v: &str, default: &Path) -> PathBuf {
+    if v.is_empty() {
+        default.to_path_buf()
+    } else {
+        dir.join(v)
+    }
+}
+
+/// The known key nearest to an unknown one; transpositions count as one edit, so that
+/// `SIMPEL` finds `SIMPLE`.
+fn closest(key: &str) -> &'static str {
+    KEYS.iter()
+        .copied()
+        .min_by_key(|known| strsim::damerau_levenshtein(key, known))
+        .unwrap_or(KEYS[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FILE: &str = "/c/portknock.conf";
+
+    fn run(text: &str) -> (Settings, Vec<String>) {
+        let mut diags = Vec::new();
+        let settings = parse(Path::new("/c"), Path::new(FILE), text, &mut diags);
+        (settings, diags.iter().map(ToString::to_string).collect())
+    }
+
+    fn messages(text: &str) -> Vec<String> {
+        run(text).1
+    }
+
+    #[test]
+    fn empty_file_and_foreign_lines_give_the_defaults() {
+        let text = "# comment\n\nFW_SERVICES_EXT_TCP=\"ssh\"\nif true; then :; fi\nPORTKNOCK=x\n";
+        assert_eq!(run(text), (Settings::defaults(Path::new("/c")), vec![]));
+    }
+
+    #[test]
+    fn every_key_in_every_shell_form() {
+        let text = r#"
+FW_PORTKNOCK="yes"
+export FW_PORTKNOCK_SIMPLE=True   # trailing comment
+  FW_PORTKNOCK_ADVANCED='1'
+FW_PORTKNOCK_SIMPLE_LIST="lists/simple"
+FW_PORTKNOCK_ADVANCED_LIST=/etc/other/advanced
+FW_PORTKNOCK_KNOCK_TIMEOUT=5
+FW_PORTKNOCK_SIMPLE_OPEN="45" # comment
+FW_PORTKNOCK_ADVANCED_OPEN='600'
+FW_PORTKNOCK_OTP_SKEW=0
+FW_PORTKNOCK_IPV6=NO
+FW_PORTKNOCK_MAX_SOURCES=16777216
+FW_PORTKNOCK_STATE_DIR="/var/lib/pk state"
+"#;
+        let expected = Settings {
+            enabled: true,
+            simple: true,
+            advanced: true,
+            simple_list: PathBuf::from("/c/lists/simple"),
+            advanced_list: PathBuf::from("/etc/other/advanced"),
+            knock_timeout: Duration::from_secs(5),
+            simple_open: Duration::from_secs(45),
+            advanced_open: Duration::from_secs(600),
+            otp_skew: 0,
+            ipv6: false,
+            max_sources: 16_777_216,
+            state_dir: PathBuf::from("/var/lib/pk state"),
+        };
+        assert_eq!(run(text), (expected, vec![]));
+    }
+
+    #[test]
+    fn every_known_key_is_applied() {
+        let mut s = Settings::defaults(Path::new("/c"));
+        let d = s.clone();
+        for key in KEYS {
+            assert_eq!(apply(&mut s, &d, Path::new("/c"), key, ""), Some(Ok(())), "{key}");
+        }
+        assert_eq!(apply(&mut s, &d, Path::new("/c"), "FW_PORTKNOCK_X", "1"), None);
+    }
+
+    #[test]
+    fn quoting_follows_the_shell() {
+        let dir = |text: &str| run(text).0.state_dir;
+        assert_eq!(dir(r#"FW_PORTKNOCK_STATE_DIR="/a\"b\\c\d""#), PathBuf::from(r#"/a"b\c\d"#));
+        assert_eq!(dir(r"FW_PORTKNOCK_STATE_DIR='/a\b#c'"), PathBuf::from(r"/a\b#c"));
+        assert_eq!(dir("FW_PORTKNOCK_STATE_DIR=/a#b"), PathBuf::from("/a#b"));
+    }
+
+    #[test]
+    fn an_empty_value_means_the_default() {
+        let (s, diags) = run("FW_PORTKNOCK_KNOCK_TIMEOUT=3\nFW_PORTKNOCK_KNOCK_TIMEOUT=\"\"\n");
+        assert_eq!(s.knock_timeout, Duration::from_secs(10));
+        assert_eq!(
+            diags,
+            [format!(
+                "{FILE}:2: warning: FW_PORTKNOCK_KNOCK_TIMEOUT is set again (first on line 1); \
+                 the last value counts"
+            )]
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_the_closest() {
+        assert_eq!(
+            messages("FW_PORTKNOCK_SIMPEL=yes\nFW_PORTKNOCK_ADVANCED_OPEN_TIME=5\n"),
+            [
+                format!("{FILE}:1: error: unknown key FW_PORTKNOCK_SIMPEL; did you mean FW_PORTKNOCK_SIMPLE?"),
+                format!("{FILE}:2: error: unknown key FW_PORTKNOCK_ADVANCED_OPEN_TIME; did you mean FW_PORTKNOCK_ADVANCED_OPEN?"),
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors() {
+        let spaces = "error: expected KEY=\"value\" with no spaces around '='";
+        assert_eq!(
+            messages(
+                "FW_PORTKNOCK yes\nFW_PORTKNOCK =yes\nFW_PORTKNOCK= yes\nFW_PORTKNOCK=\"yes\n\
+                 FW_PORTKNOCK='yes\nFW_PORTKNOCK=yes no\nFW_PORTKNOCK=\"yes\"no\n"
+            ),
+            [
+                format!("{FILE}:1: {spaces}"),
+                format!("{FILE}:2: {spaces}"),
+                format!("{FILE}:3: {spaces}"),
+                format!("{FILE}:4: error: missing closing \" quote"),
+                format!("{FILE}:5: error: missing closing ' quote"),
+                format!("{FILE}:6: error: unexpected text after the value; quote a value that contains spaces"),
+                format!("{FILE}:7: error: unexpected text after the value; quote a value that contains spaces"),
+            ]
+        );
+    }
+
+    #[test]
+    fn value_errors_keep_the_default() {
+        let text = "FW_PORTKNOCK_SIMPLE=maybe\nFW_PORTKNOCK_KNOCK_TIMEOUT=0\n\
+                    FW_PORTKNOCK_SIMPLE_OPEN=30s\nFW_PORTKNOCK_ADVANCED_OPEN=2592001\n\
+                    FW_PORTKNOCK_OTP_SKEW=11\nFW_PORTKNOCK_MAX_SOURCES=0\n\
+                    FW_PORTKNOCK_MAX_SOURCES=16777217\nFW_PORTKNOCK_MAX_SOURCES=+5\n\
+                    FW_PORTKNOCK_STATE_DIR=state\n";
+        let (settings, diags) = run(text);
+        assert_eq!(settings, Settings::defaults(Path::new("/c")));
+        let again = |line, first| {
+            format!("{FILE}:{line}: warning: FW_PORTKNOCK_MAX_SOURCES is set again (first on line {first}); the last value counts")
+        };
+        let sources = "expected a whole number from 1 to 16777216";
+        assert_eq!(
+            diags,
+            [
+                format!("{FILE}:1: error: FW_PORTKNOCK_SIMPLE=\"maybe\": expected yes or no"),
+                format!("{FILE}:2: error: FW_PORTKNOCK_KNOCK_TIMEOUT=\"0\": expected a whole number of seconds from 1 to 2592000"),
+                format!("{FILE}:3: error: FW_PORTKNOCK_SIMPLE_OPEN=\"30s\": expected a whole number of seconds from 1 to 2592000"),
+                format!("{FILE}:4: error: FW_PORTKNOCK_ADVANCED_OPEN=\"2592001\": expected a whole number of seconds from 1 to 2592000"),
+                format!("{FILE}:5: error: FW_PORTKNOCK_OTP_SKEW=\"11\": expected a whole number of minutes from 0 to 10"),
+                format!("{FILE}:6: error: FW_PORTKNOCK_MAX_SOURCES=\"0\": {sources}"),
+                again(7, 6),
+                format!("{FILE}:7: error: FW_PORTKNOCK_MAX_SOURCES=\"16777217\": {sources}"),
+                again(8, 6),
+                format!("{FILE}:8: error: FW_PORTKNOCK_MAX_SOURCES=\"+5\": {sources}"),
+                format!("{FILE}:9: error: FW_PORTKNOCK_STATE_DIR=\"state\": expected an absolute path"),
+            ]
+        );
+    }
+
+    #[test]
+    fn engine_without_a_mode_is_a_warning() {
+        assert_eq!(
+            messages("FW_PORTKNOCK=yes\n"),
+            [format!(
+                "{FILE}: warning: FW_PORTKNOCK is yes but FW_PORTKNOCK_SIMPLE and \
+                 FW_PORTKNOCK_ADVANCED are not, so no port is protected; turn on a mode"
+            )]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in any::<String>()) {
+            run(&text);
+        }
+
+        #[test]
+        fn shell_like_text_never_panics(text in "(export )?(FW_PORTKNOCK[A-Z_]{0,12}| )[= \"'#\\\\a-z0-9/]{0,30}\n?") {
+            run(&text);
+        }
+
+        #[test]
+        fn rendered_settings_parse_back(
+            enabled: bool, simple: bool, advanced: bool, ipv6: bool,
+            knock in 1..=MAX_DURATION_SECS, open in 1..=MAX_DURATION_SECS,
+            skew in 0..=MAX_OTP_SKEW, sources in 1..=MAX_MAX_SOURCES,
+            list in "[a-z][a-z/._-]{0,20}", state in "/[a-zA-Z0-9 /._-]{0,20}",
+        ) {
+            let yes = |b: bool| if b { "yes" } else { "no" };
+            let text = format!(
+                "FW_PORTKNOCK={}\nFW_PORTKNOCK_SIMPLE='{}'\nFW_PORTKNOCK_ADVANCED=\"{}\"\n\
+                 FW_PORTKNOCK_IPV6={}\nFW_PORTKNOCK_KNOCK_TIMEOUT={knock}\n\
+                 FW_PORTKNOCK_SIMPLE_OPEN={open}\nFW_PORTKNOCK_ADVANCED_OPEN={open} # x\n\
+                 FW_PORTKNOCK_OTP_SKEW={skew}\nFW_PORTKNOCK_MAX_SOURCES={sources}\n\
+                 FW_PORTKNOCK_SIMPLE_LIST={list}\nFW_PORTKNOCK_ADVANCED_LIST=\"{list}\"\n\
+                 FW_PORTKNOCK_STATE_DIR=\"{state}\"\n",
+                yes(enabled), yes(simple), yes(advanced), yes(ipv6),
+            );
+            let expected = Settings {
+                enabled, simple, advanced, ipv6,
+                simple_list: Path::new("/c").join(&list),
+                advanced_list: Path::new("/c").join(&list),
+                knock_timeout: Duration::from_secs(knock),
+                simple_open: Duration::from_secs(open),
+                advanced_open: Duration::from_secs(open),
+                otp_skew: skew,
+                max_sources: sources,
+                state_dir: PathBuf::from(state),
+            };
+            let (settings, diags) = run(&text);
+            prop_assert_eq!(settings, expected);
+            prop_assert!(diags.iter().all(|d| d.contains("warning: FW_PORTKNOCK is yes")), "{:?}", diags);
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The simple and the advanced door lists (SPEC §1.2–§1.4): parsing each entry, and the checks
+//! that need every door of both lists.
+
+use std::collections::hash_map::{Entry as Slot, HashMap};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::{AdvancedDoor, Diagnostic, KnockPort, Proto, Secret, SimpleDoor};
+
+/// Most knock ports in one simple sequence (SPEC §1.4).
+pub const MAX_SEQUENCE: usize = 32;
+
+/// Secrets shorter than this draw a warning: one captured knock lets anyone try short secrets
+/// offline against it.
+pub const MIN_SECRET_LEN: usize = 8;
+
+const SIMPLE_FORMAT: &str = "simple lines are PORT:KNOCKPORT,KNOCKPORT,... (e.g. 22:7000,9000,8000)";
+const ADVANCED_FORMAT: &str = "advanced lines are PORT,KNOCKPORT,OPENSECRET,CLOSESECRET";
+
+/// A door and the line it was read from, so that later checks can point at it.
+#[derive(Debug)]
+pub(super) struct Entry<T> {
+    pub line: usize,
+    pub door: T,
+}
+
+/// The valid doors of one list file.
+#[derive(Debug)]
+pub(super) struct List<T> {
+    pub file: PathBuf,
+    pub entries: Vec<Entry<T>>,
+}
+
+impl<T> List<T> {
+    pub fn new(file: &Path) -> Self {
+        List {
+            file: file.to_path_buf(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// `FILE:LINE` of an entry, for messages about another door that clashes with it.
+    fn at(&self, entry: &Entry<T>) -> String {
+        format!("{}:{}", self.file.display(), entry.line)
+    }
+}
+
+/// Reads the entries of a simple list; entries with errors are reported and left out.
+pub(super) fn parse_simple(
+    file: &Path,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Entry<SimpleDoor>> {
+    let empty = "so simple mode protects nothing; add a line like 22:7000,9000,8000 or set \
+                 FW_PORTKNOCK_SIMPLE=no";
+    parse(file, text, diags, empty, simple_door)
+}
+
+/// Reads the entries of an advanced list; entries with errors are reported and left out.
+pub(super) fn parse_advanced(
+    file: &Path,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Entry<AdvancedDoor>> {
+    let empty = "so advanced mode protects nothing; add a line like 22,2000,OPENSECRET,CLOSESECRET \
+                 or set FW_PORTKNOCK_ADVANCED=no";
+    parse(file, text, diags, empty, advanced_door)
+}
+
+/// Parses every entry with `door`, which notes errors and warnings; its problems become
+/// diagnostics at the entry's line, and only an entry without errors is kept.
+fn parse<T>(
+    file: &Path,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+    empty: &str,
+    door: fn(&str, &mut Vec<String>, &mut Vec<String>) -> Option<T>,
+) -> Vec<Entry<T>> {
+    let mut entries = Vec::new();
+    let mut any = false;
+    for (line, word) in words(text) {
+        any = true;
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        let parsed = door(word, &mut errors, &mut warnings);
+        let valid = errors.is_empty();
+        diags.extend(errors.into_iter().map(|m| Diagnostic::error(file, Some(line), m)));
+        diags.extend(warnings.into_iter().map(|m| Diagnostic::warning(file, Some(line), m)));
+        if let (true, Some(door)) = (valid, parsed) {
+            entries.push(Entry { line, door });
+        }
+    }
+    if !any {
+        diags.push(Diagnostic::warning(file, None, format!("has no door, {empty}")));
+    }
+    entries
+}
+
+/// Every entry with its line: words separated by white space, up to a word that starts with
+/// `#`. Secrets may contain `#`, so only a word's first character can start a comment.
+fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().flat_map(|(index, line)| {
+        line.split_whitespace()
+            .take_while(|word| !word.starts_with('#'))
+            .map(move |word| (index + 1, word))
+    })
+}
+
+/// `PROTECTED:K1,K2,...` with `/udp` (or `/tcp`) allowed on each knock port.
+fn simple_door(
+    word: &str,
+    errors: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Option<SimpleDoor> {
+    let (protected, sequence) = match word.split_once(':') {
+        Some((protected, sequence)) if !protected.contains(',') => (protected, sequence),
+        _ => {
+            // An advanced line has secrets among its comma-separated fields.
+            let secrets = word.split(',').skip(2).any(|f| !is_digits(f));
+            errors.push(if secrets {
+                format!("this is an advanced-mode line; {SIMPLE_FORMAT}")
+            } else {
+                format!("missing ':' after the protected port; {SIMPLE_FORMAT}")
+            });
+            return None;
+        }
+    };
+    let protected = note(port(protected, "the protected port"), errors);
+    if sequence.is_empty() {
+        errors.push("empty knock sequence; list the knock ports after ':'".to_string());
+        return None;
+    }
+    let fields: Vec<&str> = sequence.split(',').collect();
+    if fields.len() > MAX_SEQUENCE {
+        errors.push(format!(
+            "the sequence has {} knock ports; at most {MAX_SEQUENCE} are allowed",
+            fields.len()
+        ));
+    }
+    let knocks: Vec<Option<KnockPort>> = (1..)
+        .zip(&fields)
+        .map(|(position, field)| note(knock_port(field, position), errors))
+        .collect();
+    for (position, pair) in (1..).zip(knocks.windows(2)) {
+        if let [Some(a), Some(b)] = pair {
+            if a == b {
+                errors.push(format!(
+                    "knock port {a} is repeated at positions {position} and {}; a repeat \
+                     cannot be told from a retransmission",
+                    position + 1
+                ));
+            }
+        }
+    }
+    let sequence: Vec<KnockPort> = knocks.into_iter().collect::<Option<_>>()?;
+    if let [only] = sequence[..] {
+        warnings.push(format!(
+            "a one-port sequence: any single packet to {only} (a port scan, say) opens the \
+             door; use three or more knock ports"
+        ));
+    } else if sequence.windows(2).all(|pair| pair[0].port < pair[1].port) {
+        warnings.push(
+            "the sequence is strictly ascending, so a sequential port scan walks it; put the \
+             knock ports out of order"
+                .to_string(),
+        );
+    }
+    Some(SimpleDoor {
+        protected: protected?,
+        sequence,
+    })
+}
+
+/// One knock port of a sequence; `position` counts from 1.
+fn knock_port(field: &str, position: usize) -> Result<KnockPort, String> {
+    let what = format!("the knock port at position {position}");
+    let (number, proto) = match field.split_once('/') {
+        None => (field, Proto::Tcp),
+        Some((number, p)) if p.eq_ignore_ascii_case("udp") => (number, Proto::Udp),
+        Some((number, p)) if p.eq_ignore_ascii_case("tcp") => (number, Proto::Tcp),
+        Some(_) => return Err(format!("{what} has an unknown protocol; write PORT or PORT/udp")),
+    };
+    Ok(KnockPort {
+        proto,
+        port: port(number, &what)?,
+    })
+}
+
+/// `PROTECTED,KNOCKPORT,OPENSECRET,CLOSESECRET`.
+fn advanced_door(
+    word: &str,
+    errors: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Option<AdvancedDoor> {
+    let fields: Vec<&str> = word.split(',').collect();
+    // Secrets may contain ':', so only a ':' in the first field marks a simple line.
+    if fields.first().is_some_and(|f| f.contains(':')) {
+        errors.push(format!("this is a simple-mode line; {ADVANCED_FORMAT}"));
+        return None;
+    }
+    let &[protected, knock, open, close] = fields.as_slice() else {
+        errors.push(format!("expected 4 fields, found {}; {ADVANCED_FORMAT}", fields.len()));
+        return None;
+    };
+    let protected = note(port(protected, "the protected port"), errors);
+    let knock_port = note(port(knock, "the knock port"), errors);
+    // `&`, not `&&`: both secrets are checked even when the first is bad.
+    let secrets_valid =
+        secret(open, "open", errors, warnings) & secret(close, "close", errors, warnings);
+    if secrets_valid && open == close {
+        errors.push(
+            "the open secret and the close secret are the same, so a close could not be told \
+             from an open; choose two different secrets"
+                .to_string(),
+        );
+    }
+    Some(AdvancedDoor {
+        protected: protected?,
+        knock_port: knock_port?,
+        open_secret: Secret::new(open),
+        close_secret: Secret::new(close),
+    })
+}
+
+/// Checks one secret, naming it by `which` only: its value never goes into a message.
+fn secret(value: &str, which: &str, errors: &mut Vec<String>, warnings: &mut Vec<String>) -> bool {
+    if value.is_empty() {
+        errors.push(format!("the {which} secret is empty"));
+        false
+    } else if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        errors.push(format!(
+            "the {which} secret has a character that is not printable ASCII; use letters, \
+             digits and punctuation"
+        ));
+        false
+    } else {
+        if value.len() < MIN_SECRET_LEN {
+            warnings.push(format!(
+                "the {which} secret is shorter than {MIN_SECRET_LEN} characters; one captured \
+                 knock lets anyone guess a short secret offline"
+            ));
+        }
+        true
+    }
+}
+
+/// A port from 1 to 65535. A field is echoed only when it is all digits: a misplaced field may
+/// be a secret.
+fn port(field: &str, what: &str) -> Result<u16, String> {
+    if field.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if !is_digits(field) {
+        return Err(format!("{what} is not a number; ports are 1 to 65535"));
+    }
+    match field.parse() {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(format!("{what} ({field}) is outside 1-65535")),
+    }
+}
+
+fn is_digits(field: &str) -> bool {
+    !field.is_empty() && field.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The value, or `None` with its error noted.
+fn note<T>(result: Result<T, String>, errors: &mut Vec<String>) -> Option<T> {
+    result.map_err(|e| errors.push(e)).ok()
+}
+
+/// The checks between doors (SPEC §1.4), within a list and across both. The earlier door (the
+/// simple list before the advanced one, then line order) is taken as right, and the later one
+/// is reported with a pointer to it.
+pub(super) fn cross_check(
+    simple: &List<SimpleDoor>,
+    advanced: &List<AdvancedDoor>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut error = |file: &Path, line, message| diags.push(Diagnostic::error(file, Some(line), message));
+
+    let mut owners: HashMap<u16, (&str, String)> = HashMap::new();
+    let protected = (simple.entries.iter())
+        .map(|e| (&simple.file, e.line, e.door.protected, "simple", simple.at(e)))
+        .chain(
+            (advanced.entries.iter())
+                .map(|e| (&advanced.file, e.line, e.door.protected, "advanced", advanced.at(e))),
+        );
+    for (file, line, port, mode, here) in protected {
+        match owners.entry(port) {
+            Slot::Occupied(owner) => {
+                let (owner_mode, at) = owner.get();
+                error(file, line, if *owner_mode == mode {
+                    format!("port {port} is already protected by the door at {at}; remove one of the two")
+                } else {
+                    format!("port {port} is already protected by {owner_mode} mode at {at}; a port can be protected by one mode only")
+                });
+            }
+            Slot::Vacant(slot) => {
+                slot.insert((mode, here));
+            }
+        }
+    }
+
+    // A knock at a protected port would also be a connection attempt to it.
+    let knock_ports = (simple.entries.iter())
+        .map(|e| {
+            let ports: BTreeSet<u16> = e.door.sequence.iter().map(|k| k.port).collect();
+            (&simple.file, e.line, e.door.protected, ports)
+        })
+        .chain(
+            (advanced.entries.iter())
+                .map(|e| (&advanced.file, e.line, e.door.protected, BTreeSet::from([e.door.knock_port]))),
+        );
+    for (file, line, own, ports) in knock_ports {
+        for port in ports {
+            if port == own {
+                error(file, line, format!("knock port {port} is the port this door protects; choose another knock port"));
+            } else if let Some((_, at)) = owners.get(&port) {
+                error(file, line, format!("knock port {port} is protected by the door at {at}; choose a knock port that no door protects"));
+            }
+        }
+    }
+
+    let mut sequences: HashMap<&[KnockPort], String> = HashMap::new();
+    for e in &simple.entries {
+        match sequences.entry(&e.door.sequence) {
+            Slot::Occupied(first) => error(&simple.file, e.line, format!("the same knock sequence as the door at {}; give each door its own sequence", first.get())),
+            Slot::Vacant(slot) => {
+                slot.insert(simple.at(e));
+            }
+        }
+    }
+
+    // One UDP port, one meaning: an OTP datagram must belong to exactly one door.
+    let mut udp: HashMap<u16, (String, &str)> = HashMap::new();
+    for e in &simple.entries {
+        for k in e.door.sequence.iter().filter(|k| k.proto == Proto::Udp) {
+            udp.entry(k.port).or_insert_with(|| {
+                let owner = format!("a UDP knock port of the simple door {} at {}", e.door.protected, simple.at(e));
+                (owner, "a knock datagram there would be ambiguous")
+            });
+        }
+    }
+    for e in &advanced.entries {
+        let port = e.door.knock_port;
+        match udp.entry(port) {
+            Slot::Occupied(owner) => {
+                let (owner, why) = owner.get();
+                error(&advanced.file, e.line, format!("knock port {port} is already {owner}; {why}"));
+            }
+            Slot::Vacant(slot) => {
+                let owner = format!("the knock port of door {} at {}", e.door.protected, advanced.at(e));
+                slot.insert((owner, "give each door its own knock port"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,349 @@
+use super::*;
+use proptest::prelude::*;
+
+const S: &str = "/c/simple";
+const A: &str = "/c/advanced";
+
+fn tcp(port: u16) -> KnockPort {
+    KnockPort { proto: Proto::Tcp, port }
+}
+
+fn udp(port: u16) -> KnockPort {
+    KnockPort { proto: Proto::Udp, port }
+}
+
+fn strings(diags: &[Diagnostic]) -> Vec<String> {
+    diags.iter().map(ToString::to_string).collect()
+}
+
+fn simple(text: &str) -> (Vec<(usize, SimpleDoor)>, Vec<String>) {
+    let mut diags = Vec::new();
+    let entries = parse_simple(Path::new(S), text, &mut diags);
+    (entries.into_iter().map(|e| (e.line, e.door)).collect(), strings(&diags))
+}
+
+fn advanced(text: &str) -> (Vec<(usize, AdvancedDoor)>, Vec<String>) {
+    let mut diags = Vec::new();
+    let entries = parse_advanced(Path::new(A), text, &mut diags);
+    (entries.into_iter().map(|e| (e.line, e.door)).collect(), strings(&diags))
+}
+
+/// Diagnostics of both lists and of the checks between them.
+fn both(simple_text: &str, advanced_text: &str) -> Vec<String> {
+    let mut diags = Vec::new();
+    let mut simple = List::new(Path::new(S));
+    let mut advanced = List::new(Path::new(A));
+    simple.entries = parse_simple(&simple.file, simple_text, &mut diags);
+    advanced.entries = parse_advanced(&advanced.file, advanced_text, &mut diags);
+    cross_check(&simple, &advanced, &mut diags);
+    strings(&diags)
+}
+
+fn door(protected: u16, sequence: &[KnockPort]) -> SimpleDoor {
+    SimpleDoor { protected, sequence: sequence.to_vec() }
+}
+
+fn adoor(protected: u16, knock_port: u16, open: &str, close: &str) -> AdvancedDoor {
+    AdvancedDoor {
+        protected,
+        knock_port,
+        open_secret: Secret::new(open),
+        close_secret: Secret::new(close),
+    }
+}
+
+#[test]
+fn simple_entries_with_comments_and_several_per_line() {
+    let text = "# doors\n22:7000,9000,8000   # ssh\n\n 23:1,2/udp,7/TCP\t24:9,8,7/UDP #x 25:1\r\n";
+    assert_eq!(
+        simple(text),
+        (
+            vec![
+                (2, door(22, &[tcp(7000), tcp(9000), tcp(8000)])),
+                (4, door(23, &[tcp(1), udp(2), tcp(7)])),
+                (4, door(24, &[tcp(9), tcp(8), udp(7)])),
+            ],
+            vec![]
+        )
+    );
+}
+
+#[test]
+fn simple_format_errors() {
+    let format = "simple lines are PORT:KNOCKPORT,KNOCKPORT,... (e.g. 22:7000,9000,8000)";
+    assert_eq!(
+        simple("22,2000,hipjazz,superawesome\n22,2000,hip:jazz,superawesome\n22\n22,7000,9000,8000\n").1,
+        [
+            format!("{S}:1: error: this is an advanced-mode line; {format}"),
+            format!("{S}:2: error: this is an advanced-mode line; {format}"),
+            format!("{S}:3: error: missing ':' after the protected port; {format}"),
+            format!("{S}:4: error: missing ':' after the protected port; {format}"),
+        ]
+    );
+}
+
+#[test]
+fn simple_port_errors() {
+    let text = ":7,9,8\nssh:7,9,8\n0:7,9,8\n65536:7,9,8\n22:\n22:7,,8\n22:7,9,\n22:7,x9,8\n\
+                22:7,99999,8\n22:7,9/sctp,8\n22:7,9/,8\n";
+    assert_eq!(
+        simple(text).1,
+        [
+            format!("{S}:1: error: the protected port is empty"),
+            format!("{S}:2: error: the protected port is not a number; ports are 1 to 65535"),
+            format!("{S}:3: error: the protected port (0) is outside 1-65535"),
+            format!("{S}:4: error: the protected port (65536) is outside 1-65535"),
+            format!("{S}:5: error: empty knock sequence; list the knock ports after ':'"),
+            format!("{S}:6: error: the knock port at position 2 is empty"),
+            format!("{S}:7: error: the knock port at position 3 is empty"),
+            format!("{S}:8: error: the knock port at position 2 is not a number; ports are 1 to 65535"),
+            format!("{S}:9: error: the knock port at position 2 (99999) is outside 1-65535"),
+            format!("{S}:10: error: the knock port at position 2 has an unknown protocol; write PORT or PORT/udp"),
+            format!("{S}:11: error: the knock port at position 2 has an unknown protocol; write PORT or PORT/udp"),
+        ]
+    );
+}
+
+#[test]
+fn sequence_length_and_repeats() {
+    let ports = |n: u16| (0..n).map(|i| (40000 - i).to_string()).collect::<Vec<_>>().join(",");
+    let (doors, diags) = simple(&format!("22:{}\n23:{}\n", ports(32), ports(33)));
+    assert_eq!(doors.len(), 1);
+    assert_eq!(diags, [format!("{S}:2: error: the sequence has 33 knock ports; at most 32 are allowed")]);
+    assert_eq!(
+        simple("22:9,7,7,8\n23:9,7/udp,7/udp\n24:9,7/udp,7,8\n").1,
+        [
+            format!("{S}:1: error: knock port tcp/7 is repeated at positions 2 and 3; a repeat cannot be told from a retransmission"),
+            format!("{S}:2: error: knock port udp/7 is repeated at positions 2 and 3; a repeat cannot be told from a retransmission"),
+        ]
+    );
+}
+
+#[test]
+fn simple_warnings() {
+    let (doors, diags) = simple("22:7000\n23:7/udp\n24:1,2,3\n25:3,2,1\n26:1,2/udp\n");
+    assert_eq!(doors.len(), 5);
+    let ascending = "warning: the sequence is strictly ascending, so a sequential port scan walks it; put the knock ports out of order";
+    assert_eq!(
+        diags,
+        [
+            format!("{S}:1: warning: a one-port sequence: any single packet to tcp/7000 (a port scan, say) opens the door; use three or more knock ports"),
+            format!("{S}:2: warning: a one-port sequence: any single packet to udp/7 (a port scan, say) opens the door; use three or more knock ports"),
+            format!("{S}:3: {ascending}"),
+            format!("{S}:5: {ascending}"),
+        ]
+    );
+}
+
+#[test]
+fn a_list_without_doors_is_a_warning() {
+    assert_eq!(
+        simple("# nothing yet\n\n").1,
+        [format!("{S}: warning: has no door, so simple mode protects nothing; add a line like 22:7000,9000,8000 or set FW_PORTKNOCK_SIMPLE=no")]
+    );
+    assert_eq!(
+        advanced("").1,
+        [format!("{A}: warning: has no door, so advanced mode protects nothing; add a line like 22,2000,OPENSECRET,CLOSESECRET or set FW_PORTKNOCK_ADVANCED=no")]
+    );
+}
+
+#[test]
+fn advanced_entries_keep_secrets_whole() {
+    let text = "# d\n22,2000,hip#jazz:1,superawesome  23,2001,x:y~z!@$%^&*()-,October2024 # c\n";
+    assert_eq!(
+        advanced(text),
+        (
+            vec![
+                (2, adoor(22, 2000, "hip#jazz:1", "superawesome")),
+                (2, adoor(23, 2001, "x:y~z!@$%^&*()-", "October2024")),
+            ],
+            vec![]
+        )
+    );
+}
+
+#[test]
+fn advanced_format_and_field_errors() {
+    let format = "advanced lines are PORT,KNOCKPORT,OPENSECRET,CLOSESECRET";
+    let text = "22:7000,9000,8000\n22,2000,hipjazzhip\n22,2000,a,b,c\n,2000,openopen,closeclose\n\
+                22,,openopen,closeclose\n22,2000,,closeclose\n22,2000,openopen,\n\
+                secret99,2000,openopen,closeclose\n22,70000,openopen,closeclose\n\
+                22,2000,open\u{1}open,clöseclose\n";
+    assert_eq!(
+        advanced(text).1,
+        [
+            format!("{A}:1: error: this is a simple-mode line; {format}"),
+            format!("{A}:2: error: expected 4 fields, found 3; {format}"),
+            format!("{A}:3: error: expected 4 fields, found 5; {format}"),
+            format!("{A}:4: error: the protected port is empty"),
+            format!("{A}:5: error: the knock port is empty"),
+            format!("{A}:6: error: the open secret is empty"),
+            format!("{A}:7: error: the close secret is empty"),
+            format!("{A}:8: error: the protected port is not a number; ports are 1 to 65535"),
+            format!("{A}:9: error: the knock port (70000) is outside 1-65535"),
+            format!("{A}:10: error: the open secret has a character that is not printable ASCII; use letters, digits and punctuation"),
+            format!("{A}:10: error: the close secret has a character that is not printable ASCII; use letters, digits and punctuation"),
+        ]
+    );
+}
+
+#[test]
+fn advanced_secret_checks() {
+    let (doors, diags) = advanced("22,2000,samesame,samesame\n23,2001,hipjazz,elite\n");
+    assert_eq!(doors, [(2, adoor(23, 2001, "hipjazz", "elite"))]);
+    let short = |which| format!("{A}:2: warning: the {which} secret is shorter than 8 characters; one captured knock lets anyone guess a short secret offline");
+    assert_eq!(
+        diags,
+        [
+            format!("{A}:1: error: the open secret and the close secret are the same, so a close could not be told from an open; choose two different secrets"),
+            short("open"),
+            short("close"),
+        ]
+    );
+}
+
+#[test]
+fn secrets_never_reach_a_message() {
+    let secret = "Zq9secretZq9";
+    let lines = [
+        format!("22,2000,{secret},{secret}"),
+        format!("{secret},2000,a,b"),
+        format!("22,{secret},a,b"),
+        format!("22:{secret}"),
+        format!("22:7,{secret}/udp"),
+        format!("{secret}:7,9,8"),
+        format!("22,2000,{secret}"),
+        format!("22,2000,{secret}\u{1},b"),
+    ]
+    .join("\n");
+    let all = both(&lines, &lines).join("\n");
+    assert!(!all.contains(secret), "{all}");
+}
+
+#[test]
+fn protected_port_clashes() {
+    assert_eq!(
+        both("22:7,9,8\n22:17,19,18\n", "22,2000,openopen,closeclose\n23,2001,openopen,closeclose 23,2002,openopen,closeclose\n"),
+        [
+            format!("{S}:2: error: port 22 is already protected by the door at {S}:1; remove one of the two"),
+            format!("{A}:1: error: port 22 is already protected by simple mode at {S}:1; a port can be protected by one mode only"),
+            format!("{A}:2: error: port 23 is already protected by the door at {A}:2; remove one of the two"),
+        ]
+    );
+}
+
+#[test]
+fn knock_port_that_is_a_protected_port() {
+    assert_eq!(
+        both("22:7,22,8,22\n23:9,7,2222/udp\n", "2222,2000,openopen,closeclose\n2223,23,openopen,closeclose\n2224,2224,openopen,closeclose\n"),
+        [
+            format!("{S}:1: error: knock port 22 is the port this door protects; choose another knock port"),
+            format!("{S}:2: error: knock port 2222 is protected by the door at {A}:1; choose a knock port that no door protects"),
+            format!("{A}:2: error: knock port 23 is protected by the door at {S}:2; choose a knock port that no door protects"),
+            format!("{A}:3: error: knock port 2224 is the port this door protects; choose another knock port"),
+        ]
+    );
+}
+
+#[test]
+fn same_sequence_twice() {
+    assert_eq!(
+        both("22:7,9,8\n23:7,9,8/udp 24:7,9,8\n", ""),
+        [
+            format!("{A}: warning: has no door, so advanced mode protects nothing; add a line like 22,2000,OPENSECRET,CLOSESECRET or set FW_PORTKNOCK_ADVANCED=no"),
+            format!("{S}:2: error: the same knock sequence as the door at {S}:1; give each door its own sequence"),
+        ]
+    );
+}
+
+#[test]
+fn shared_udp_knock_ports() {
+    assert_eq!(
+        both(
+            "22:7,8000/udp,9\n23:7,8000/udp,10\n24:9000,7,8\n",
+            "80,2000,openopen,closeclose\n81,2000,openopen,closeclose\n82,8000,openopen,closeclose\n83,9000,openopen,closeclose\n"
+        ),
+        [
+            format!("{A}:2: error: knock port 2000 is already the knock port of door 80 at {A}:1; give each door its own knock port"),
+            format!("{A}:3: error: knock port 8000 is already a UDP knock port of the simple door 22 at {S}:1; a knock datagram there would be ambiguous"),
+        ]
+    );
+}
+
+/// Simple doors that pass every check: protected ports below 1000, knock ports above 1001,
+/// distinct sequences.
+fn valid_simple() -> impl Strategy<Value = Vec<SimpleDoor>> {
+    let knock = (any::<bool>(), 1002..=u16::MAX)
+        .prop_map(|(u, port)| KnockPort { proto: if u { Proto::Udp } else { Proto::Tcp }, port });
+    let sequence = prop::collection::vec(knock, 1..=MAX_SEQUENCE).prop_map(|mut s| {
+        s.dedup();
+        s
+    });
+    prop::collection::btree_map(1..1000u16, sequence, 0..6)
+        .prop_map(|doors| doors.into_iter().map(|(protected, sequence)| SimpleDoor { protected, sequence }).collect::<Vec<_>>())
+        .prop_filter("distinct sequences", |doors: &Vec<SimpleDoor>| {
+            doors.iter().map(|d| &d.sequence).collect::<std::collections::HashSet<_>>().len() == doors.len()
+        })
+}
+
+fn render_simple(doors: &[SimpleDoor]) -> String {
+    let knock = |k: &KnockPort| match k.proto {
+        Proto::Tcp => k.port.to_string(),
+        Proto::Udp => format!("{}/udp", k.port),
+    };
+    doors
+        .iter()
+        .map(|d| format!("{}:{}\n", d.protected, d.sequence.iter().map(knock).collect::<Vec<_>>().join(",")))
+        .collect()
+}
+
+/// Printable ASCII without ',' and white space.
+const SECRET: &str = "[!-+\\--~]{1,40}";
+
+proptest! {
+    #[test]
+    fn simple_doors_round_trip(doors in valid_simple()) {
+        let (parsed, diags) = simple(&render_simple(&doors));
+        prop_assert_eq!(parsed.into_iter().map(|(_, d)| d).collect::<Vec<_>>(), doors);
+        prop_assert!(diags.iter().all(|d| d.contains(": warning: ")), "{:?}", diags);
+    }
+
+    #[test]
+    fn advanced_doors_round_trip(
+        doors in prop::collection::btree_map(1..1000u16, (SECRET, SECRET), 1..6),
+        knock_base in 1000..=60000u16,
+    ) {
+        let doors: Vec<AdvancedDoor> = (knock_base..)
+            .zip(doors)
+            .filter(|(_, (_, (open, close)))| open != close)
+            .map(|(knock, (protected, (open, close)))| adoor(protected, knock, &open, &close))
+            .collect();
+        let text: String = doors
+            .iter()
+            .map(|d| {
+                let secret = |s: &Secret| String::from_utf8_lossy(s.expose()).into_owned();
+                format!("{},{},{},{}\n", d.protected, d.knock_port, secret(&d.open_secret), secret(&d.close_secret))
+            })
+            .collect();
+        let (parsed, diags) = advanced(&text);
+        prop_assert_eq!(parsed.into_iter().map(|(_, d)| d).collect::<Vec<_>>(), doors);
+        prop_assert!(diags.iter().all(|d| d.contains(": warning: ")), "{:?}", diags);
+    }
+
+    #[test]
+    fn valid_doors_pass_the_cross_checks(doors in valid_simple()) {
+        let diags = both(&render_simple(&doors), "1000,1001,openopen,closeclose\n");
+        prop_assert!(diags.iter().all(|d| d.contains(": warning: ")), "{:?}", diags);
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics(a in any::<String>(), b in any::<String>()) {
+        both(&a, &b);
+    }
+
+    #[test]
+    fn list_like_text_never_panics(a in "[0-9:,/udptcp# \n]{0,80}", b in "[0-9:,a-z# \n]{0,80}") {
+        both(&a, &b);
+        both(&b, &a);
+    }
+}

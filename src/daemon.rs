@@ -1,0 +1,316 @@
+//! `portknock serve`: the daemon. Kernel → capture → engine/OTP → grant.
+//!
+//! It installs the policy, then reads knock packets from the NFLOG group, runs the simple-mode
+//! engine and the OTP checks, and changes the kernel's grant and armed sets over netlink. It
+//! never holds enforcement itself: if it dies, the kernel keeps every port closed and lets
+//! grants run out on their own (fail-closed).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tracing::{debug, error, info, warn};
+
+use crate::admin::{install, load_reporting};
+use crate::capture::{Capture, CaptureError, Packet};
+use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use crate::config::{Config, Proto};
+use crate::engine::{Engine, Outcome};
+use crate::firewall::{NetlinkError, SetUpdater, NFLOG_GROUP};
+use crate::otp;
+use crate::state::{OtpStore, Recorded};
+
+/// Name of the pid file in the state directory; its lock is also the single-instance guard.
+const PID_FILE: &str = "portknock.pid";
+/// How often the loop looks at the signal flags while no knock arrives: an idle daemon wakes
+/// a few times a second and does nothing else.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Sends SIGHUP to the daemon whose pid file is in `state_dir`; `Ok(None)` when none runs.
+pub fn signal_reload(state_dir: &Path) -> io::Result<Option<i32>> {
+    let path = state_dir.join(PID_FILE);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // A pid file nobody holds locked is a leftover of a daemon that died: no one to signal.
+    if file.try_lock_shared().is_ok() {
+        return Ok(None);
+    }
+    let pid = fs::read_to_string(&path)?
+        .trim()
+        .parse::<i32>()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{} holds no pid", path.display())))?;
+    match kill(Pid::from_raw(pid), Signal::SIGHUP) {
+        Ok(()) => Ok(Some(pid)),
+        Err(nix::errno::Errno::ESRCH) => Ok(None),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// Takes the pid file's lock for the daemon's lifetime, so that a second daemon refuses.
+fn lock_pid_file(state_dir: &Path) -> Result<File, String> {
+    fs::create_dir_all(state_dir)
+        .map_err(|e| format!("cannot create the state directory {}: {e}", state_dir.display()))?;
+    let path = state_dir.join(PID_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    if file.try_lock().is_err() {
+        return Err(format!(
+            "another portknock daemon already runs (it holds the lock on {}); stop it first",
+            path.display()
+        ));
+    }
+    file.set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(file)
+}
+
+/// Signals the daemon reacts to, set from signal handlers and read by the loop.
+struct Signals {
+    reload: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn register() -> io::Result<Signals> {
+        let signals = Signals {
+            reload: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&signals.reload))?;
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(sig, Arc::clone(&signals.stop))?;
+        }
+        Ok(signals)
+    }
+}
+
+/// `portknock serve`.
+pub fn serve(dir: &Path) -> u8 {
+    let Some(config) = load_reporting(dir) else {
+        eprintln!("serve: the configuration has errors; not starting");
+        return EXIT_USAGE;
+    };
+    let _pid_lock = match lock_pid_file(&config.settings.state_dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("serve: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    match run(dir, config) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            error!("{e:#}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
+    let signals = Signals::register()?;
+    let mut capture = Capture::open(NFLOG_GROUP)?;
+    capture.set_timeout(TICK)?;
+    let mut knocks = Knocks::start(config)?;
+    info!(
+        simple = knocks.config.simple.len(),
+        advanced = knocks.config.advanced.len(),
+        "portknock serving; knocks are read from NFLOG group {NFLOG_GROUP}"
+    );
+    let mut batch = Vec::new();
+    let mut overruns: u64 = 0;
+    while !signals.stop.load(Ordering::Relaxed) {
+        if signals.reload.swap(false, Ordering::Relaxed) {
+            knocks.reload(dir);
+        }
+        batch.clear();
+        match capture.recv(&mut batch) {
+            Ok(()) => {}
+            Err(CaptureError::Overrun) => {
+                overruns += 1;
+                warn!(overruns, "knocks were lost: the NFLOG buffer overflowed (flood?); carrying on");
+            }
+            Err(CaptureError::Io(e))
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+            Err(e) => return Err(e.into()),
+        }
+        for packet in &batch {
+            knocks.handle(packet);
+        }
+    }
+    info!("portknock stopping; the rules stay in force and grants run out on their own");
+    Ok(())
+}
+
+/// The daemon's knock handling: the configuration in force, the engine, the used-OTP record
+/// and the netlink socket that writes grants.
+struct Knocks {
+    config: Config,
+    engine: Engine,
+    store: OtpStore,
+    kernel: SetUpdater,
+}
+
+impl Knocks {
+    fn start(config: Config) -> anyhow::Result<Knocks> {
+        install(&config)?;
+        Ok(Knocks {
+            engine: engine_for(&config),
+            store: OtpStore::open(&config.settings.state_dir)?,
+            kernel: SetUpdater::open()?,
+            config,
+        })
+    }
+
+    /// Reloads the configuration; a broken one changes nothing and keeps the old one running.
+    fn reload(&mut self, dir: &Path) {
+        let Some(config) = load_reporting(dir) else {
+            error!("reload refused: the configuration has errors (listed above); still enforcing the previous one");
+            return;
+        };
+        if let Err(e) = install(&config) {
+            error!("reload refused: {e}; still enforcing the previous configuration");
+            return;
+        }
+        self.engine = engine_for(&config);
+        self.config = config;
+        info!(
+            simple = self.config.simple.len(),
+            advanced = self.config.advanced.len(),
+            "configuration reloaded"
+        );
+    }
+
+    fn handle(&mut self, packet: &Packet) {
+        debug!(source = %packet.source, knock = %packet.knock, "knock");
+        if packet.source.is_ipv6() && !self.config.settings.ipv6 {
+            return;
+        }
+        if packet.knock.proto == Proto::Udp
+            && self.config.advanced.iter().any(|d| d.knock_port == packet.knock.port)
+        {
+            self.handle_otp(packet);
+        } else {
+            self.handle_simple(packet);
+        }
+    }
+
+    fn handle_simple(&mut self, packet: &Packet) {
+        let source = packet.source;
+        let timeout = self.config.settings.knock_timeout;
+        let open_for = self.config.settings.simple_open;
+        for outcome in self.engine.knock(source, packet.knock, Instant::now()) {
+            let result = match outcome {
+                Outcome::Armed { door, final_knock } => {
+                    let port = self.config.simple[door].protected;
+                    self.kernel.arm(source, final_knock, port, timeout)
+                }
+                Outcome::Opened { door } => {
+                    let d = &self.config.simple[door];
+                    info!(%source, door = d.protected, "grant: simple sequence complete");
+                    let final_knock = d.sequence[d.sequence.len() - 1];
+                    // The kernel has granted already when the final knock was armed in time;
+                    // granting here too covers a final knock that beat the arming.
+                    self.kernel
+                        .grant(source, d.protected, open_for)
+                        .and_then(|()| self.kernel.disarm(source, final_knock))
+                }
+                Outcome::Reset { door, was_armed } | Outcome::Expired { door, was_armed } => {
+                    let d = &self.config.simple[door];
+                    if matches!(outcome, Outcome::Reset { .. }) {
+                        info!(%source, door = d.protected, "wrong sequence: progress reset");
+                    } else {
+                        info!(%source, door = d.protected, "expired: knocks too slow, sequence restarted");
+                    }
+                    if was_armed {
+                        self.kernel.disarm(source, d.sequence[d.sequence.len() - 1])
+                    } else {
+                        Ok(())
+                    }
+                }
+                _ => Ok(()),
+            };
+            log_kernel_error(result);
+        }
+    }
+
+    fn handle_otp(&mut self, packet: &Packet) {
+        let source = packet.source;
+        let Some(mac) = otp::parse_payload(&packet.payload) else {
+            info!(%source, port = packet.knock.port, "bad OTP: the datagram is not a 64-hex-digit one-time password");
+            return;
+        };
+        if self.store.is_used(&mac) {
+            warn!(%source, port = packet.knock.port, "replay: this OTP was used before; refused");
+            return;
+        }
+        let now = otp::epoch_minute(unix_now());
+        let skew = self.config.settings.otp_skew;
+        for door in self.config.advanced.iter().filter(|d| d.knock_port == packet.knock.port) {
+            let (open, minute) = match (
+                otp::verify(&door.open_secret, source, &mac, now, skew),
+                otp::verify(&door.close_secret, source, &mac, now, skew),
+            ) {
+                (Some(m), _) => (true, m),
+                (None, Some(m)) => (false, m),
+                (None, None) => continue,
+            };
+            match self.store.record(mac, minute, now, skew) {
+                Ok(Recorded::New) => {}
+                Ok(Recorded::Refused(why)) => {
+                    warn!(%source, door = door.protected, "OTP refused: {why}");
+                    return;
+                }
+                Err(e) => {
+                    error!(%source, door = door.protected, "OTP refused: cannot record it as used ({e}); no grant without the record");
+                    return;
+                }
+            }
+            let result = if open {
+                info!(%source, door = door.protected, "grant: valid open OTP");
+                self.kernel.grant(source, door.protected, self.config.settings.advanced_open)
+            } else {
+                info!(%source, door = door.protected, "close: valid close OTP");
+                self.kernel.revoke(source, door.protected)
+            };
+            log_kernel_error(result);
+            return;
+        }
+        info!(%source, port = packet.knock.port, "bad OTP: no door's secret matches this source and minute");
+    }
+}
+
+fn engine_for(config: &Config) -> Engine {
+    Engine::new(
+        &config.simple,
+        config.settings.knock_timeout,
+        config.settings.max_sources,
+    )
+}
+
+fn log_kernel_error(result: Result<(), NetlinkError>) {
+    if let Err(e) = result {
+        error!("{e}");
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

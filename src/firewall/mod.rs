@@ -1,0 +1,10 @@
+//! Enforcement in the kernel: the nftables policy, how it is installed and read back, and the
+//! fast per-knock updates of its sets.
+
+mod netlink;
+mod nft;
+mod ruleset;
+
+pub use netlink::{NetlinkError, SetUpdater};
+pub use nft::{apply, grants, table_exists, NftError};
+pub use ruleset::{door_chain, remove_batch, Family, Grant, Policy, SimpleGate, NFLOG_GROUP, TABLE};
