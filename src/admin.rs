@@ -94,6 +94,9 @@ pub fn apply(dir: &Path, dry_run: bool) -> u8 {
 
 #[derive(Debug, Serialize)]
 struct Status {
+    /// False when the configuration has errors: the kernel state below is still the truth,
+    /// but the switches and doors cannot be shown.
+    config_valid: bool,
     engine: bool,
     simple: bool,
     advanced: bool,
@@ -116,11 +119,85 @@ struct GrantStatus {
     mode: &'static str,
 }
 
-/// `portknock status [--json]`.
+impl Status {
+    fn new(config: Option<&Config>, grants: Option<Vec<Grant>>) -> Status {
+        let mut doors: Vec<DoorStatus> = Vec::new();
+        if let Some(config) = config {
+            doors.extend(config.simple.iter().map(|d| DoorStatus {
+                port: d.protected,
+                mode: "simple",
+                knock: d.sequence.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(","),
+            }));
+            doors.extend(config.advanced.iter().map(|d| DoorStatus {
+                port: d.protected,
+                mode: "advanced",
+                knock: format!("udp/{} (OTP)", d.knock_port),
+            }));
+        }
+        let mode_of = |port: u16| {
+            doors
+                .iter()
+                .find(|d| d.port == port)
+                .map_or(if config.is_some() { "manual" } else { "unknown" }, |d| d.mode)
+        };
+        let grants = grants.as_ref().map(|g| {
+            g.iter()
+                .map(|&grant| GrantStatus {
+                    grant,
+                    mode: mode_of(grant.port),
+                })
+                .collect()
+        });
+        let settings = config.map(|c| &c.settings);
+        Status {
+            config_valid: config.is_some(),
+            engine: settings.is_some_and(|s| s.enabled),
+            simple: settings.is_some_and(|s| s.simple),
+            advanced: settings.is_some_and(|s| s.advanced),
+            table_installed: grants.is_some(),
+            grants: grants.unwrap_or_default(),
+            doors,
+        }
+    }
+
+    fn print(&self) {
+        let on = |b: bool| if b { "on" } else { "off" };
+        if self.config_valid {
+            println!(
+                "engine {}  simple {}  advanced {}",
+                on(self.engine),
+                on(self.simple),
+                on(self.advanced)
+            );
+        } else {
+            println!("configuration has errors (listed above): showing the kernel's state only");
+        }
+        if self.table_installed {
+            println!("table inet {}: installed", firewall::TABLE);
+        } else {
+            println!("table inet {}: NOT installed — nothing is protected (run `portknock apply`)", firewall::TABLE);
+        }
+        println!("doors: {}", self.doors.len());
+        for d in &self.doors {
+            println!("  {:>5}  {:<8}  {}", d.port, d.mode, d.knock);
+        }
+        println!("grants: {}", self.grants.len());
+        for g in &self.grants {
+            println!(
+                "  {:<39}  port {:>5}  {:<8}  {}s left",
+                g.grant.source.to_string(),
+                g.grant.port,
+                g.mode,
+                g.grant.remaining.as_secs()
+            );
+        }
+    }
+}
+
+/// `portknock status [--json]`. A broken configuration is reported but does not hide the
+/// kernel's state: the grants shown are read from the kernel either way.
 pub fn status(dir: &Path, json: bool) -> u8 {
-    let Some(config) = load_reporting(dir) else {
-        return EXIT_USAGE;
-    };
+    let config = load_reporting(dir);
     let grants = match firewall::grants() {
         Ok(g) => g,
         Err(e) => {
@@ -128,80 +205,21 @@ pub fn status(dir: &Path, json: bool) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    let mode_of = |port: u16| {
-        if config.simple.iter().any(|d| d.protected == port) {
-            "simple"
-        } else if config.advanced.iter().any(|d| d.protected == port) {
-            "advanced"
-        } else {
-            "manual"
-        }
-    };
-    let mut doors: Vec<DoorStatus> = config
-        .simple
-        .iter()
-        .map(|d| DoorStatus {
-            port: d.protected,
-            mode: "simple",
-            knock: d
-                .sequence
-                .iter()
-                .map(|k| k.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        })
-        .collect();
-    doors.extend(config.advanced.iter().map(|d| DoorStatus {
-        port: d.protected,
-        mode: "advanced",
-        knock: format!("udp/{} (OTP)", d.knock_port),
-    }));
-    let status = Status {
-        engine: config.settings.enabled,
-        simple: config.settings.simple,
-        advanced: config.settings.advanced,
-        table_installed: grants.is_some(),
-        doors,
-        grants: grants
-            .unwrap_or_default()
-            .into_iter()
-            .map(|g| GrantStatus {
-                grant: g,
-                mode: mode_of(g.port),
-            })
-            .collect(),
-    };
-    if json {
-        match serde_json::to_string_pretty(&status) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("status: cannot render JSON: {e}");
-                return EXIT_FAILURE;
-            }
-        }
+    let status = Status::new(config.as_ref(), grants);
+    if !json {
+        status.print();
         return EXIT_OK;
     }
-    let on = |b: bool| if b { "on" } else { "off" };
-    println!(
-        "engine {}  simple {}  advanced {}  table inet {} {}",
-        on(status.engine),
-        on(status.simple),
-        on(status.advanced),
-        firewall::TABLE,
-        if status.table_installed { "installed" } else { "NOT installed (run `portknock apply`)" }
-    );
-    println!("doors:");
-    for d in &status.doors {
-        println!("  {:>5}  {:<8}  {}", d.port, d.mode, d.knock);
+    match serde_json::to_string_pretty(&status) {
+        Ok(text) => {
+            println!("{text}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("status: cannot render JSON: {e}");
+            EXIT_FAILURE
+        }
     }
-    println!("grants: {}", status.grants.len());
-    for g in &status.grants {
-        println!(
-            "  {:<39} port {:>5}  {:<8}  {}s left",
-            g.grant.source, g.grant.port, g.mode, g.grant.remaining.as_secs()
-        );
-    }
-    EXIT_OK
 }
 
 /// `portknock open SOURCE PORT [--for SECONDS]` and `portknock close SOURCE PORT`.

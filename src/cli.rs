@@ -115,22 +115,26 @@ pub enum Command {
     #[command(after_help = "Exit status: 0 when valid (warnings may remain), 2 on errors.\n\nExample:\n  portknock check --config-dir examples")]
     Check(ConfigDirArg),
     /// Knock a simple-mode sequence: one connection attempt (TCP) or datagram (PORT/udp) per port, in order.
-    #[command(after_help = "Each TCP port gets one connection attempt (its SYN is the knock), each PORT/udp one \
+    #[command(
+        after_help = "Each TCP port gets one connection attempt (its SYN is the knock), each PORT/udp one \
 one-byte datagram, in the order given. --verify then tries the protected port for a bounded time.\n\n\
 Exit status: 0 knocked (and, with --verify, the port opened), 1 a knock failed or the port did not \
 open, 2 bad usage or a host that does not resolve.\n\n\
 Examples:\n  portknock knock server.example 7000 8000/udp 9000\n  \
-portknock knock -6 server.example 7000 8000 9000 --verify 22 && ssh server.example")]
+portknock knock -6 server.example 7000 8000 9000 --verify 22 && ssh server.example"
+    )]
     Knock(KnockArgs),
     /// Send an advanced-mode one-time password for this minute: one UDP datagram to the door's knock port.
-    #[command(after_help = "The secret is taken from SECRET, else --secret-file, else $PORTKNOCK_SECRET, else \
+    #[command(
+        after_help = "The secret is taken from SECRET, else --secret-file, else $PORTKNOCK_SECRET, else \
 asked for on the terminal; it is never printed. A one-time password is accepted once: knock at most \
 once a minute per secret.\n\n\
 Exit status: 0 sent (and, with --verify, the port opened), 1 sending failed or the port did not open, \
 2 bad usage, no secret, or a host that does not resolve.\n\n\
 Examples:\n  portknock otp server.example 2000 --secret-file ~/.portknock-secret --verify 22\n  \
 PORTKNOCK_SECRET=... portknock otp server.example 2000 && ssh server.example\n  \
-portknock otp srv.example 2000 --source 203.0.113.5 --print | socat - UDP:srv.example:2000")]
+portknock otp srv.example 2000 --source 203.0.113.5 --print | socat - UDP:srv.example:2000"
+    )]
     Otp(OtpArgs),
     /// Run the daemon in the foreground: install the rules, watch knocks, grant. SIGHUP reloads.
     #[command(after_help = "Logs go to standard error (RUST_LOG=debug for more). SIGHUP reloads the \

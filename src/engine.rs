@@ -35,32 +35,56 @@ use crate::config::{KnockPort, SimpleDoor};
 /// A door: its index in the slice given to [`Engine::new`].
 pub type DoorId = usize;
 
-/// What one knock did to one door, for the daemon to act on.
+/// What one knock did to one door, for the daemon to act on. `door` is always the door's
+/// [`DoorId`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The knock was the door's next port; `step` knocks of the sequence are now right.
-    Progress { door: DoorId, step: usize },
+    /// The knock was the door's next port.
+    Progress {
+        /// The door.
+        door: DoorId,
+        /// How many knocks of the sequence are now right (1 after the first port).
+        step: usize,
+    },
     /// The knocks so far are right and only `final_knock` remains: arm (source, final port) in
     /// the kernel, with the knock timeout, so the kernel grants on the final knock itself.
     /// A two-port sequence is armed by its first knock.
     Armed {
+        /// The door.
         door: DoorId,
+        /// The last port of the sequence, the one the kernel should now watch for.
         final_knock: KnockPort,
     },
     /// The sequence is complete: grant (source, protected port), or refresh the grant. Progress
     /// starts over, so disarm if the door was armed (always the case for two ports or more).
-    Opened { door: DoorId },
-    /// A knock port of the door out of order discarded the progress; disarm if `was_armed`.
+    Opened {
+        /// The door.
+        door: DoorId,
+    },
+    /// A knock port of the door out of order discarded the progress.
     /// A restart (the first port knocked again mid-sequence) is a `Reset` followed by the
     /// outcome of the fresh first knock.
-    Reset { door: DoorId, was_armed: bool },
+    Reset {
+        /// The door.
+        door: DoorId,
+        /// Only the final knock was missing: disarm.
+        was_armed: bool,
+    },
     /// A repeat of the port just knocked, within the knock timeout: ignored, as SYN
     /// retransmissions and double clicks must not break a knock. The timer is not restarted.
-    Retransmit { door: DoorId },
+    Retransmit {
+        /// The door.
+        door: DoorId,
+    },
     /// The progress had outlived the knock timeout when this knock came; it is gone and this
-    /// knock was taken as a fresh start (whose outcome, if any, follows). Disarm if `was_armed`
-    /// (the kernel element should have timed out already).
-    Expired { door: DoorId, was_armed: bool },
+    /// knock was taken as a fresh start (whose outcome, if any, follows).
+    Expired {
+        /// The door.
+        door: DoorId,
+        /// Only the final knock was missing: disarm (the kernel element should have timed out
+        /// already).
+        was_armed: bool,
+    },
 }
 
 /// The outcomes of one knock, in door order; one or two per door that uses the knocked port.
@@ -688,8 +712,14 @@ mod tests {
         let legit = ip(7);
         // The legitimate client has started before the flood and is forgotten by it...
         engine.knock(legit, tcp(1), start);
+        // A million in release; a quarter of that keeps a debug test run short.
+        let flood: u128 = if cfg!(debug_assertions) {
+            250_000
+        } else {
+            1_000_000
+        };
         let base = u128::from(Ipv6Addr::new(0xfd00, 0x5eed, 0, 0, 0, 0, 0, 0));
-        for i in 0..1_000_000u128 {
+        for i in 0..flood {
             let spoofed = IpAddr::V6(Ipv6Addr::from(base + i));
             engine.knock(spoofed, tcp(1), start);
             if i % 4096 == 0 {

@@ -204,12 +204,21 @@ pub enum StateError {
 /// added for an OTP that verified, which takes the secret, so an attacker without it cannot grow
 /// the record; entries expire after `2 * skew + 1` minutes at most; and [`MAX_ENTRIES`] caps
 /// even a secret holder knocking from a whole IPv6 prefix.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct UsedOtps {
     /// Accepted MAC → its minute.
     used: HashMap<[u8; MAC_LEN], u32>,
     /// OTPs of a minute below this are refused: the record may have forgotten them.
     floor: u32,
+    /// The smallest minute in `used` (`u32::MAX` when empty), so that pruning, a full scan,
+    /// only runs when something has actually expired.
+    oldest: u32,
+}
+
+impl Default for UsedOtps {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// `PKUO` magic, version, reserved, floor, count: 16 bytes.
@@ -222,7 +231,11 @@ const CHECKSUM_LEN: usize = 32;
 impl UsedOtps {
     /// An empty record.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            used: HashMap::new(),
+            floor: 0,
+            oldest: u32::MAX,
+        }
     }
 
     /// Whether `mac` was accepted and is still remembered. Meant to run before [`verify`], so a
@@ -253,6 +266,7 @@ impl UsedOtps {
             return Err(Refused::Full);
         }
         self.used.insert(mac, minute);
+        self.oldest = self.oldest.min(minute);
         Ok(())
     }
 
@@ -268,16 +282,23 @@ impl UsedOtps {
 
     fn prune(&mut self, now_minute: u32, skew: u32) {
         let now = u64::from(now_minute);
-        let mut floor = self.floor;
+        let skew = u64::from(skew);
+        if self.used.is_empty() || now <= u64::from(self.oldest) + skew {
+            return;
+        }
+        let (mut floor, mut oldest) = (self.floor, u32::MAX);
         self.used.retain(|_, &mut minute| {
-            let live = now <= u64::from(minute) + u64::from(skew);
-            if !live {
+            let live = now <= u64::from(minute) + skew;
+            if live {
+                oldest = oldest.min(minute);
+            } else {
                 // `minute < now_minute`, so adding one cannot overflow.
                 floor = floor.max(minute + 1);
             }
             live
         });
         self.floor = floor;
+        self.oldest = oldest;
     }
 
     /// The record in its on-disk form: a 16-byte header (`PKUO`, version `u16`, reserved `u16`,
@@ -347,7 +368,12 @@ impl UsedOtps {
             let minute = u32::from_le_bytes(minute.try_into().map_err(|_| StateError::Malformed)?);
             used.insert(mac, minute);
         }
-        Ok(Self { used, floor })
+        let oldest = used.values().copied().min().unwrap_or(u32::MAX);
+        Ok(Self {
+            used,
+            floor,
+            oldest,
+        })
     }
 }
 
@@ -610,14 +636,21 @@ mod tests {
             Ok(())
         );
         assert_eq!(used.len(), 1);
-        let bytes = used.to_bytes();
-        assert_eq!(UsedOtps::from_bytes(&bytes), Ok(used));
+        assert_eq!(round_trip(&used), used.to_bytes());
+    }
+
+    /// The record read back from its bytes, as bytes again: the encoding is deterministic, so
+    /// this compares the records.
+    fn round_trip(used: &UsedOtps) -> Vec<u8> {
+        UsedOtps::from_bytes(&used.to_bytes())
+            .expect("round trip")
+            .to_bytes()
     }
 
     #[test]
     fn persistence_round_trip() {
         let mut used = UsedOtps::new();
-        assert_eq!(UsedOtps::from_bytes(&used.to_bytes()), Ok(used.clone()));
+        assert_eq!(round_trip(&used), used.to_bytes());
         for i in 0..10u8 {
             let m = mac(&secret("hipjazz"), SOURCE, MINUTE + u32::from(i));
             assert_eq!(
@@ -632,9 +665,17 @@ mod tests {
             HEADER_LEN + used.len() * ENTRY_LEN + CHECKSUM_LEN
         );
         let back = UsedOtps::from_bytes(&bytes).expect("round trip");
-        assert_eq!(back, used);
+        assert_eq!(back.used, used.used);
         assert_eq!(back.floor, MINUTE + 8);
+        assert_eq!(back.oldest, MINUTE + 8);
         assert_eq!(back.to_bytes(), bytes, "the encoding is deterministic");
+        // The record read back refuses what the original refuses.
+        let mut back = back;
+        let last = mac(&secret("hipjazz"), SOURCE, MINUTE + 9);
+        assert_eq!(
+            back.check_and_record(last, MINUTE + 9, MINUTE + 9, 1),
+            Err(Refused::Replay)
+        );
     }
 
     #[test]
@@ -645,27 +686,24 @@ mod tests {
         used.check_and_record([6u8; 32], MINUTE, MINUTE, 1)
             .expect("fresh");
         let good = used.to_bytes();
-        assert_eq!(UsedOtps::from_bytes(&[]), Err(StateError::BadMagic));
-        assert_eq!(UsedOtps::from_bytes(b"PKU"), Err(StateError::BadMagic));
-        assert_eq!(UsedOtps::from_bytes(b"PKUO"), Err(StateError::BadLength));
+        assert_eq!(load_error(&[]), Some(StateError::BadMagic));
+        assert_eq!(load_error(b"PKU"), Some(StateError::BadMagic));
+        assert_eq!(load_error(b"PKUO"), Some(StateError::BadLength));
         for cut in 1..good.len() - 4 {
             assert!(UsedOtps::from_bytes(&good[..good.len() - cut]).is_err());
         }
         let mut v2 = good.clone();
         v2[4] = 2;
-        assert_eq!(
-            UsedOtps::from_bytes(&v2),
-            Err(StateError::UnsupportedVersion(2))
-        );
+        assert_eq!(load_error(&v2), Some(StateError::UnsupportedVersion(2)));
         for i in 6..good.len() {
             let mut bad = good.clone();
             bad[i] ^= 0x10;
-            assert_eq!(
-                UsedOtps::from_bytes(&bad),
-                Err(StateError::BadChecksum),
-                "byte {i}"
-            );
+            assert_eq!(load_error(&bad), Some(StateError::BadChecksum), "byte {i}");
         }
+    }
+
+    fn load_error(data: &[u8]) -> Option<StateError> {
+        UsedOtps::from_bytes(data).err()
     }
 
     /// Re-signs a hand-made body, to reach the checks behind the checksum.
@@ -694,33 +732,21 @@ mod tests {
         let mut dup = header(2);
         dup.extend(entry(1));
         dup.extend(entry(1));
-        assert_eq!(
-            UsedOtps::from_bytes(&sealed(dup)),
-            Err(StateError::Malformed)
-        );
+        assert_eq!(load_error(&sealed(dup)), Some(StateError::Malformed));
         let mut unsorted = header(2);
         unsorted.extend(entry(2));
         unsorted.extend(entry(1));
-        assert_eq!(
-            UsedOtps::from_bytes(&sealed(unsorted)),
-            Err(StateError::Malformed)
-        );
+        assert_eq!(load_error(&sealed(unsorted)), Some(StateError::Malformed));
         let mut short = header(3);
         short.extend(entry(1));
+        assert_eq!(load_error(&sealed(short)), Some(StateError::BadLength));
         assert_eq!(
-            UsedOtps::from_bytes(&sealed(short)),
-            Err(StateError::BadLength)
-        );
-        assert_eq!(
-            UsedOtps::from_bytes(&sealed(header(u32::MAX))),
-            Err(StateError::Malformed)
+            load_error(&sealed(header(u32::MAX))),
+            Some(StateError::Malformed)
         );
         let mut reserved = header(0);
         reserved[6] = 1;
-        assert_eq!(
-            UsedOtps::from_bytes(&sealed(reserved)),
-            Err(StateError::Malformed)
-        );
+        assert_eq!(load_error(&sealed(reserved)), Some(StateError::Malformed));
     }
 
     proptest! {
@@ -772,8 +798,14 @@ mod tests {
         #[test]
         fn record_round_trips(entries in proptest::collection::vec((any::<[u8; 32]>(), 0u32..20), 0..50),
                               floor in 0u32..10) {
-            let used = UsedOtps { used: entries.into_iter().collect(), floor };
-            prop_assert_eq!(UsedOtps::from_bytes(&used.to_bytes()), Ok(used));
+            let used: HashMap<_, _> = entries.into_iter().collect();
+            let oldest = used.values().copied().min().unwrap_or(u32::MAX);
+            let record = UsedOtps { used, floor, oldest };
+            let back = UsedOtps::from_bytes(&record.to_bytes());
+            prop_assert!(back.is_ok());
+            let back = back.expect("checked");
+            prop_assert_eq!(&back.used, &record.used);
+            prop_assert_eq!((back.floor, back.oldest), (record.floor, record.oldest));
         }
     }
 }

@@ -18,8 +18,8 @@ use crate::cli::{KnockArgs, OtpArgs, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::config::{KnockPort, Proto, Secret};
 use crate::otp;
 
-pub use net::{Family, Probe, ProbePlan};
-pub use secret::{SecretSource, SecretWarning};
+use net::{Family, Probe, ProbePlan};
+use secret::{SecretSource, SecretWarning};
 
 /// Default pause between two knocks, in milliseconds. Not 0 (knockd's `knock` uses 0): the
 /// daemon arms the kernel for the final knock only after it has seen the one before (SPEC §4),
@@ -34,7 +34,8 @@ pub const MAX_DELAY_MS: u64 = 60_000;
 /// How long `otp` waits after sending when there is no `--verify`. The OTP check needs the
 /// daemon (SPEC §4), so the grant lands a little after the datagram; returning earlier would let
 /// `portknock otp … && ssh …` send its first SYN into the still-closed port and lose a second to
-/// TCP's retransmission timer. 20 ms is well above the daemon's p99 knock-to-grant time.
+/// TCP's retransmission timer. 20 ms is chosen to be well above the daemon's p99 knock-to-grant
+/// time (a datagram read, an HMAC or three, a state-file write and a netlink message).
 pub const OTP_GRANT_WAIT: Duration = Duration::from_millis(20);
 
 /// Default bound of `--verify`, in milliseconds.
@@ -50,7 +51,7 @@ pub const SECRET_ENV: &str = "PORTKNOCK_SECRET";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortSpecError {
     /// The number part is not a number.
-    #[error("'{0}' is not a port number: write PORT or PORT/udp, e.g. 7000 or 8000/udp")]
+    #[error("'{0}' is not a port number: ports are written as digits, 1-65535")]
     NotANumber(String),
     /// The number is 0 or above 65535.
     #[error("port {0} is out of range: ports are 1-65535")]

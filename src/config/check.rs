@@ -43,25 +43,41 @@ fn summary(loaded: &Loaded) -> String {
     if s.enabled {
         line("engine:        on".to_string());
     } else {
-        line("engine:        off (FW_PORTKNOCK=no): no port is protected, the lists were not read".to_string());
+        line(
+            "engine:        off (FW_PORTKNOCK=no): no port is protected, the lists were not read"
+                .to_string(),
+        );
     }
-    line(format!("simple mode:   {}", on(s.simple)));
     if s.enabled && s.simple {
-        line(format!("  {} from {}", count(config.simple.len(), "door"), s.simple_list.display()));
+        let doors = count(config.simple.len(), "door");
+        line(format!(
+            "simple mode:   on, {doors} in {}",
+            s.simple_list.display()
+        ));
         for door in &config.simple {
             let knocks: String = door.sequence.iter().map(|k| format!(" {k}")).collect();
             line(format!("  {:>5}  <-{knocks}", door.protected));
         }
+    } else {
+        line(format!("simple mode:   {}", on(s.simple)));
     }
-    line(format!("advanced mode: {}", on(s.advanced)));
     if s.enabled && s.advanced {
-        line(format!("  {} from {}", count(config.advanced.len(), "door"), s.advanced_list.display()));
+        let doors = count(config.advanced.len(), "door");
+        line(format!(
+            "advanced mode: on, {doors} in {}",
+            s.advanced_list.display()
+        ));
         for door in &config.advanced {
-            line(format!("  {:>5}  <- udp/{} (open/close secrets set)", door.protected, door.knock_port));
+            line(format!(
+                "  {:>5}  <- udp/{} (open/close secrets set)",
+                door.protected, door.knock_port
+            ));
         }
+    } else {
+        line(format!("advanced mode: {}", on(s.advanced)));
     }
     line(format!(
-        "timeouts:      knock {} s, simple open {} s, advanced open {} s, OTP skew {} min",
+        "timeouts:      knock {} s, simple open {} s, advanced open {} s, OTP skew {} min either side",
         s.knock_timeout.as_secs(),
         s.simple_open.as_secs(),
         s.advanced_open.as_secs(),
@@ -85,4 +101,77 @@ fn summary(loaded: &Loaded) -> String {
 /// `1 error`, `2 errors`.
 fn count(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{
+        AdvancedDoor, Config, Diagnostic, KnockPort, Proto, Secret, Settings, SimpleDoor,
+    };
+
+    #[test]
+    fn summary_of_a_configuration() {
+        let dir = Path::new("/etc/portknock");
+        let settings = Settings {
+            enabled: true,
+            simple: true,
+            advanced: true,
+            ..Settings::defaults(dir)
+        };
+        let knock = |proto, port| KnockPort { proto, port };
+        let loaded = Loaded {
+            config: Config {
+                dir: dir.to_path_buf(),
+                settings,
+                simple: vec![SimpleDoor {
+                    protected: 22,
+                    sequence: vec![
+                        knock(Proto::Tcp, 7000),
+                        knock(Proto::Udp, 8000),
+                        knock(Proto::Tcp, 6000),
+                    ],
+                }],
+                advanced: vec![AdvancedDoor {
+                    protected: 2222,
+                    knock_port: 2000,
+                    open_secret: Secret::new("hipjazzhipjazz"),
+                    close_secret: Secret::new("superawesome"),
+                }],
+            },
+            warnings: vec![Diagnostic::warning(dir, None, "w")],
+        };
+        assert_eq!(
+            summary(&loaded),
+            "configuration: /etc/portknock\n\
+             engine:        on\n\
+             simple mode:   on, 1 door in /etc/portknock/simple-portknock-list\n\
+             \x20    22  <- tcp/7000 udp/8000 tcp/6000\n\
+             advanced mode: on, 1 door in /etc/portknock/advanced-portknock-list\n\
+             \x20  2222  <- udp/2000 (open/close secrets set)\n\
+             timeouts:      knock 10 s, simple open 30 s, advanced open 3600 s, OTP skew 1 min either side\n\
+             IPv6 knocks:   on; at most 262144 sources tracked; state in /var/lib/portknock\n\
+             OK: 1 simple door, 1 advanced door, 1 warning\n"
+        );
+    }
+
+    #[test]
+    fn engine_off_says_nothing_is_protected() {
+        let dir = Path::new("d");
+        let loaded = Loaded {
+            config: Config {
+                dir: dir.to_path_buf(),
+                settings: Settings::defaults(dir),
+                simple: vec![],
+                advanced: vec![],
+            },
+            warnings: vec![],
+        };
+        let text = summary(&loaded);
+        assert!(text.contains("engine:        off (FW_PORTKNOCK=no): no port is protected, the lists were not read\n"), "{text}");
+        assert!(
+            text.ends_with("OK: 0 simple doors, 0 advanced doors, 0 warnings\n"),
+            "{text}"
+        );
+    }
 }

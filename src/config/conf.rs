@@ -62,7 +62,10 @@ pub(super) fn parse(dir: &Path, file: &Path, text: &str, diags: &mut Vec<Diagnos
             Entry::Occupied(first) => diags.push(Diagnostic::warning(
                 file,
                 line,
-                format!("{key} is set again (first on line {}); the last value counts", first.get()),
+                format!(
+                    "{key} is set again (first on line {}); the last value counts",
+                    first.get()
+                ),
             )),
             Entry::Vacant(slot) => {
                 slot.insert(index + 1);
@@ -170,13 +173,13 @@ fn apply(
         "FW_PORTKNOCK_KNOCK_TIMEOUT" => seconds(d.knock_timeout).map(|t| s.knock_timeout = t),
         "FW_PORTKNOCK_SIMPLE_OPEN" => seconds(d.simple_open).map(|t| s.simple_open = t),
         "FW_PORTKNOCK_ADVANCED_OPEN" => seconds(d.advanced_open).map(|t| s.advanced_open = t),
-        "FW_PORTKNOCK_OTP_SKEW" => whole(v, 0, MAX_OTP_SKEW.into(), " of minutes", d.otp_skew.into())
-            .map(|n| s.otp_skew = n as u32),
-        "FW_PORTKNOCK_IPV6" => boolean(v, d.ipv6).map(|b| s.ipv6 = b),
-        "FW_PORTKNOCK_MAX_SOURCES" => {
-            whole(v, 1, MAX_MAX_SOURCES as u64, "", d.max_sources as u64)
-                .map(|n| s.max_sources = n as usize)
+        "FW_PORTKNOCK_OTP_SKEW" => {
+            whole(v, 0, MAX_OTP_SKEW.into(), " of minutes", d.otp_skew.into())
+                .map(|n| s.otp_skew = n as u32)
         }
+        "FW_PORTKNOCK_IPV6" => boolean(v, d.ipv6).map(|b| s.ipv6 = b),
+        "FW_PORTKNOCK_MAX_SOURCES" => whole(v, 1, MAX_MAX_SOURCES as u64, "", d.max_sources as u64)
+            .map(|n| s.max_sources = n as usize),
         "FW_PORTKNOCK_STATE_DIR" => state_dir(v, &d.state_dir).map(|p| s.state_dir = p),
         _ => return None,
     })
@@ -295,16 +298,29 @@ FW_PORTKNOCK_STATE_DIR="/var/lib/pk state"
         let mut s = Settings::defaults(Path::new("/c"));
         let d = s.clone();
         for key in KEYS {
-            assert_eq!(apply(&mut s, &d, Path::new("/c"), key, ""), Some(Ok(())), "{key}");
+            assert_eq!(
+                apply(&mut s, &d, Path::new("/c"), key, ""),
+                Some(Ok(())),
+                "{key}"
+            );
         }
-        assert_eq!(apply(&mut s, &d, Path::new("/c"), "FW_PORTKNOCK_X", "1"), None);
+        assert_eq!(
+            apply(&mut s, &d, Path::new("/c"), "FW_PORTKNOCK_X", "1"),
+            None
+        );
     }
 
     #[test]
     fn quoting_follows_the_shell() {
         let dir = |text: &str| run(text).0.state_dir;
-        assert_eq!(dir(r#"FW_PORTKNOCK_STATE_DIR="/a\"b\\c\d""#), PathBuf::from(r#"/a"b\c\d"#));
-        assert_eq!(dir(r"FW_PORTKNOCK_STATE_DIR='/a\b#c'"), PathBuf::from(r"/a\b#c"));
+        assert_eq!(
+            dir(r#"FW_PORTKNOCK_STATE_DIR="/a\"b\\c\d""#),
+            PathBuf::from(r#"/a"b\c\d"#)
+        );
+        assert_eq!(
+            dir(r"FW_PORTKNOCK_STATE_DIR='/a\b#c'"),
+            PathBuf::from(r"/a\b#c")
+        );
         assert_eq!(dir("FW_PORTKNOCK_STATE_DIR=/a#b"), PathBuf::from("/a#b"));
     }
 

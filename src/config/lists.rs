@@ -14,7 +14,8 @@ pub const MAX_SEQUENCE: usize = 32;
 /// offline against it.
 pub const MIN_SECRET_LEN: usize = 8;
 
-const SIMPLE_FORMAT: &str = "simple lines are PORT:KNOCKPORT,KNOCKPORT,... (e.g. 22:7000,9000,8000)";
+const SIMPLE_FORMAT: &str =
+    "simple lines are PORT:KNOCKPORT,KNOCKPORT,... (e.g. 22:7000,9000,8000)";
 const ADVANCED_FORMAT: &str = "advanced lines are PORT,KNOCKPORT,OPENSECRET,CLOSESECRET";
 
 /// A door and the line it was read from, so that later checks can point at it.
@@ -38,11 +39,6 @@ impl<T> List<T> {
             entries: Vec::new(),
         }
     }
-
-    /// `FILE:LINE` of an entry, for messages about another door that clashes with it.
-    fn at(&self, entry: &Entry<T>) -> String {
-        format!("{}:{}", self.file.display(), entry.line)
-    }
 }
 
 /// Reads the entries of a simple list; entries with errors are reported and left out.
@@ -62,7 +58,8 @@ pub(super) fn parse_advanced(
     text: &str,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<Entry<AdvancedDoor>> {
-    let empty = "so advanced mode protects nothing; add a line like 22,2000,OPENSECRET,CLOSESECRET \
+    let empty =
+        "so advanced mode protects nothing; add a line like 22,2000,OPENSECRET,CLOSESECRET \
                  or set FW_PORTKNOCK_ADVANCED=no";
     parse(file, text, diags, empty, advanced_door)
 }
@@ -83,14 +80,26 @@ fn parse<T>(
         let (mut errors, mut warnings) = (Vec::new(), Vec::new());
         let parsed = door(word, &mut errors, &mut warnings);
         let valid = errors.is_empty();
-        diags.extend(errors.into_iter().map(|m| Diagnostic::error(file, Some(line), m)));
-        diags.extend(warnings.into_iter().map(|m| Diagnostic::warning(file, Some(line), m)));
+        diags.extend(
+            errors
+                .into_iter()
+                .map(|m| Diagnostic::error(file, Some(line), m)),
+        );
+        diags.extend(
+            warnings
+                .into_iter()
+                .map(|m| Diagnostic::warning(file, Some(line), m)),
+        );
         if let (true, Some(door)) = (valid, parsed) {
             entries.push(Entry { line, door });
         }
     }
     if !any {
-        diags.push(Diagnostic::warning(file, None, format!("has no door, {empty}")));
+        diags.push(Diagnostic::warning(
+            file,
+            None,
+            format!("has no door, {empty}"),
+        ));
     }
     entries
 }
@@ -177,7 +186,11 @@ fn knock_port(field: &str, position: usize) -> Result<KnockPort, String> {
         None => (field, Proto::Tcp),
         Some((number, p)) if p.eq_ignore_ascii_case("udp") => (number, Proto::Udp),
         Some((number, p)) if p.eq_ignore_ascii_case("tcp") => (number, Proto::Tcp),
-        Some(_) => return Err(format!("{what} has an unknown protocol; write PORT or PORT/udp")),
+        Some(_) => {
+            return Err(format!(
+                "{what} has an unknown protocol; write PORT or PORT/udp"
+            ))
+        }
     };
     Ok(KnockPort {
         proto,
@@ -198,7 +211,10 @@ fn advanced_door(
         return None;
     }
     let &[protected, knock, open, close] = fields.as_slice() else {
-        errors.push(format!("expected 4 fields, found {}; {ADVANCED_FORMAT}", fields.len()));
+        errors.push(format!(
+            "expected 4 fields, found {}; {ADVANCED_FORMAT}",
+            fields.len()
+        ));
         return None;
     };
     let protected = note(port(protected, "the protected port"), errors);
@@ -267,6 +283,27 @@ fn note<T>(result: Result<T, String>, errors: &mut Vec<String>) -> Option<T> {
     result.map_err(|e| errors.push(e)).ok()
 }
 
+/// What the checks between doors need of a door of either list.
+struct Door<'a> {
+    file: &'a Path,
+    line: usize,
+    mode: &'static str,
+    protected: u16,
+    knocks: Vec<KnockPort>,
+}
+
+impl Door<'_> {
+    /// How a message about another door points at this one.
+    fn describe(&self) -> String {
+        format!(
+            "the {} door at {}:{}",
+            self.mode,
+            self.file.display(),
+            self.line
+        )
+    }
+}
+
 /// The checks between doors (SPEC §1.4), within a list and across both. The earlier door (the
 /// simple list before the advanced one, then line order) is taken as right, and the later one
 /// is reported with a pointer to it.
@@ -275,81 +312,97 @@ pub(super) fn cross_check(
     advanced: &List<AdvancedDoor>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let mut error = |file: &Path, line, message| diags.push(Diagnostic::error(file, Some(line), message));
+    let simple_doors = simple.entries.iter().map(|e| Door {
+        file: &simple.file,
+        line: e.line,
+        mode: "simple",
+        protected: e.door.protected,
+        knocks: e.door.sequence.clone(),
+    });
+    let advanced_doors = advanced.entries.iter().map(|e| Door {
+        file: &advanced.file,
+        line: e.line,
+        mode: "advanced",
+        protected: e.door.protected,
+        knocks: vec![KnockPort {
+            proto: Proto::Udp,
+            port: e.door.knock_port,
+        }],
+    });
+    let doors: Vec<Door> = simple_doors.chain(advanced_doors).collect();
+    let mut error = |door: &Door, message: String| {
+        diags.push(Diagnostic::error(door.file, Some(door.line), message));
+    };
 
-    let mut owners: HashMap<u16, (&str, String)> = HashMap::new();
-    let protected = (simple.entries.iter())
-        .map(|e| (&simple.file, e.line, e.door.protected, "simple", simple.at(e)))
-        .chain(
-            (advanced.entries.iter())
-                .map(|e| (&advanced.file, e.line, e.door.protected, "advanced", advanced.at(e))),
-        );
-    for (file, line, port, mode, here) in protected {
+    let mut owners: HashMap<u16, &Door> = HashMap::new();
+    for door in &doors {
+        let port = door.protected;
         match owners.entry(port) {
+            Slot::Occupied(owner) if owner.get().mode == door.mode => {
+                let owner = owner.get().describe();
+                error(
+                    door,
+                    format!("port {port} is already protected by {owner}; remove one of the two"),
+                );
+            }
             Slot::Occupied(owner) => {
-                let (owner_mode, at) = owner.get();
-                error(file, line, if *owner_mode == mode {
-                    format!("port {port} is already protected by the door at {at}; remove one of the two")
-                } else {
-                    format!("port {port} is already protected by {owner_mode} mode at {at}; a port can be protected by one mode only")
-                });
+                let owner = owner.get().describe();
+                error(door, format!("port {port} is already protected by {owner}; a port can be protected by one mode only"));
             }
             Slot::Vacant(slot) => {
-                slot.insert((mode, here));
+                slot.insert(door);
             }
         }
     }
 
     // A knock at a protected port would also be a connection attempt to it.
-    let knock_ports = (simple.entries.iter())
-        .map(|e| {
-            let ports: BTreeSet<u16> = e.door.sequence.iter().map(|k| k.port).collect();
-            (&simple.file, e.line, e.door.protected, ports)
-        })
-        .chain(
-            (advanced.entries.iter())
-                .map(|e| (&advanced.file, e.line, e.door.protected, BTreeSet::from([e.door.knock_port]))),
-        );
-    for (file, line, own, ports) in knock_ports {
+    for door in &doors {
+        let ports: BTreeSet<u16> = door.knocks.iter().map(|k| k.port).collect();
         for port in ports {
-            if port == own {
-                error(file, line, format!("knock port {port} is the port this door protects; choose another knock port"));
-            } else if let Some((_, at)) = owners.get(&port) {
-                error(file, line, format!("knock port {port} is protected by the door at {at}; choose a knock port that no door protects"));
+            if port == door.protected {
+                error(door, format!("knock port {port} is the port this door protects; choose another knock port"));
+            } else if let Some(owner) = owners.get(&port) {
+                let owner = owner.describe();
+                error(door, format!("knock port {port} is protected by {owner}; choose a knock port that no door protects"));
             }
         }
     }
 
-    let mut sequences: HashMap<&[KnockPort], String> = HashMap::new();
-    for e in &simple.entries {
-        match sequences.entry(&e.door.sequence) {
-            Slot::Occupied(first) => error(&simple.file, e.line, format!("the same knock sequence as the door at {}; give each door its own sequence", first.get())),
+    let mut sequences: HashMap<&[KnockPort], &Door> = HashMap::new();
+    for door in doors.iter().filter(|d| d.mode == "simple") {
+        match sequences.entry(&door.knocks) {
+            Slot::Occupied(first) => {
+                let first = first.get().describe();
+                error(
+                    door,
+                    format!("the same knock sequence as {first}; give each door its own sequence"),
+                );
+            }
             Slot::Vacant(slot) => {
-                slot.insert(simple.at(e));
+                slot.insert(door);
             }
         }
     }
 
-    // One UDP port, one meaning: an OTP datagram must belong to exactly one door.
-    let mut udp: HashMap<u16, (String, &str)> = HashMap::new();
-    for e in &simple.entries {
-        for k in e.door.sequence.iter().filter(|k| k.proto == Proto::Udp) {
-            udp.entry(k.port).or_insert_with(|| {
-                let owner = format!("a UDP knock port of the simple door {} at {}", e.door.protected, simple.at(e));
-                (owner, "a knock datagram there would be ambiguous")
-            });
-        }
-    }
-    for e in &advanced.entries {
-        let port = e.door.knock_port;
-        match udp.entry(port) {
-            Slot::Occupied(owner) => {
-                let (owner, why) = owner.get();
-                error(&advanced.file, e.line, format!("knock port {port} is already {owner}; {why}"));
-            }
-            Slot::Vacant(slot) => {
-                let owner = format!("the knock port of door {} at {}", e.door.protected, advanced.at(e));
-                slot.insert((owner, "give each door its own knock port"));
+    // An OTP datagram must belong to one door. Simple doors may share a UDP knock port: each
+    // keeps its own sequence state.
+    let mut udp: HashMap<u16, &Door> = HashMap::new();
+    for door in &doors {
+        for port in door
+            .knocks
+            .iter()
+            .filter(|k| k.proto == Proto::Udp)
+            .map(|k| k.port)
+        {
+            match udp.entry(port) {
+                Slot::Occupied(owner) if door.mode == "advanced" => {
+                    let owner = owner.get().describe();
+                    error(door, format!("knock port {port} is already a UDP knock port of {owner}; give this door a knock port of its own"));
+                }
+                Slot::Occupied(_) => {}
+                Slot::Vacant(slot) => {
+                    slot.insert(door);
+                }
             }
         }
     }

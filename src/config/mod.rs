@@ -209,7 +209,9 @@ pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
                 diags.push(Diagnostic::warning(
                     &advanced.file,
                     None,
-                    format!("readable by group or others, but it holds secrets; run chmod 600 {file}"),
+                    format!(
+                        "readable by group or others, but it holds secrets; run chmod 600 {file}"
+                    ),
                 ));
             }
             advanced.entries = lists::parse_advanced(&advanced.file, &text, &mut diags);

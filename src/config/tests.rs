@@ -31,7 +31,10 @@ fn loads_a_valid_directory() {
     let dir = dir_with(&[
         (CONF_FILE, ALL_ON),
         (SIMPLE_LIST_FILE, "22:7000,9000,8000\n"),
-        (ADVANCED_LIST_FILE, "2222,2000,hipjazzhipjazz,superawesome\n"),
+        (
+            ADVANCED_LIST_FILE,
+            "2222,2000,hipjazzhipjazz,superawesome\n",
+        ),
     ]);
     let loaded = load(dir.path()).expect("valid");
     assert_eq!(loaded.warnings, []);
@@ -62,7 +65,11 @@ fn lists_are_read_only_when_engine_and_mode_are_on() {
         "FW_PORTKNOCK=no\nFW_PORTKNOCK_SIMPLE=yes\nFW_PORTKNOCK_ADVANCED=yes\n",
         "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=no\nFW_PORTKNOCK_ADVANCED=no\n",
     ] {
-        let dir = dir_with(&[(CONF_FILE, conf), (SIMPLE_LIST_FILE, broken), (ADVANCED_LIST_FILE, broken)]);
+        let dir = dir_with(&[
+            (CONF_FILE, conf),
+            (SIMPLE_LIST_FILE, broken),
+            (ADVANCED_LIST_FILE, broken),
+        ]);
         let config = load(dir.path()).expect("lists not read").config;
         assert!(config.simple.is_empty() && config.advanced.is_empty());
     }
@@ -91,7 +98,10 @@ fn an_enabled_mode_needs_its_list() {
 
 #[test]
 fn relative_list_paths_are_relative_to_the_directory() {
-    let dir = dir_with(&[(CONF_FILE, "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=yes\nFW_PORTKNOCK_SIMPLE_LIST=doors\n")]);
+    let dir = dir_with(&[(
+        CONF_FILE,
+        "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=yes\nFW_PORTKNOCK_SIMPLE_LIST=doors\n",
+    )]);
     fs::write(dir.path().join("doors"), "22:7,9,8\n").expect("write");
     let config = load(dir.path()).expect("valid").config;
     assert_eq!(config.settings.simple_list, dir.path().join("doors"));
@@ -107,7 +117,12 @@ fn an_advanced_list_readable_by_others_is_a_warning() {
     let list = dir.path().join(ADVANCED_LIST_FILE);
     for mode in [0o640, 0o604] {
         set_mode(&list, mode);
-        let warnings: Vec<String> = load(dir.path()).expect("valid").warnings.iter().map(ToString::to_string).collect();
+        let warnings: Vec<String> = load(dir.path())
+            .expect("valid")
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let file = list.display();
         assert_eq!(
             warnings,
@@ -118,7 +133,11 @@ fn an_advanced_list_readable_by_others_is_a_warning() {
 
 #[test]
 fn an_unreadable_file_is_reported() {
-    let dir = dir_with(&[(CONF_FILE, ALL_ON), (SIMPLE_LIST_FILE, "22:7,9,8\n"), (ADVANCED_LIST_FILE, "")]);
+    let dir = dir_with(&[
+        (CONF_FILE, ALL_ON),
+        (SIMPLE_LIST_FILE, "22:7,9,8\n"),
+        (ADVANCED_LIST_FILE, ""),
+    ]);
     let list = dir.path().join(SIMPLE_LIST_FILE);
     set_mode(&list, 0o000);
     if fs::read(&list).is_ok() {
@@ -141,7 +160,11 @@ fn every_problem_of_every_file_at_once_in_file_and_line_order() {
         (ADVANCED_LIST_FILE, "22,2000,samesame,samesame\n24:1,2,3\n22,2001,openopen,closeclose\n"),
     ]);
     let p = dir.path();
-    let (c, s, a) = (p.join(CONF_FILE), p.join(SIMPLE_LIST_FILE), p.join(ADVANCED_LIST_FILE));
+    let (c, s, a) = (
+        p.join(CONF_FILE),
+        p.join(SIMPLE_LIST_FILE),
+        p.join(ADVANCED_LIST_FILE),
+    );
     let (c, s, a) = (c.display(), s.display(), a.display());
     let err = load(p).expect_err("broken");
     assert_eq!((err.errors(), err.warnings()), (6, 1));
@@ -154,7 +177,7 @@ fn every_problem_of_every_file_at_once_in_file_and_line_order() {
             format!("{s}:2: error: knock port tcp/7000 is repeated at positions 1 and 2; a repeat cannot be told from a retransmission"),
             format!("{a}:1: error: the open secret and the close secret are the same, so a close could not be told from an open; choose two different secrets"),
             format!("{a}:2: error: this is a simple-mode line; advanced lines are PORT,KNOCKPORT,OPENSECRET,CLOSESECRET"),
-            format!("{a}:3: error: port 22 is already protected by simple mode at {s}:1; a port can be protected by one mode only"),
+            format!("{a}:3: error: port 22 is already protected by the simple door at {s}:1; a port can be protected by one mode only"),
         ]
         .join("\n")
     );

@@ -5,11 +5,17 @@ const S: &str = "/c/simple";
 const A: &str = "/c/advanced";
 
 fn tcp(port: u16) -> KnockPort {
-    KnockPort { proto: Proto::Tcp, port }
+    KnockPort {
+        proto: Proto::Tcp,
+        port,
+    }
 }
 
 fn udp(port: u16) -> KnockPort {
-    KnockPort { proto: Proto::Udp, port }
+    KnockPort {
+        proto: Proto::Udp,
+        port,
+    }
 }
 
 fn strings(diags: &[Diagnostic]) -> Vec<String> {
@@ -19,13 +25,19 @@ fn strings(diags: &[Diagnostic]) -> Vec<String> {
 fn simple(text: &str) -> (Vec<(usize, SimpleDoor)>, Vec<String>) {
     let mut diags = Vec::new();
     let entries = parse_simple(Path::new(S), text, &mut diags);
-    (entries.into_iter().map(|e| (e.line, e.door)).collect(), strings(&diags))
+    (
+        entries.into_iter().map(|e| (e.line, e.door)).collect(),
+        strings(&diags),
+    )
 }
 
 fn advanced(text: &str) -> (Vec<(usize, AdvancedDoor)>, Vec<String>) {
     let mut diags = Vec::new();
     let entries = parse_advanced(Path::new(A), text, &mut diags);
-    (entries.into_iter().map(|e| (e.line, e.door)).collect(), strings(&diags))
+    (
+        entries.into_iter().map(|e| (e.line, e.door)).collect(),
+        strings(&diags),
+    )
 }
 
 /// Diagnostics of both lists and of the checks between them.
@@ -40,7 +52,10 @@ fn both(simple_text: &str, advanced_text: &str) -> Vec<String> {
 }
 
 fn door(protected: u16, sequence: &[KnockPort]) -> SimpleDoor {
-    SimpleDoor { protected, sequence: sequence.to_vec() }
+    SimpleDoor {
+        protected,
+        sequence: sequence.to_vec(),
+    }
 }
 
 fn adoor(protected: u16, knock_port: u16, open: &str, close: &str) -> AdvancedDoor {
@@ -54,13 +69,13 @@ fn adoor(protected: u16, knock_port: u16, open: &str, close: &str) -> AdvancedDo
 
 #[test]
 fn simple_entries_with_comments_and_several_per_line() {
-    let text = "# doors\n22:7000,9000,8000   # ssh\n\n 23:1,2/udp,7/TCP\t24:9,8,7/UDP #x 25:1\r\n";
+    let text = "# doors\n22:7000,9000,8000   # ssh\n\n 23:2,1/udp,7/TCP\t24:9,8,7/UDP #x 25:1\r\n";
     assert_eq!(
         simple(text),
         (
             vec![
                 (2, door(22, &[tcp(7000), tcp(9000), tcp(8000)])),
-                (4, door(23, &[tcp(1), udp(2), tcp(7)])),
+                (4, door(23, &[tcp(2), udp(1), tcp(7)])),
                 (4, door(24, &[tcp(9), tcp(8), udp(7)])),
             ],
             vec![]
@@ -72,7 +87,10 @@ fn simple_entries_with_comments_and_several_per_line() {
 fn simple_format_errors() {
     let format = "simple lines are PORT:KNOCKPORT,KNOCKPORT,... (e.g. 22:7000,9000,8000)";
     assert_eq!(
-        simple("22,2000,hipjazz,superawesome\n22,2000,hip:jazz,superawesome\n22\n22,7000,9000,8000\n").1,
+        simple(
+            "22,2000,hipjazz,superawesome\n22,2000,hip:jazz,superawesome\n22\n22,7000,9000,8000\n"
+        )
+        .1,
         [
             format!("{S}:1: error: this is an advanced-mode line; {format}"),
             format!("{S}:2: error: this is an advanced-mode line; {format}"),
@@ -106,10 +124,20 @@ fn simple_port_errors() {
 
 #[test]
 fn sequence_length_and_repeats() {
-    let ports = |n: u16| (0..n).map(|i| (40000 - i).to_string()).collect::<Vec<_>>().join(",");
+    let ports = |n: u16| {
+        (0..n)
+            .map(|i| (40000 - i).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let (doors, diags) = simple(&format!("22:{}\n23:{}\n", ports(32), ports(33)));
     assert_eq!(doors.len(), 1);
-    assert_eq!(diags, [format!("{S}:2: error: the sequence has 33 knock ports; at most 32 are allowed")]);
+    assert_eq!(
+        diags,
+        [format!(
+            "{S}:2: error: the sequence has 33 knock ports; at most 32 are allowed"
+        )]
+    );
     assert_eq!(
         simple("22:9,7,7,8\n23:9,7/udp,7/udp\n24:9,7/udp,7,8\n").1,
         [
@@ -191,7 +219,9 @@ fn advanced_format_and_field_errors() {
 fn advanced_secret_checks() {
     let (doors, diags) = advanced("22,2000,samesame,samesame\n23,2001,hipjazz,elite\n");
     assert_eq!(doors, [(2, adoor(23, 2001, "hipjazz", "elite"))]);
-    let short = |which| format!("{A}:2: warning: the {which} secret is shorter than 8 characters; one captured knock lets anyone guess a short secret offline");
+    let short = |which| {
+        format!("{A}:2: warning: the {which} secret is shorter than 8 characters; one captured knock lets anyone guess a short secret offline")
+    };
     assert_eq!(
         diags,
         [
@@ -225,9 +255,9 @@ fn protected_port_clashes() {
     assert_eq!(
         both("22:7,9,8\n22:17,19,18\n", "22,2000,openopen,closeclose\n23,2001,openopen,closeclose 23,2002,openopen,closeclose\n"),
         [
-            format!("{S}:2: error: port 22 is already protected by the door at {S}:1; remove one of the two"),
-            format!("{A}:1: error: port 22 is already protected by simple mode at {S}:1; a port can be protected by one mode only"),
-            format!("{A}:2: error: port 23 is already protected by the door at {A}:2; remove one of the two"),
+            format!("{S}:2: error: port 22 is already protected by the simple door at {S}:1; remove one of the two"),
+            format!("{A}:1: error: port 22 is already protected by the simple door at {S}:1; a port can be protected by one mode only"),
+            format!("{A}:2: error: port 23 is already protected by the advanced door at {A}:2; remove one of the two"),
         ]
     );
 }
@@ -238,8 +268,8 @@ fn knock_port_that_is_a_protected_port() {
         both("22:7,22,8,22\n23:9,7,2222/udp\n", "2222,2000,openopen,closeclose\n2223,23,openopen,closeclose\n2224,2224,openopen,closeclose\n"),
         [
             format!("{S}:1: error: knock port 22 is the port this door protects; choose another knock port"),
-            format!("{S}:2: error: knock port 2222 is protected by the door at {A}:1; choose a knock port that no door protects"),
-            format!("{A}:2: error: knock port 23 is protected by the door at {S}:2; choose a knock port that no door protects"),
+            format!("{S}:2: error: knock port 2222 is protected by the advanced door at {A}:1; choose a knock port that no door protects"),
+            format!("{A}:2: error: knock port 23 is protected by the simple door at {S}:2; choose a knock port that no door protects"),
             format!("{A}:3: error: knock port 2224 is the port this door protects; choose another knock port"),
         ]
     );
@@ -251,7 +281,7 @@ fn same_sequence_twice() {
         both("22:7,9,8\n23:7,9,8/udp 24:7,9,8\n", ""),
         [
             format!("{A}: warning: has no door, so advanced mode protects nothing; add a line like 22,2000,OPENSECRET,CLOSESECRET or set FW_PORTKNOCK_ADVANCED=no"),
-            format!("{S}:2: error: the same knock sequence as the door at {S}:1; give each door its own sequence"),
+            format!("{S}:2: error: the same knock sequence as the simple door at {S}:1; give each door its own sequence"),
         ]
     );
 }
@@ -264,8 +294,8 @@ fn shared_udp_knock_ports() {
             "80,2000,openopen,closeclose\n81,2000,openopen,closeclose\n82,8000,openopen,closeclose\n83,9000,openopen,closeclose\n"
         ),
         [
-            format!("{A}:2: error: knock port 2000 is already the knock port of door 80 at {A}:1; give each door its own knock port"),
-            format!("{A}:3: error: knock port 8000 is already a UDP knock port of the simple door 22 at {S}:1; a knock datagram there would be ambiguous"),
+            format!("{A}:2: error: knock port 2000 is already a UDP knock port of the advanced door at {A}:1; give this door a knock port of its own"),
+            format!("{A}:3: error: knock port 8000 is already a UDP knock port of the simple door at {S}:1; give this door a knock port of its own"),
         ]
     );
 }
@@ -273,16 +303,31 @@ fn shared_udp_knock_ports() {
 /// Simple doors that pass every check: protected ports below 1000, knock ports above 1001,
 /// distinct sequences.
 fn valid_simple() -> impl Strategy<Value = Vec<SimpleDoor>> {
-    let knock = (any::<bool>(), 1002..=u16::MAX)
-        .prop_map(|(u, port)| KnockPort { proto: if u { Proto::Udp } else { Proto::Tcp }, port });
+    let knock = (any::<bool>(), 1002..=u16::MAX).prop_map(|(u, port)| KnockPort {
+        proto: if u { Proto::Udp } else { Proto::Tcp },
+        port,
+    });
     let sequence = prop::collection::vec(knock, 1..=MAX_SEQUENCE).prop_map(|mut s| {
         s.dedup();
         s
     });
     prop::collection::btree_map(1..1000u16, sequence, 0..6)
-        .prop_map(|doors| doors.into_iter().map(|(protected, sequence)| SimpleDoor { protected, sequence }).collect::<Vec<_>>())
+        .prop_map(|doors| {
+            doors
+                .into_iter()
+                .map(|(protected, sequence)| SimpleDoor {
+                    protected,
+                    sequence,
+                })
+                .collect::<Vec<_>>()
+        })
         .prop_filter("distinct sequences", |doors: &Vec<SimpleDoor>| {
-            doors.iter().map(|d| &d.sequence).collect::<std::collections::HashSet<_>>().len() == doors.len()
+            doors
+                .iter()
+                .map(|d| &d.sequence)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                == doors.len()
         })
 }
 
@@ -293,7 +338,13 @@ fn render_simple(doors: &[SimpleDoor]) -> String {
     };
     doors
         .iter()
-        .map(|d| format!("{}:{}\n", d.protected, d.sequence.iter().map(knock).collect::<Vec<_>>().join(",")))
+        .map(|d| {
+            format!(
+                "{}:{}\n",
+                d.protected,
+                d.sequence.iter().map(knock).collect::<Vec<_>>().join(",")
+            )
+        })
         .collect()
 }
 

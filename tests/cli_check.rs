@@ -1,0 +1,167 @@
+//! `portknock check` through the real binary: exit status, stdout summary, stderr diagnostics.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn check(args: &[&str], env_dir: Option<&Path>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portknock"));
+    cmd.arg("check")
+        .args(args)
+        .env_remove("PORTKNOCK_CONFIG_DIR");
+    if let Some(dir) = env_dir {
+        cmd.env("PORTKNOCK_CONFIG_DIR", dir);
+    }
+    cmd.output().expect("run portknock")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A configuration directory with the given files, each private (0600) as the secrets need.
+fn config_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    for (name, content) in files {
+        let path = dir.path().join(name);
+        fs::write(&path, content).expect("write a test file");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    dir
+}
+
+const ALL_ON: &str = "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=yes\nFW_PORTKNOCK_ADVANCED=yes\n";
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let out = check(&["--config-dir", &examples.to_string_lossy()], None);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("engine:        on\n"), "{stdout}");
+    assert!(
+        stdout.contains("     22  <- tcp/7000 tcp/9000 tcp/8000\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("   2222  <- udp/2000 (open/close secrets set)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\nOK: 2 simple doors, 2 advanced doors, "),
+        "{stdout}"
+    );
+    // git keeps no file modes, so the only warning allowed is the one about them.
+    let stderr = text(&out.stderr);
+    assert!(
+        (stderr.lines()).all(|l| l.contains(": warning: readable by group or others")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn broken_files_are_all_reported_with_file_and_line() {
+    let dir = config_dir(&[
+        (
+            "portknock.conf",
+            &format!("{ALL_ON}FW_PORTKNOCK_SIMPEL=no\n"),
+        ),
+        ("simple-portknock-list", "# doors\n22:7000,7000,8000\n"),
+        (
+            "advanced-portknock-list",
+            "22:7000,9000,8000\n23,2000,open-door,open-door\n",
+        ),
+    ]);
+    let out = check(&["--config-dir", &dir.path().to_string_lossy()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout), "");
+    let d = dir.path().display();
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "{d}/portknock.conf:4: error: unknown key FW_PORTKNOCK_SIMPEL; did you mean FW_PORTKNOCK_SIMPLE?\n\
+             {d}/simple-portknock-list:2: error: knock port tcp/7000 is repeated at positions 1 and 2; a repeat cannot be told from a retransmission\n\
+             {d}/advanced-portknock-list:1: error: this is a simple-mode line; advanced lines are PORT,KNOCKPORT,OPENSECRET,CLOSESECRET\n\
+             {d}/advanced-portknock-list:2: error: the open secret and the close secret are the same, so a close could not be told from an open; choose two different secrets\n\
+             4 errors, 0 warnings: nothing was changed; fix the errors above, then run portknock check again\n"
+        )
+    );
+}
+
+#[test]
+fn a_port_in_both_lists_points_at_the_other_file() {
+    let dir = config_dir(&[
+        ("portknock.conf", ALL_ON),
+        ("simple-portknock-list", "22:7000,9000,8000\n"),
+        (
+            "advanced-portknock-list",
+            "# secrets\n22,2000,hipjazz,superawesome\n",
+        ),
+    ]);
+    let out = check(&["--config-dir", &dir.path().to_string_lossy()], None);
+    assert_eq!(out.status.code(), Some(2));
+    let d = dir.path().display();
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "{d}/advanced-portknock-list:2: warning: the open secret is shorter than 8 characters; one captured knock lets anyone guess a short secret offline\n\
+             {d}/advanced-portknock-list:2: error: port 22 is already protected by the simple door at {d}/simple-portknock-list:1; a port can be protected by one mode only\n\
+             1 error, 1 warning: nothing was changed; fix the errors above, then run portknock check again\n"
+        )
+    );
+}
+
+#[test]
+fn the_environment_variable_chooses_the_directory() {
+    let dir = config_dir(&[("portknock.conf", "FW_PORTKNOCK=no\n")]);
+    let out = check(&[], Some(dir.path()));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("configuration: {}\n", dir.path().display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("OK: 0 simple doors, 0 advanced doors, 0 warnings\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_missing_directory_says_what_to_do() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let missing = dir.path().join("nope");
+    let out = check(&["--config-dir", &missing.to_string_lossy()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "{}/portknock.conf: error: not found; create it (see examples/portknock.conf) or choose the directory with --config-dir or PORTKNOCK_CONFIG_DIR\n\
+             1 error, 0 warnings: nothing was changed; fix the errors above, then run portknock check again\n",
+            missing.display()
+        )
+    );
+}
+
+#[test]
+fn warnings_alone_exit_zero() {
+    let dir = config_dir(&[
+        (
+            "portknock.conf",
+            "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=yes\n",
+        ),
+        ("simple-portknock-list", "22:7000,8000,9000\n"),
+    ]);
+    let out = check(&["--config-dir", &dir.path().to_string_lossy()], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "{}/simple-portknock-list:1: warning: the sequence is strictly ascending, so a sequential port scan walks it; put the knock ports out of order\n",
+            dir.path().display()
+        )
+    );
+    assert!(text(&out.stdout).ends_with("OK: 1 simple door, 0 advanced doors, 1 warning\n"));
+}
