@@ -79,13 +79,20 @@ pub fn apply(dir: &Path, dry_run: bool) -> u8 {
             firewall::TABLE
         );
     } else {
-        println!("FW_PORTKNOCK is off: table inet {} removed, no port is protected", firewall::TABLE);
+        println!(
+            "FW_PORTKNOCK is off: table inet {} removed, no port is protected",
+            firewall::TABLE
+        );
     }
     match signal_reload(&config.settings.state_dir) {
         Ok(Some(pid)) => println!("asked the running daemon (pid {pid}) to reload"),
-        Ok(None) => println!("no daemon is running: start it with `portknock serve` (or systemctl start portknock)"),
+        Ok(None) => println!(
+            "no daemon is running: start it with `portknock serve` (or systemctl start portknock)"
+        ),
         Err(e) => {
-            eprintln!("apply: the rules are in force, but the daemon could not be told to reload: {e}");
+            eprintln!(
+                "apply: the rules are in force, but the daemon could not be told to reload: {e}"
+            );
             return EXIT_FAILURE;
         }
     }
@@ -123,10 +130,17 @@ impl Status {
     fn new(config: Option<&Config>, grants: Option<Vec<Grant>>) -> Status {
         let mut doors: Vec<DoorStatus> = Vec::new();
         if let Some(config) = config {
-            doors.extend(config.simple.iter().map(|d| DoorStatus {
-                port: d.protected,
-                mode: "simple",
-                knock: d.sequence.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(","),
+            doors.extend(config.simple.iter().map(|d| {
+                DoorStatus {
+                    port: d.protected,
+                    mode: "simple",
+                    knock: d
+                        .sequence
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                }
             }));
             doors.extend(config.advanced.iter().map(|d| DoorStatus {
                 port: d.protected,
@@ -135,10 +149,14 @@ impl Status {
             }));
         }
         let mode_of = |port: u16| {
-            doors
-                .iter()
-                .find(|d| d.port == port)
-                .map_or(if config.is_some() { "manual" } else { "unknown" }, |d| d.mode)
+            doors.iter().find(|d| d.port == port).map_or(
+                if config.is_some() {
+                    "manual"
+                } else {
+                    "unknown"
+                },
+                |d| d.mode,
+            )
         };
         let grants = grants.as_ref().map(|g| {
             g.iter()
@@ -175,7 +193,10 @@ impl Status {
         if self.table_installed {
             println!("table inet {}: installed", firewall::TABLE);
         } else {
-            println!("table inet {}: NOT installed — nothing is protected (run `portknock apply`)", firewall::TABLE);
+            println!(
+                "table inet {}: NOT installed — nothing is protected (run `portknock apply`)",
+                firewall::TABLE
+            );
         }
         println!("doors: {}", self.doors.len());
         for d in &self.doors {
@@ -248,7 +269,10 @@ pub fn manual(source: std::net::IpAddr, port: u16, open_for: Option<Duration>) -
 pub fn remove() -> u8 {
     match firewall::apply(&firewall::remove_batch(), "removing the portknock table") {
         Ok(()) => {
-            println!("table inet {} removed: no port is protected any more", firewall::TABLE);
+            println!(
+                "table inet {} removed: no port is protected any more",
+                firewall::TABLE
+            );
             EXIT_OK
         }
         Err(e) => {

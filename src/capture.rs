@@ -36,7 +36,9 @@ pub struct Packet {
 /// What went wrong reading knocks.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("cannot subscribe to NFLOG group {group}: {source} (portknock needs root or CAP_NET_ADMIN)")]
+    #[error(
+        "cannot subscribe to NFLOG group {group}: {source} (portknock needs root or CAP_NET_ADMIN)"
+    )]
     Subscribe { group: u16, source: io::Error },
     #[error("the kernel dropped knocks: the NFLOG receive buffer overflowed during a flood")]
     Overrun,
@@ -200,20 +202,40 @@ mod tests {
         builder.write(&mut bytes, &payload).unwrap();
         let packet = parse_ip(&bytes).unwrap();
         assert_eq!(packet.source, "198.18.0.2".parse::<IpAddr>().unwrap());
-        assert_eq!(packet.knock, KnockPort { proto: Proto::Udp, port: 2000 });
+        assert_eq!(
+            packet.knock,
+            KnockPort {
+                proto: Proto::Udp,
+                port: 2000
+            }
+        );
         assert_eq!(packet.payload, payload);
     }
 
     #[test]
     fn parses_a_tcp_syn_over_ipv6() {
-        let src = "fd00:5eed::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
-        let dst = "fd00:5eed::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
-        let builder = PacketBuilder::ipv6(src, dst, 64).tcp(40000, 7000, 1, 64000).syn();
+        let src = "fd00:5eed::2"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        let dst = "fd00:5eed::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        let builder = PacketBuilder::ipv6(src, dst, 64)
+            .tcp(40000, 7000, 1, 64000)
+            .syn();
         let mut bytes = Vec::new();
         builder.write(&mut bytes, &[]).unwrap();
         let packet = parse_ip(&bytes).unwrap();
         assert_eq!(packet.source, IpAddr::V6(src.into()));
-        assert_eq!(packet.knock, KnockPort { proto: Proto::Tcp, port: 7000 });
+        assert_eq!(
+            packet.knock,
+            KnockPort {
+                proto: Proto::Tcp,
+                port: 7000
+            }
+        );
     }
 
     proptest! {

@@ -112,7 +112,9 @@ pub struct OtpArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the configuration and print every problem and a summary of the doors.
-    #[command(after_help = "Exit status: 0 when valid (warnings may remain), 2 on errors.\n\nExample:\n  portknock check --config-dir examples")]
+    #[command(
+        after_help = "Exit status: 0 when valid (warnings may remain), 2 on errors.\n\nExample:\n  portknock check --config-dir examples"
+    )]
     Check(ConfigDirArg),
     /// Knock a simple-mode sequence: one connection attempt (TCP) or datagram (PORT/udp) per port, in order.
     #[command(
@@ -137,19 +139,25 @@ portknock otp srv.example 2000 --source 203.0.113.5 --print | socat - UDP:srv.ex
     )]
     Otp(OtpArgs),
     /// Run the daemon in the foreground: install the rules, watch knocks, grant. SIGHUP reloads.
-    #[command(after_help = "Logs go to standard error (RUST_LOG=debug for more). SIGHUP reloads the \
+    #[command(
+        after_help = "Logs go to standard error (RUST_LOG=debug for more). SIGHUP reloads the \
 configuration (a broken one is refused and the old one stays in force); SIGTERM stops the daemon \
 and leaves the rules in place, so protected ports stay closed and grants run out on time.\n\n\
-Example:\n  portknock serve --config-dir /etc/portknock")]
+Example:\n  portknock serve --config-dir /etc/portknock"
+    )]
     Serve(ConfigDirArg),
     /// Validate, install or replace the ruleset atomically, and make a running daemon reload.
-    #[command(after_help = "Grants of doors that still exist survive. With errors in the configuration \
+    #[command(
+        after_help = "Grants of doors that still exist survive. With errors in the configuration \
 nothing is changed (exit 2). With FW_PORTKNOCK=\"no\" the table is removed.\n\n\
-Examples:\n  portknock apply\n  portknock apply --dry-run | less")]
+Examples:\n  portknock apply\n  portknock apply --dry-run | less"
+    )]
     Apply(ApplyArgs),
     /// Show the engine and modes, the doors, and every active grant with its time left.
-    #[command(after_help = "Grants are read from the kernel, so this is the truth even when the daemon \
-is not running.\n\nExamples:\n  portknock status\n  portknock status --json | jq '.grants'")]
+    #[command(
+        after_help = "Grants are read from the kernel, so this is the truth even when the daemon \
+is not running.\n\nExamples:\n  portknock status\n  portknock status --json | jq '.grants'"
+    )]
     Status(StatusArgs),
     /// Open PORT to SOURCE by hand, for a while.
     #[command(after_help = "Example:\n  portknock open 198.18.0.2 22 --for 600")]

@@ -46,7 +46,12 @@ pub fn signal_reload(state_dir: &Path) -> io::Result<Option<i32>> {
     let pid = fs::read_to_string(&path)?
         .trim()
         .parse::<i32>()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{} holds no pid", path.display())))?;
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} holds no pid", path.display()),
+            )
+        })?;
     match kill(Pid::from_raw(pid), Signal::SIGHUP) {
         Ok(()) => Ok(Some(pid)),
         Err(nix::errno::Errno::ESRCH) => Ok(None),
@@ -56,8 +61,12 @@ pub fn signal_reload(state_dir: &Path) -> io::Result<Option<i32>> {
 
 /// Takes the pid file's lock for the daemon's lifetime, so that a second daemon refuses.
 fn lock_pid_file(state_dir: &Path) -> Result<File, String> {
-    fs::create_dir_all(state_dir)
-        .map_err(|e| format!("cannot create the state directory {}: {e}", state_dir.display()))?;
+    fs::create_dir_all(state_dir).map_err(|e| {
+        format!(
+            "cannot create the state directory {}: {e}",
+            state_dir.display()
+        )
+    })?;
     let path = state_dir.join(PID_FILE);
     let mut file = OpenOptions::new()
         .read(true)
@@ -142,10 +151,18 @@ fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
             Ok(()) => {}
             Err(CaptureError::Overrun) => {
                 overruns += 1;
-                warn!(overruns, "knocks were lost: the NFLOG buffer overflowed (flood?); carrying on");
+                warn!(
+                    overruns,
+                    "knocks were lost: the NFLOG buffer overflowed (flood?); carrying on"
+                );
             }
             Err(CaptureError::Io(e))
-                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
             Err(e) => return Err(e.into()),
         }
         for packet in &batch {
@@ -201,7 +218,11 @@ impl Knocks {
             return;
         }
         if packet.knock.proto == Proto::Udp
-            && self.config.advanced.iter().any(|d| d.knock_port == packet.knock.port)
+            && self
+                .config
+                .advanced
+                .iter()
+                .any(|d| d.knock_port == packet.knock.port)
         {
             self.handle_otp(packet);
         } else {
@@ -260,7 +281,12 @@ impl Knocks {
         }
         let now = otp::epoch_minute(unix_now());
         let skew = self.config.settings.otp_skew;
-        for door in self.config.advanced.iter().filter(|d| d.knock_port == packet.knock.port) {
+        for door in self
+            .config
+            .advanced
+            .iter()
+            .filter(|d| d.knock_port == packet.knock.port)
+        {
             let (open, minute) = match (
                 otp::verify(&door.open_secret, source, &mac, now, skew),
                 otp::verify(&door.close_secret, source, &mac, now, skew),
@@ -282,7 +308,8 @@ impl Knocks {
             }
             let result = if open {
                 info!(%source, door = door.protected, "grant: valid open OTP");
-                self.kernel.grant(source, door.protected, self.config.settings.advanced_open)
+                self.kernel
+                    .grant(source, door.protected, self.config.settings.advanced_open)
             } else {
                 info!(%source, door = door.protected, "close: valid close OTP");
                 self.kernel.revoke(source, door.protected)

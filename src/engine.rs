@@ -8,12 +8,15 @@
 //! with the number of doors. Ports that are no door's knock port return at once.
 //!
 //! Memory: only sources with progress on some door are kept, at most `max_sources` of them; past
-//! that the least recently active source is forgotten. A tracked source costs about 130 bytes
-//! with progress on one door (a 24-byte progress entry stored inline, the LRU node, its hash
-//! slot and allocator overhead) and 24 bytes per further door, up to [`MAX_DOORS_PER_SOURCE`]:
-//! about 33 MB for the default 262,144 sources knocking one door each, and under 100 MB for the
-//! worst case of every source holding progress on 16 doors. The source table hashes with std's
-//! randomly keyed SipHash, because its keys are chosen by whoever sends (spoofed) packets.
+//! that the least recently active source is forgotten. A source with progress on one door costs
+//! about 100-120 bytes: an 80-byte LRU node (address, the 24-byte progress entry inline, list
+//! links, allocator overhead) and 20-40 bytes of hash table, which grows with use rather than
+//! being reserved for `max_sources` up front. That is ~30 MB for the default 262,144 sources.
+//! Progress on more doors moves to a heap array of up to [`MAX_DOORS_PER_SOURCE`] 24-byte
+//! entries: the worst case, every source holding progress on 8 doors (which needs 8 doors
+//! with distinct first ports), is ~330 bytes a source, ~86 MB at the default. The source table
+//! hashes with std's randomly keyed SipHash, because its keys are chosen by whoever sends
+//! (spoofed) packets.
 //!
 //! Forgotten progress (eviction, timeouts) is not reported when it happens. The daemon must
 //! therefore give every armed kernel element a timeout equal to the knock timeout, so that an
@@ -95,7 +98,7 @@ pub type Outcomes = SmallVec<[Outcome; 4]>;
 /// knocking the first port of every door), and is only reached by a source that starts that
 /// many sequences within one knock timeout, or a configuration with more doors than this
 /// sharing a first port.
-pub const MAX_DOORS_PER_SOURCE: usize = 16;
+pub const MAX_DOORS_PER_SOURCE: usize = 8;
 
 /// Progress of one source on one door. 24 bytes.
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +153,7 @@ impl Engine {
             sequences: doors.iter().map(|d| d.sequence.clone()).collect(),
             by_port,
             timeout: knock_timeout,
-            sources: LruCache::new(capacity),
+            sources: LruCache::sparse(capacity),
         }
     }
 
@@ -682,7 +685,7 @@ mod tests {
         // The most recent doors survive.
         assert_eq!(
             opened(&c.at(100, a, tcp(2000))),
-            (24..40).collect::<Vec<_>>()
+            (40 - MAX_DOORS_PER_SOURCE..40).collect::<Vec<_>>()
         );
 
         // More doors than the bound sharing a first port: the earliest doors win, and every

@@ -48,10 +48,16 @@ fn simple_sequence_opens_for_the_knocker_only_and_expires() {
     // Right after the last knock, within less than TCP's first retransmission (1 s).
     let mut established = connect(&lab, 0, SERVER4, 22);
     assert!(still_works(&mut established));
-    assert!(!lab.can_connect(1, SERVER4, 22), "another source stays refused");
+    assert!(
+        !lab.can_connect(1, SERVER4, 22),
+        "another source stays refused"
+    );
     wait_until(Duration::from_secs(10), || !lab.can_connect(0, SERVER4, 22))
         .expect("the grant expires after FW_PORTKNOCK_SIMPLE_OPEN");
-    assert!(still_works(&mut established), "established connection survives expiry");
+    assert!(
+        still_works(&mut established),
+        "established connection survives expiry"
+    );
 }
 
 #[test]
@@ -61,8 +67,14 @@ fn advanced_otp_opens_and_closes() {
     ok(&lab.client(0, &["otp", SERVER4, "2000", "opensecret1"]));
     let mut established = connect(&lab, 0, SERVER4, 2222);
     ok(&lab.client(0, &["otp", SERVER4, "2000", "closesecret1"]));
-    assert!(!lab.can_connect(0, SERVER4, 2222), "closed by the close OTP");
-    assert!(still_works(&mut established), "established connection survives a close");
+    assert!(
+        !lab.can_connect(0, SERVER4, 2222),
+        "closed by the close OTP"
+    );
+    assert!(
+        still_works(&mut established),
+        "established connection survives a close"
+    );
 }
 
 /// Runs a shell command line inside client namespace `i` (for third-party clients).
@@ -83,9 +95,17 @@ fn wrong_order_does_not_open_but_retransmissions_do() {
     let Some(lab) = lab(1, FAST) else { return };
     // 7000,8000,9000 is not 7000,9000,8000: the 8000 knock resets the sequence.
     ok(&lab.client(0, &["knock", SERVER4, "7000", "8000", "9000", "8000"]));
-    assert!(!lab.can_connect(0, SERVER4, 22), "a wrong order must not open");
+    assert!(
+        !lab.can_connect(0, SERVER4, 22),
+        "a wrong order must not open"
+    );
     // Every knock doubled, as SYN retransmissions or a double click would be.
-    ok(&lab.client(0, &["knock", SERVER4, "7000", "7000", "9000", "9000", "8000", "8000"]));
+    ok(&lab.client(
+        0,
+        &[
+            "knock", SERVER4, "7000", "7000", "9000", "9000", "8000", "8000",
+        ],
+    ));
     connect(&lab, 0, SERVER4, 22);
 }
 
@@ -108,7 +128,10 @@ fn strict_reset_on_an_interleaved_wrong_knock() {
 #[test]
 fn a_sequence_slower_than_the_knock_timeout_does_not_open() {
     let Some(lab) = lab(1, FAST) else { return };
-    ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000", "--delay", "2600"]));
+    ok(&lab.client(
+        0,
+        &["knock", SERVER4, "7000", "9000", "8000", "--delay", "2600"],
+    ));
     assert!(!lab.can_connect(0, SERVER4, 22));
     assert!(daemon_logged(&lab, "expired"));
 }
@@ -122,15 +145,29 @@ fn third_party_clients_knock_too() {
         0,
         "for p in 7000 9000 8000; do (exec 3<>/dev/tcp/198.18.0.1/$p) 2>/dev/null; done; exec 3<>/dev/tcp/198.18.0.1/22 && echo open",
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "open", "bash /dev/tcp knock then connect");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "open",
+        "bash /dev/tcp knock then connect"
+    );
     // knockd's `knock` client followed at once by a connection: the first SYN must not be lost.
-    wait_until(Duration::from_secs(10), || !lab.can_connect(0, SERVER4, 22)).expect("grant expired");
+    wait_until(Duration::from_secs(10), || !lab.can_connect(0, SERVER4, 22))
+        .expect("grant expired");
     let out = sh(&lab, 0, "knock 198.18.0.1 7000 9000 8000 && timeout 0.9 bash -c 'exec 3<>/dev/tcp/198.18.0.1/22' && echo open");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "open", "knock && connect within 0.9 s");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "open",
+        "knock && connect within 0.9 s"
+    );
     // netcat's zero-I/O scan mode.
-    wait_until(Duration::from_secs(10), || !lab.can_connect(0, SERVER4, 22)).expect("grant expired");
+    wait_until(Duration::from_secs(10), || !lab.can_connect(0, SERVER4, 22))
+        .expect("grant expired");
     let out = sh(&lab, 0, "for p in 7000 9000 8000; do nc -z -w1 198.18.0.1 $p; done; nc -z -w1 198.18.0.1 22 && echo open");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "open", "nc -z knock");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "open",
+        "nc -z knock"
+    );
 }
 
 #[test]
@@ -141,12 +178,20 @@ fn immediate_connect_after_the_last_knock_over_ipv4_and_ipv6() {
             "{BIN} knock {flag} {server} 7000 9000 8000 --delay 0 >/dev/null && timeout 0.5 bash -c 'exec 3<>/dev/tcp/{server}/22' && echo open"
         );
         let out = sh(&lab, 0, &script);
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "open", "{flag}: connect within 0.5 s of the last knock");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "open",
+            "{flag}: connect within 0.5 s of the last knock"
+        );
         let script = format!(
             "{BIN} otp {flag} {server} 2000 opensecret1 >/dev/null 2>&1 && timeout 0.5 bash -c 'exec 3<>/dev/tcp/{server}/2222' && echo open"
         );
         let out = sh(&lab, 0, &script);
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "open", "{flag}: connect within 0.5 s of the OTP");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "open",
+            "{flag}: connect within 0.5 s of the OTP"
+        );
     }
 }
 
@@ -177,7 +222,11 @@ fn this_minute() -> u32 {
 fn send_udp(lab: &Lab, i: usize, server: &str, payload: Vec<u8>) {
     let target = SocketAddr::new(ip(server), 2000);
     lab.clients[i].run(move || {
-        let bind = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let bind = if target.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
         let socket = std::net::UdpSocket::bind(bind).expect("udp socket");
         socket.send_to(&payload, target).expect("send");
     });
@@ -194,10 +243,18 @@ fn otp_replays_are_refused_from_anywhere_and_after_a_restart() {
 
     send_udp(&lab, 0, SERVER4, payload.clone());
     send_udp(&lab, 1, SERVER4, payload.clone());
-    wait_until(Duration::from_secs(5), || lab.daemon_log().matches("replay").count() >= 2)
-        .expect("both copies logged as replays");
-    assert!(!lab.can_connect(0, SERVER4, 2222), "a replay from the same source does not open");
-    assert!(!lab.can_connect(1, SERVER4, 2222), "a replay from another source does not open");
+    wait_until(Duration::from_secs(5), || {
+        lab.daemon_log().matches("replay").count() >= 2
+    })
+    .expect("both copies logged as replays");
+    assert!(
+        !lab.can_connect(0, SERVER4, 2222),
+        "a replay from the same source does not open"
+    );
+    assert!(
+        !lab.can_connect(1, SERVER4, 2222),
+        "a replay from another source does not open"
+    );
 
     lab.stop_daemon("-TERM");
     lab.start_daemon();
@@ -208,14 +265,33 @@ fn otp_replays_are_refused_from_anywhere_and_after_a_restart() {
 
 #[test]
 fn otp_outside_the_skew_window_is_refused() {
-    let Some(lab) = lab(1, "FW_PORTKNOCK_OTP_SKEW=1\n") else { return };
-    send_udp(&lab, 0, SERVER4, reference_payload("opensecret1", "198.18.0.2", this_minute() - 3));
-    send_udp(&lab, 0, SERVER4, reference_payload("opensecret1", "198.18.0.2", this_minute() + 3));
-    wait_until(Duration::from_secs(5), || lab.daemon_log().matches("bad OTP").count() >= 2)
-        .expect("both refused as bad OTPs");
+    let Some(lab) = lab(1, "FW_PORTKNOCK_OTP_SKEW=1\n") else {
+        return;
+    };
+    send_udp(
+        &lab,
+        0,
+        SERVER4,
+        reference_payload("opensecret1", "198.18.0.2", this_minute() - 3),
+    );
+    send_udp(
+        &lab,
+        0,
+        SERVER4,
+        reference_payload("opensecret1", "198.18.0.2", this_minute() + 3),
+    );
+    wait_until(Duration::from_secs(5), || {
+        lab.daemon_log().matches("bad OTP").count() >= 2
+    })
+    .expect("both refused as bad OTPs");
     assert!(!lab.can_connect(0, SERVER4, 2222));
     // A wrong source address in the MAC (as from a client that forgot --source behind NAT).
-    send_udp(&lab, 0, SERVER4, reference_payload("opensecret1", "203.0.113.5", this_minute()));
+    send_udp(
+        &lab,
+        0,
+        SERVER4,
+        reference_payload("opensecret1", "203.0.113.5", this_minute()),
+    );
     assert!(!lab.can_connect(0, SERVER4, 2222));
 }
 
@@ -229,7 +305,11 @@ msg = socket.inet_aton("198.18.0.2") + struct.pack("<I", int(time.time() // 60))
 sys.stdout.write(hmac.new(b"opensecret1", msg, hashlib.sha256).hexdigest() + "\n")
 ' | socat -u - UDP-SENDTO:198.18.0.1:2000"#;
     let out = sh(&lab, 0, script);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(daemon_logged(&lab, "grant: valid open OTP"));
     connect(&lab, 0, SERVER4, 2222);
 }
@@ -249,9 +329,14 @@ fn both_modes_work_over_ipv6() {
 
 #[test]
 fn ipv6_knocks_are_ignored_when_off_but_ports_stay_closed() {
-    let Some(lab) = lab(1, "FW_PORTKNOCK_IPV6=no\n") else { return };
+    let Some(lab) = lab(1, "FW_PORTKNOCK_IPV6=no\n") else {
+        return;
+    };
     ok(&lab.client(0, &["knock", "-6", SERVER6, "7000", "9000", "8000"]));
-    assert!(!lab.can_connect(0, SERVER6, 22), "no IPv6 knock, and no IPv6 bypass");
+    assert!(
+        !lab.can_connect(0, SERVER6, 22),
+        "no IPv6 knock, and no IPv6 bypass"
+    );
     ok(&lab.client(0, &["knock", "-4", SERVER4, "7000", "9000", "8000"]));
     connect(&lab, 0, SERVER4, 22);
 }
@@ -259,7 +344,8 @@ fn ipv6_knocks_are_ignored_when_off_but_ports_stay_closed() {
 fn status_grants(lab: &Lab) -> Vec<(String, u64, String)> {
     let out = lab.admin(&["status", "--json"]);
     ok(&out);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON");
     let mut grants: Vec<(String, u64, String)> = json["grants"]
         .as_array()
         .expect("grants array")
@@ -277,13 +363,21 @@ fn status_grants(lab: &Lab) -> Vec<(String, u64, String)> {
 }
 
 fn nft_list(lab: &Lab, what: &[&str]) -> String {
-    let out = lab.server.command("nft").arg("list").args(what).output().expect("nft");
+    let out = lab
+        .server
+        .command("nft")
+        .arg("list")
+        .args(what)
+        .output()
+        .expect("nft");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
 fn status_json_lists_exactly_the_grants_and_open_close_work() {
-    let Some(lab) = lab(2, "FW_PORTKNOCK_SIMPLE_OPEN=60\n") else { return };
+    let Some(lab) = lab(2, "FW_PORTKNOCK_SIMPLE_OPEN=60\n") else {
+        return;
+    };
     assert_eq!(status_grants(&lab), vec![]);
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
     ok(&lab.admin(&["open", "198.18.0.3", "2222", "--for", "100"]));
@@ -297,16 +391,24 @@ fn status_json_lists_exactly_the_grants_and_open_close_work() {
     connect(&lab, 1, SERVER4, 2222);
     ok(&lab.admin(&["close", "198.18.0.3", "2222"]));
     assert!(!lab.can_connect(1, SERVER4, 2222));
-    assert_eq!(status_grants(&lab), vec![("198.18.0.2".to_string(), 22, "simple".to_string())]);
+    assert_eq!(
+        status_grants(&lab),
+        vec![("198.18.0.2".to_string(), 22, "simple".to_string())]
+    );
     let text = lab.admin(&["status"]);
     ok(&text);
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("198.18.0.2") && text.contains("left"), "{text}");
+    assert!(
+        text.contains("198.18.0.2") && text.contains("left"),
+        "{text}"
+    );
 }
 
 #[test]
 fn apply_changes_doors_keeps_grants_and_refuses_broken_edits() {
-    let Some(lab) = lab(2, "FW_PORTKNOCK_SIMPLE_OPEN=120\n") else { return };
+    let Some(lab) = lab(2, "FW_PORTKNOCK_SIMPLE_OPEN=120\n") else {
+        return;
+    };
     lab.listen(23);
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
     connect(&lab, 0, SERVER4, 22);
@@ -317,26 +419,38 @@ fn apply_changes_doors_keeps_grants_and_refuses_broken_edits() {
     let out = lab.admin(&["apply"]);
     ok(&out);
     assert!(daemon_logged(&lab, "configuration reloaded"));
-    assert_eq!(status_grants(&lab), vec![("198.18.0.2".to_string(), 22, "simple".to_string())]);
+    assert_eq!(
+        status_grants(&lab),
+        vec![("198.18.0.2".to_string(), 22, "simple".to_string())]
+    );
     connect(&lab, 0, SERVER4, 22);
     assert!(!lab.can_connect(1, SERVER4, 23));
     ok(&lab.client(1, &["knock", SERVER4, "6000", "6002", "6001"]));
     connect(&lab, 1, SERVER4, 23);
 
     // A broken edit changes nothing, for apply and for a SIGHUP alike.
-    let before = nft_list(&lab, &["chain", "inet", "portknock", "input"]) + &nft_list(&lab, &["set", "inet", "portknock", "protected"]);
+    let before = nft_list(&lab, &["chain", "inet", "portknock", "input"])
+        + &nft_list(&lab, &["set", "inet", "portknock", "protected"]);
     std::fs::write(&list, "22:7000,9000,8000\n24:70000\n").expect("break list");
     let out = lab.admin(&["apply"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("simple-portknock-list:2:"), "{stderr}");
     let pid = lab.daemon_pid().expect("daemon runs").to_string();
-    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
     assert!(daemon_logged(&lab, "reload refused"));
-    let after = nft_list(&lab, &["chain", "inet", "portknock", "input"]) + &nft_list(&lab, &["set", "inet", "portknock", "protected"]);
+    let after = nft_list(&lab, &["chain", "inet", "portknock", "input"])
+        + &nft_list(&lab, &["set", "inet", "portknock", "protected"]);
     assert_eq!(before, after);
     assert_eq!(status_grants(&lab).len(), 2);
-    assert!(!lab.can_connect(1, SERVER4, 22), "still enforcing the previous configuration");
+    assert!(
+        !lab.can_connect(1, SERVER4, 22),
+        "still enforcing the previous configuration"
+    );
 
     // FW_PORTKNOCK=no + apply takes the table away; apply again brings it back; so does remove.
     std::fs::write(&list, "22:7000,9000,8000\n").expect("fix list");
@@ -345,7 +459,10 @@ fn apply_changes_doors_keeps_grants_and_refuses_broken_edits() {
     std::fs::write(&conf, text.replace("FW_PORTKNOCK=yes", "FW_PORTKNOCK=no")).expect("engine off");
     ok(&lab.admin(&["apply"]));
     assert!(!nft_list(&lab, &["tables"]).contains("portknock"));
-    assert!(lab.can_connect(1, SERVER4, 22), "nothing is protected with the engine off");
+    assert!(
+        lab.can_connect(1, SERVER4, 22),
+        "nothing is protected with the engine off"
+    );
     std::fs::write(&conf, text).expect("engine on");
     ok(&lab.admin(&["apply"]));
     assert!(nft_list(&lab, &["tables"]).contains("portknock"));
@@ -360,12 +477,19 @@ fn a_killed_daemon_fails_closed_and_a_restart_picks_up() {
     ok(&lab.admin(&["open", "198.18.0.3", "22", "--for", "60"]));
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
     lab.stop_daemon("-KILL");
-    assert!(!lab.can_connect(0, SERVER4, 2222), "protected ports stay closed without the daemon");
+    assert!(
+        !lab.can_connect(0, SERVER4, 2222),
+        "protected ports stay closed without the daemon"
+    );
     connect(&lab, 0, SERVER4, 22);
     wait_until(Duration::from_secs(10), || !lab.can_connect(0, SERVER4, 22))
         .expect("the grant expires on time with the daemon dead");
     lab.start_daemon();
-    assert_eq!(status_grants(&lab), vec![("198.18.0.3".to_string(), 22, "simple".to_string())], "grants survive a restart");
+    assert_eq!(
+        status_grants(&lab),
+        vec![("198.18.0.3".to_string(), 22, "simple".to_string())],
+        "grants survive a restart"
+    );
     connect(&lab, 1, SERVER4, 22);
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
     connect(&lab, 0, SERVER4, 22);

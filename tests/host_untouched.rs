@@ -15,14 +15,20 @@ fn host_snapshot() -> String {
         vec!["ip", "-o", "addr", "show"],
         vec!["ip", "route", "show", "table", "all"],
     ] {
-        let out = Command::new(args[0]).args(&args[1..]).output().expect("snapshot command");
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .expect("snapshot command");
         snap.push_str(&String::from_utf8_lossy(&out.stdout));
     }
     snap
 }
 
 fn our_namespaces() -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with(&format!("pkt-{}-", std::process::id())))
@@ -38,13 +44,32 @@ fn the_host_is_the_same_after_a_lab_run() {
     let before = host_snapshot();
     {
         let mut lab = Lab::new(1);
-        lab.write_config("", "22:7000,9000,8000\n", "2222,2000,opensecret1,closesecret1\n");
+        lab.write_config(
+            "",
+            "22:7000,9000,8000\n",
+            "2222,2000,opensecret1,closesecret1\n",
+        );
         lab.listen(22);
         lab.start_daemon();
-        let out = lab.client(0, &["knock", SERVER4, "7000", "9000", "8000", "--verify", "22"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = lab.client(
+            0,
+            &["knock", SERVER4, "7000", "9000", "8000", "--verify", "22"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(!our_namespaces().is_empty());
     }
-    assert_eq!(our_namespaces(), Vec::<String>::new(), "namespaces cleaned up");
-    assert_eq!(before, host_snapshot(), "the host's ruleset, links, addresses and routes are untouched");
+    assert_eq!(
+        our_namespaces(),
+        Vec::<String>::new(),
+        "namespaces cleaned up"
+    );
+    assert_eq!(
+        before,
+        host_snapshot(),
+        "the host's ruleset, links, addresses and routes are untouched"
+    );
 }

@@ -77,7 +77,8 @@ fn summary(loaded: &Loaded) -> String {
         line(format!("advanced mode: {}", on(s.advanced)));
     }
     line(format!(
-        "timeouts:      knock {} s, simple open {} s, advanced open {} s, OTP skew {} min either side",
+        "timeouts:      knock {} s, simple open {} s, advanced open {} s, OTP skew {} min \
+         either side",
         s.knock_timeout.as_secs(),
         s.simple_open.as_secs(),
         s.advanced_open.as_secs(),

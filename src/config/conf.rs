@@ -157,7 +157,7 @@ fn apply(
     key: &str,
     v: &str,
 ) -> Option<Result<(), String>> {
-    let seconds = |default| seconds(v, default);
+    let secs = |default| seconds(v, default);
     Some(match key {
         "FW_PORTKNOCK" => boolean(v, d.enabled).map(|b| s.enabled = b),
         "FW_PORTKNOCK_SIMPLE" => boolean(v, d.simple).map(|b| s.simple = b),
@@ -170,9 +170,9 @@ fn apply(
             s.advanced_list = list_path(dir, v, &d.advanced_list);
             Ok(())
         }
-        "FW_PORTKNOCK_KNOCK_TIMEOUT" => seconds(d.knock_timeout).map(|t| s.knock_timeout = t),
-        "FW_PORTKNOCK_SIMPLE_OPEN" => seconds(d.simple_open).map(|t| s.simple_open = t),
-        "FW_PORTKNOCK_ADVANCED_OPEN" => seconds(d.advanced_open).map(|t| s.advanced_open = t),
+        "FW_PORTKNOCK_KNOCK_TIMEOUT" => secs(d.knock_timeout).map(|t| s.knock_timeout = t),
+        "FW_PORTKNOCK_SIMPLE_OPEN" => secs(d.simple_open).map(|t| s.simple_open = t),
+        "FW_PORTKNOCK_ADVANCED_OPEN" => secs(d.advanced_open).map(|t| s.advanced_open = t),
         "FW_PORTKNOCK_OTP_SKEW" => {
             whole(v, 0, MAX_OTP_SKEW.into(), " of minutes", d.otp_skew.into())
                 .map(|n| s.otp_skew = n as u32)

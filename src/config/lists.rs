@@ -338,16 +338,18 @@ pub(super) fn cross_check(
     for door in &doors {
         let port = door.protected;
         match owners.entry(port) {
-            Slot::Occupied(owner) if owner.get().mode == door.mode => {
-                let owner = owner.get().describe();
+            Slot::Occupied(owner) => {
+                let owner = owner.get();
+                let why = if owner.mode == door.mode {
+                    "remove one of the two"
+                } else {
+                    "a port can be protected by one mode only"
+                };
+                let owner = owner.describe();
                 error(
                     door,
-                    format!("port {port} is already protected by {owner}; remove one of the two"),
+                    format!("port {port} is already protected by {owner}; {why}"),
                 );
-            }
-            Slot::Occupied(owner) => {
-                let owner = owner.get().describe();
-                error(door, format!("port {port} is already protected by {owner}; a port can be protected by one mode only"));
             }
             Slot::Vacant(slot) => {
                 slot.insert(door);
@@ -355,15 +357,28 @@ pub(super) fn cross_check(
         }
     }
 
-    // A knock at a protected port would also be a connection attempt to it.
+    // A knock at a protected port would also be a connection attempt to it. The set reports a
+    // port that recurs in a sequence once.
     for door in &doors {
         let ports: BTreeSet<u16> = door.knocks.iter().map(|k| k.port).collect();
         for port in ports {
             if port == door.protected {
-                error(door, format!("knock port {port} is the port this door protects; choose another knock port"));
+                error(
+                    door,
+                    format!(
+                        "knock port {port} is the port this door protects; choose another \
+                         knock port"
+                    ),
+                );
             } else if let Some(owner) = owners.get(&port) {
                 let owner = owner.describe();
-                error(door, format!("knock port {port} is protected by {owner}; choose a knock port that no door protects"));
+                error(
+                    door,
+                    format!(
+                        "knock port {port} is protected by {owner}; choose a knock port that no \
+                         door protects"
+                    ),
+                );
             }
         }
     }
@@ -388,16 +403,18 @@ pub(super) fn cross_check(
     // keeps its own sequence state.
     let mut udp: HashMap<u16, &Door> = HashMap::new();
     for door in &doors {
-        for port in door
-            .knocks
-            .iter()
-            .filter(|k| k.proto == Proto::Udp)
-            .map(|k| k.port)
-        {
-            match udp.entry(port) {
+        for knock in door.knocks.iter().filter(|k| k.proto == Proto::Udp) {
+            match udp.entry(knock.port) {
                 Slot::Occupied(owner) if door.mode == "advanced" => {
                     let owner = owner.get().describe();
-                    error(door, format!("knock port {port} is already a UDP knock port of {owner}; give this door a knock port of its own"));
+                    error(
+                        door,
+                        format!(
+                            "knock port {} is already a UDP knock port of {owner}; give this \
+                             door a knock port of its own",
+                            knock.port
+                        ),
+                    );
                 }
                 Slot::Occupied(_) => {}
                 Slot::Vacant(slot) => {

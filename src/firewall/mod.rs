@@ -7,4 +7,6 @@ mod ruleset;
 
 pub use netlink::{NetlinkError, SetUpdater};
 pub use nft::{apply, grants, table_exists, NftError};
-pub use ruleset::{door_chain, remove_batch, Family, Grant, Policy, SimpleGate, NFLOG_GROUP, TABLE};
+pub use ruleset::{
+    door_chain, remove_batch, Family, Grant, Policy, SimpleGate, NFLOG_GROUP, TABLE,
+};

@@ -5,9 +5,7 @@ use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
 use netlink_packet_netfilter::nftables::{
     DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
     SetElementMessage, Verdict, VerdictAttribute,
@@ -25,12 +23,17 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// What went wrong talking to the kernel's nftables over netlink.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
-    #[error("cannot open a netlink socket to nftables: {0} (portknock needs root or CAP_NET_ADMIN)")]
+    #[error(
+        "cannot open a netlink socket to nftables: {0} (portknock needs root or CAP_NET_ADMIN)"
+    )]
     Open(#[source] io::Error),
     #[error("netlink I/O with nftables failed: {0}")]
     Io(#[from] io::Error),
     #[error("nftables refused to {what}: {error} (is the portknock table installed? run `portknock apply`)")]
-    Refused { what: &'static str, error: io::Error },
+    Refused {
+        what: &'static str,
+        error: io::Error,
+    },
     #[error("nftables sent an answer portknock cannot read: {0}")]
     Decode(String),
 }
@@ -113,9 +116,7 @@ impl SetUpdater {
         what: &'static str,
     ) -> Result<(), NetlinkError> {
         match self.send(false, set, elem, what) {
-            Err(NetlinkError::Refused { error, .. })
-                if error.raw_os_error() == Some(ENOENT) =>
-            {
+            Err(NetlinkError::Refused { error, .. }) if error.raw_os_error() == Some(ENOENT) => {
                 Ok(())
             }
             other => other,

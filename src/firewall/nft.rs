@@ -46,9 +46,13 @@ fn first_nonempty(a: &str, b: &str) -> String {
 
 /// Applies one batch atomically: either all of it takes effect or none.
 pub fn apply(batch: &Value, what: &'static str) -> Result<(), NftError> {
-    helper::apply_ruleset_raw(&batch.to_string(), helper::DEFAULT_NFT, helper::DEFAULT_ARGS)
-        .map(drop)
-        .map_err(|e| nft_error(what, e))
+    helper::apply_ruleset_raw(
+        &batch.to_string(),
+        helper::DEFAULT_NFT,
+        helper::DEFAULT_ARGS,
+    )
+    .map(drop)
+    .map_err(|e| nft_error(what, e))
 }
 
 /// Whether portknock's table is installed.

@@ -29,7 +29,9 @@ pub fn require_root() -> bool {
         return true;
     }
     if std::env::var_os("PORTKNOCK_SKIP_ROOT_TESTS").is_some() {
-        eprintln!("\n*** SKIPPED: this integration test needs root (network namespaces, nftables) ***\n");
+        eprintln!(
+            "\n*** SKIPPED: this integration test needs root (network namespaces, nftables) ***\n"
+        );
         return false;
     }
     panic!("this integration test needs root (network namespaces and nftables); run as root, or set PORTKNOCK_SKIP_ROOT_TESTS=1 to skip it loudly");
@@ -86,12 +88,17 @@ fn enter(path: &str) {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Kill whatever still runs inside, then delete: a namespace with processes lingers.
-        let _ = Command::new("ip").args(["netns", "pids", &self.name]).output().map(|o| {
-            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        });
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            });
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -129,8 +136,21 @@ impl Lab {
             server.ip(&["link", "set", &b, "netns", &client.name]);
             server.ip(&["link", "set", &a, "master", "br0", "up"]);
             client.ip(&["link", "set", &b, "name", "eth0", "up"]);
-            client.ip(&["addr", "add", &format!("198.18.0.{}/24", i + 2), "dev", "eth0"]);
-            client.ip(&["addr", "add", &format!("fd00:5eed::{}/64", i + 2), "dev", "eth0", "nodad"]);
+            client.ip(&[
+                "addr",
+                "add",
+                &format!("198.18.0.{}/24", i + 2),
+                "dev",
+                "eth0",
+            ]);
+            client.ip(&[
+                "addr",
+                "add",
+                &format!("fd00:5eed::{}/64", i + 2),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
             list.push(client);
         }
         Lab {
@@ -189,8 +209,10 @@ impl Lab {
             .spawn()
             .expect("spawn daemon");
         self.daemon = Some(child);
-        wait_until(Duration::from_secs(10), || self.daemon_log().contains("portknock serving"))
-            .unwrap_or_else(|| panic!("daemon did not start; log:\n{}", self.daemon_log()));
+        wait_until(Duration::from_secs(10), || {
+            self.daemon_log().contains("portknock serving")
+        })
+        .unwrap_or_else(|| panic!("daemon did not start; log:\n{}", self.daemon_log()));
     }
 
     pub fn daemon_log(&self) -> String {
@@ -200,7 +222,9 @@ impl Lab {
     /// Sends `signal` to the daemon and waits for it to exit.
     pub fn stop_daemon(&mut self, signal: &str) {
         if let Some(mut child) = self.daemon.take() {
-            let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
             let _ = child.wait();
         }
     }
@@ -222,19 +246,25 @@ impl Lab {
                     thread::spawn(move || echo(stream));
                 }
             });
-            rx.recv_timeout(Duration::from_secs(5)).expect("listener up");
+            rx.recv_timeout(Duration::from_secs(5))
+                .expect("listener up");
         }
     }
 
     /// Runs `portknock ARGS` as a client in client namespace `i`.
     pub fn client(&self, i: usize, args: &[&str]) -> Output {
-        self.clients[i].command(BIN).args(args).output().expect("run client")
+        self.clients[i]
+            .command(BIN)
+            .args(args)
+            .output()
+            .expect("run client")
     }
 
     /// Whether client `i` can open a new TCP connection to `addr:port` (one bounded attempt).
     pub fn can_connect(&self, i: usize, addr: &str, port: u16) -> bool {
         let target = SocketAddr::new(addr.parse().expect("addr"), port);
-        self.clients[i].run(move || TcpStream::connect_timeout(&target, Duration::from_millis(700)).is_ok())
+        self.clients[i]
+            .run(move || TcpStream::connect_timeout(&target, Duration::from_millis(700)).is_ok())
     }
 }
 
@@ -252,7 +282,12 @@ impl Drop for Lab {
 
 fn bind_v6only(addr: &str) -> TcpListener {
     let addr: SocketAddr = addr.parse().expect("listen addr");
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).expect("socket");
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
     if addr.is_ipv6() {
         socket.set_only_v6(true).expect("v6only");
     }
