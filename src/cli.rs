@@ -214,9 +214,30 @@ pub struct CloseArgs {
     pub port: u16,
 }
 
+impl Command {
+    /// Whether the command changes or reads the kernel firewall, and so needs CAP_NET_ADMIN.
+    fn needs_net_admin(&self) -> bool {
+        match self {
+            Command::Check(_) | Command::Knock(_) | Command::Otp(_) => false,
+            Command::Apply(args) => !args.dry_run,
+            Command::Serve(_)
+            | Command::Status(_)
+            | Command::Open(_)
+            | Command::Close(_)
+            | Command::Remove => true,
+        }
+    }
+}
+
 /// Parses the process arguments, runs the command and returns its exit status.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.needs_net_admin() {
+        if let Err(e) = crate::firewall::require_net_admin() {
+            eprintln!("portknock: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
     let code = match cli.command {
         Command::Check(args) => crate::config::check_command(&args.config_dir),
         Command::Knock(args) => crate::client::knock_command(&args),

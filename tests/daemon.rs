@@ -502,3 +502,64 @@ fn a_second_daemon_refuses_to_start() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("another portknock daemon already runs"));
 }
+
+#[test]
+fn serve_refuses_a_broken_configuration_and_a_missing_privilege() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new(0);
+    lab.write_config(
+        "",
+        "22:7000,9000,8000\n",
+        "22,2000,opensecret1,closesecret1\n",
+    );
+    let out = lab.admin(&["serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("advanced-portknock-list:1: error:"),
+        "{stderr}"
+    );
+    assert!(
+        !nft_list(&lab, &["tables"]).contains("portknock"),
+        "nothing installed"
+    );
+
+    let out = lab
+        .server
+        .command("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "serve",
+        ])
+        .env("PORTKNOCK_CONFIG_DIR", lab.config_dir())
+        .output()
+        .expect("setpriv");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs CAP_NET_ADMIN"));
+}
+
+#[test]
+fn sigterm_leaves_enforcement_in_place_and_secrets_never_reach_the_log() {
+    let Some(mut lab) = lab(1, "") else { return };
+    ok(&lab.client(0, &["otp", SERVER4, "2000", "opensecret1"]));
+    connect(&lab, 0, SERVER4, 2222);
+    ok(&lab.client(0, &["otp", SERVER4, "2000", "closesecret1"]));
+    ok(&lab.client(0, &["otp", SERVER4, "2000", "wrongsecret"]));
+    assert!(daemon_logged(&lab, "bad OTP"));
+    lab.stop_daemon("-TERM");
+    assert!(lab.daemon_log().contains("rules stay in force"));
+    assert!(nft_list(&lab, &["tables"]).contains("portknock"));
+    assert!(
+        !lab.can_connect(0, SERVER4, 2222),
+        "still closed with the daemon stopped"
+    );
+    let log = lab.daemon_log();
+    for secret in ["opensecret1", "closesecret1", "wrongsecret"] {
+        assert!(!log.contains(secret), "secret in the log:\n{log}");
+    }
+}

@@ -3,10 +3,12 @@
 
 mod netlink;
 mod nft;
+mod privilege;
 mod ruleset;
 
 pub use netlink::{NetlinkError, SetUpdater};
 pub use nft::{apply, grants, table_exists, NftError};
+pub use privilege::{require_net_admin, NoPrivilege};
 pub use ruleset::{
     door_chain, remove_batch, Family, Grant, Policy, SimpleGate, NFLOG_GROUP, TABLE,
 };
