@@ -86,11 +86,15 @@ fn stats(name: &str, mut samples: Vec<Duration>, failures: usize) -> Vec<String>
 }
 
 fn add_sources(lab: &Lab, n: usize) -> Vec<IpAddr> {
-    lab.server.ip(&["route", "add", "198.18.1.0/24", "dev", "br0"]);
+    lab.server
+        .ip(&["route", "add", "198.18.1.0/24", "dev", "br0"])
+        .expect("route to the extra sources");
     (0..n)
         .map(|i| {
             let addr = format!("198.18.1.{}", i + 1);
-            lab.clients[0].ip(&["addr", "add", &format!("{addr}/32"), "dev", "eth0"]);
+            lab.clients[0]
+                .ip(&["addr", "add", &format!("{addr}/32"), "dev", "eth0"])
+                .expect("extra source address");
             ip(&addr)
         })
         .collect()
@@ -102,50 +106,54 @@ fn simple_latency(
     sequence: Vec<u16>,
     protected: u16,
 ) -> (Vec<Duration>, usize) {
-    lab.clients[0].run(move || {
-        let server = ip(SERVER4);
-        let (mut samples, mut failures) = (Vec::new(), 0);
-        for source in sources {
-            let (last, first) = sequence.split_last().expect("sequence");
-            for &port in first {
-                syn(source, SocketAddr::new(server, port));
-                thread::sleep(KNOCK_GAP);
+    lab.clients[0]
+        .run(move || {
+            let server = ip(SERVER4);
+            let (mut samples, mut failures) = (Vec::new(), 0);
+            for source in sources {
+                let (last, first) = sequence.split_last().expect("sequence");
+                for &port in first {
+                    syn(source, SocketAddr::new(server, port));
+                    thread::sleep(KNOCK_GAP);
+                }
+                let start = Instant::now();
+                syn(source, SocketAddr::new(server, *last));
+                match first_open(source, SocketAddr::new(server, protected), start) {
+                    Some(d) => samples.push(d),
+                    None => failures += 1,
+                }
             }
-            let start = Instant::now();
-            syn(source, SocketAddr::new(server, *last));
-            match first_open(source, SocketAddr::new(server, protected), start) {
-                Some(d) => samples.push(d),
-                None => failures += 1,
-            }
-        }
-        (samples, failures)
-    })
+            (samples, failures)
+        })
+        .expect("inside the client namespace")
 }
 
 fn otp_latency(lab: &Lab, sources: Vec<IpAddr>) -> (Vec<Duration>, usize) {
-    lab.clients[0].run(move || {
-        let server = ip(SERVER4);
-        let secret = Secret::new("opensecret1");
-        let (mut samples, mut failures) = (Vec::new(), 0);
-        for source in sources {
-            let minute = otp::epoch_minute(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .expect("clock")
-                    .as_secs(),
-            );
-            let payload = otp::payload(&secret, source, minute);
-            let udp = socket_from(source, Type::DGRAM);
-            let start = Instant::now();
-            udp.send_to(&payload, &SocketAddr::new(server, 2000).into())
-                .expect("send otp");
-            match first_open(source, SocketAddr::new(server, 2222), start) {
-                Some(d) => samples.push(d),
-                None => failures += 1,
+    lab.clients[0]
+        .run(move || {
+            let server = ip(SERVER4);
+            let secret = Secret::new("opensecret1");
+            let (mut samples, mut failures) = (Vec::new(), 0);
+            for source in sources {
+                let minute = otp::epoch_minute(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .expect("clock")
+                        .as_secs(),
+                );
+                let payload = otp::payload(&secret, source, minute);
+                let udp = socket_from(source, Type::DGRAM);
+                let start = Instant::now();
+                udp.send_to(&payload, &SocketAddr::new(server, 2000).into())
+                    .expect("send otp");
+                match first_open(source, SocketAddr::new(server, 2222), start) {
+                    Some(d) => samples.push(d),
+                    None => failures += 1,
+                }
             }
-        }
-        (samples, failures)
-    })
+            (samples, failures)
+        })
+        .expect("inside the client namespace")
 }
 
 /// CPU time (user + system, in clock ticks) the process has used.

@@ -12,5 +12,6 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod firewall;
+pub mod netns;
 pub mod otp;
 pub mod state;

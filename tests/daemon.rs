@@ -28,6 +28,7 @@ fn connect(lab: &Lab, i: usize, addr: &str, port: u16) -> TcpStream {
     let target = SocketAddr::new(ip(addr), port);
     lab.clients[i]
         .run(move || TcpStream::connect_timeout(&target, Duration::from_millis(900)))
+        .and_then(std::convert::identity)
         .unwrap_or_else(|e| panic!("client {i} could not connect to {target}: {e}"))
 }
 
@@ -221,15 +222,17 @@ fn this_minute() -> u32 {
 /// Sends `payload` as one UDP datagram from client `i` to the knock port 2000.
 fn send_udp(lab: &Lab, i: usize, server: &str, payload: Vec<u8>) {
     let target = SocketAddr::new(ip(server), 2000);
-    lab.clients[i].run(move || {
-        let bind = if target.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        };
-        let socket = std::net::UdpSocket::bind(bind).expect("udp socket");
-        socket.send_to(&payload, target).expect("send");
-    });
+    lab.clients[i]
+        .run(move || {
+            let bind = if target.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let socket = std::net::UdpSocket::bind(bind).expect("udp socket");
+            socket.send_to(&payload, target).expect("send");
+        })
+        .expect("inside the client namespace");
 }
 
 #[test]

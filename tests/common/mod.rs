@@ -5,22 +5,18 @@
 //! fd00:5eed::/64 addresses; the host's namespace, firewall and interfaces are never touched.
 //! Namespaces and processes are removed on drop, so also when a test panics.
 
-#![allow(dead_code)] // each test binary uses a different part of the lab
+#![allow(dead_code, unused_imports)] // each test binary uses a different part of the lab
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sched::{setns, CloneFlags};
-
 pub const BIN: &str = env!("CARGO_BIN_EXE_portknock");
-pub const SERVER4: &str = "198.18.0.1";
-pub const SERVER6: &str = "fd00:5eed::1";
+pub use portknock::netns::{Netns, Network, SERVER4, SERVER6};
 
 /// Fails the test loudly when not root: these tests need the real kernel firewall.
 /// `PORTKNOCK_SKIP_ROOT_TESTS=1` turns that into a loud skip for unprivileged local runs.
@@ -37,83 +33,7 @@ pub fn require_root() -> bool {
     panic!("this integration test needs root (network namespaces and nftables); run as root, or set PORTKNOCK_SKIP_ROOT_TESTS=1 to skip it loudly");
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace, removed on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    fn new(role: &str) -> Netns {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("pkt-{}-{}-{}", std::process::id(), n, role);
-        run_ok("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Runs `ip ARGS` inside the namespace, panicking on failure.
-    pub fn ip(&self, args: &[&str]) {
-        let mut full = vec!["netns", "exec", &self.name, "ip"];
-        full.extend_from_slice(args);
-        run_ok("ip", &full);
-    }
-
-    /// A command that runs inside the namespace.
-    pub fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]);
-        cmd
-    }
-
-    /// Runs `f` on a thread that has entered this namespace, and returns its result.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        thread::spawn(move || {
-            enter(&path);
-            f()
-        })
-        .join()
-        .expect("thread inside the namespace panicked")
-    }
-}
-
-fn enter(path: &str) {
-    let file = File::open(path).expect("open namespace file");
-    setns(file, CloneFlags::CLONE_NEWNET).expect("setns into the test namespace");
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Kill whatever still runs inside, then delete: a namespace with processes lingers.
-        let _ = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-            .map(|o| {
-                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            });
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run_ok(program: &str, args: &[&str]) -> Output {
-    let out = Command::new(program).args(args).output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A server namespace with a bridge and `clients` client namespaces on it.
-/// Server: 198.18.0.1 and fd00:5eed::1; client i: 198.18.0.(i+2) and fd00:5eed::(i+2).
+/// A [`Network`] with a configuration directory, a daemon and listeners.
 pub struct Lab {
     pub server: Netns,
     pub clients: Vec<Netns>,
@@ -123,39 +43,10 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(clients: usize) -> Lab {
-        let server = Netns::new("srv");
-        server.ip(&["link", "add", "br0", "type", "bridge"]);
-        server.ip(&["link", "set", "br0", "up"]);
-        server.ip(&["addr", "add", "198.18.0.1/24", "dev", "br0"]);
-        server.ip(&["addr", "add", "fd00:5eed::1/64", "dev", "br0", "nodad"]);
-        let mut list = Vec::new();
-        for i in 0..clients {
-            let client = Netns::new(&format!("c{i}"));
-            let (a, b) = (format!("vs{i}"), format!("vc{i}"));
-            server.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
-            server.ip(&["link", "set", &b, "netns", &client.name]);
-            server.ip(&["link", "set", &a, "master", "br0", "up"]);
-            client.ip(&["link", "set", &b, "name", "eth0", "up"]);
-            client.ip(&[
-                "addr",
-                "add",
-                &format!("198.18.0.{}/24", i + 2),
-                "dev",
-                "eth0",
-            ]);
-            client.ip(&[
-                "addr",
-                "add",
-                &format!("fd00:5eed::{}/64", i + 2),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
-            list.push(client);
-        }
+        let Network { server, clients } = Network::new("pkt", clients).expect("test network");
         Lab {
             server,
-            clients: list,
+            clients,
             dir: tempfile::tempdir().expect("tempdir"),
             daemon: None,
         }
@@ -236,18 +127,16 @@ impl Lab {
     /// A TCP echo server on `port` in the server namespace, for both address families.
     pub fn listen(&self, port: u16) {
         for addr in [format!("0.0.0.0:{port}"), format!("[::]:{port}")] {
-            let path = format!("/var/run/netns/{}", self.server.name);
-            let (tx, rx) = std::sync::mpsc::channel();
+            // The socket is made inside the namespace; accepting can happen anywhere.
+            let listener = self
+                .server
+                .run(move || bind_v6only(&addr))
+                .expect("listener");
             thread::spawn(move || {
-                enter(&path);
-                let listener = bind_v6only(&addr);
-                let _ = tx.send(());
                 for stream in listener.incoming().flatten() {
                     thread::spawn(move || echo(stream));
                 }
             });
-            rx.recv_timeout(Duration::from_secs(5))
-                .expect("listener up");
         }
     }
 
@@ -265,6 +154,7 @@ impl Lab {
         let target = SocketAddr::new(addr.parse().expect("addr"), port);
         self.clients[i]
             .run(move || TcpStream::connect_timeout(&target, Duration::from_millis(700)).is_ok())
+            .expect("inside the client namespace")
     }
 }
 
