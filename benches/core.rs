@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use portknock::config::{KnockPort, Proto, Secret, SimpleDoor};
+use portknock::config::{KnockPort, Secret, SimpleDoor};
 use portknock::engine::Engine;
 use portknock::otp;
 
@@ -36,19 +36,12 @@ fn otp_benches(c: &mut Criterion) {
     g.finish();
 }
 
-fn tcp(port: u16) -> KnockPort {
-    KnockPort {
-        proto: Proto::Tcp,
-        port,
-    }
-}
-
 /// `n` doors of three ports each, all distinct.
 fn doors(n: u16) -> Vec<SimpleDoor> {
     (0..n)
         .map(|i| SimpleDoor {
             protected: 1 + i,
-            sequence: (0..3).map(|k| tcp(20_000 + 3 * i + k)).collect(),
+            sequence: (0..3).map(|k| KnockPort::tcp(20_000 + 3 * i + k)).collect(),
         })
         .collect()
 }
@@ -92,7 +85,11 @@ fn engine_benches(c: &mut Criterion) {
     g.bench_function("flood_first_knock_evicting", |b| {
         b.iter(|| {
             i += 1;
-            black_box(engine.knock(IpAddr::V6(Ipv6Addr::from(base + i)), tcp(20_000), now))
+            black_box(engine.knock(
+                IpAddr::V6(Ipv6Addr::from(base + i)),
+                KnockPort::tcp(20_000),
+                now,
+            ))
         })
     });
     g.finish();

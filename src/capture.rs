@@ -16,7 +16,7 @@ use netlink_packet_netfilter::nflog::{
 use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
 
-use crate::config::{KnockPort, Proto};
+use crate::config::KnockPort;
 
 /// Receive buffer asked of the kernel: a burst of some 50,000 knocks waits here while the
 /// daemon works, instead of being dropped.
@@ -53,7 +53,7 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Subscribes to `group`, asking for the first [`COPY_RANGE`] bytes of each packet.
+    /// Subscribes to `group`, asking for the first `COPY_RANGE` bytes of each packet.
     pub fn open(group: u16) -> Result<Capture, CaptureError> {
         let subscribe = |source| CaptureError::Subscribe { group, source };
         let mut socket = Socket::new(NETLINK_NETFILTER).map_err(subscribe)?;
@@ -170,18 +170,12 @@ pub fn parse_ip(data: &[u8]) -> Option<Packet> {
     match sliced.transport? {
         TransportSlice::Tcp(tcp) => Some(Packet {
             source,
-            knock: KnockPort {
-                proto: Proto::Tcp,
-                port: tcp.destination_port(),
-            },
+            knock: KnockPort::tcp(tcp.destination_port()),
             payload: Vec::new(),
         }),
         TransportSlice::Udp(udp) => Some(Packet {
             source,
-            knock: KnockPort {
-                proto: Proto::Udp,
-                port: udp.destination_port(),
-            },
+            knock: KnockPort::udp(udp.destination_port()),
             payload: udp.payload().to_vec(),
         }),
         _ => None,
@@ -202,13 +196,7 @@ mod tests {
         builder.write(&mut bytes, &payload).unwrap();
         let packet = parse_ip(&bytes).unwrap();
         assert_eq!(packet.source, "198.18.0.2".parse::<IpAddr>().unwrap());
-        assert_eq!(
-            packet.knock,
-            KnockPort {
-                proto: Proto::Udp,
-                port: 2000
-            }
-        );
+        assert_eq!(packet.knock, KnockPort::udp(2000));
         assert_eq!(packet.payload, payload);
     }
 
@@ -229,13 +217,7 @@ mod tests {
         builder.write(&mut bytes, &[]).unwrap();
         let packet = parse_ip(&bytes).unwrap();
         assert_eq!(packet.source, IpAddr::V6(src.into()));
-        assert_eq!(
-            packet.knock,
-            KnockPort {
-                proto: Proto::Tcp,
-                port: 7000
-            }
-        );
+        assert_eq!(packet.knock, KnockPort::tcp(7000));
     }
 
     proptest! {

@@ -48,7 +48,7 @@ pub struct FamilyArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Afterwards, try TCP connections to PORT on HOST and report whether it opened (exit 1 if not).
-    #[arg(long, value_name = "PORT", value_parser = crate::client::parse_port)]
+    #[arg(long, value_name = "PORT", value_parser = crate::config::parse_port)]
     pub verify: Option<u16>,
     /// How long --verify keeps trying, in milliseconds.
     #[arg(
@@ -67,7 +67,7 @@ pub struct KnockArgs {
     /// The server: a host name, an IPv4 address or an IPv6 address.
     pub host: String,
     /// The knock ports in order: PORT for TCP, PORT/udp for UDP.
-    #[arg(required = true, value_name = "PORT[/udp]", value_parser = crate::client::parse_knock_port)]
+    #[arg(required = true, value_name = "PORT[/udp]", value_parser = str::parse::<crate::config::KnockPort>)]
     pub ports: Vec<crate::config::KnockPort>,
     /// Pause between two knocks, in milliseconds.
     #[arg(
@@ -89,7 +89,7 @@ pub struct OtpArgs {
     /// The server: a host name, an IPv4 address or an IPv6 address.
     pub host: String,
     /// The door's UDP knock port.
-    #[arg(value_name = "KNOCKPORT", value_parser = crate::client::parse_port)]
+    #[arg(value_name = "KNOCKPORT", value_parser = crate::config::parse_port)]
     pub knock_port: u16,
     /// The door's secret. Other local users can read it (ps, /proc): prefer --secret-file or PORTKNOCK_SECRET.
     #[arg(value_name = "SECRET", conflicts_with = "secret_file", value_parser = crate::client::secret::parse_secret_argument)]
@@ -165,6 +165,14 @@ is not running.\n\nExamples:\n  portknock status\n  portknock status --json | jq
     /// Take back a grant of PORT to SOURCE; established connections stay up.
     #[command(after_help = "Example:\n  portknock close 198.18.0.2 22")]
     Close(CloseArgs),
+    /// Show the whole story in throw-away network namespaces: knock, open, connect, close.
+    #[command(
+        after_help = "Needs root: it creates two network namespaces joined by a veth pair \
+(198.18.0.0/15 addresses), runs the real daemon in one and the real client in the other, and \
+removes everything afterwards, also on Ctrl-C. The host's own network is not touched.\n\n\
+Example:\n  sudo portknock demo"
+    )]
+    Demo,
     /// Remove portknock's table: nothing is protected any more until the next apply.
     #[command(after_help = "Example:\n  portknock remove")]
     Remove,
@@ -196,7 +204,7 @@ pub struct OpenArgs {
     /// The source address to let in.
     pub source: std::net::IpAddr,
     /// The protected port to open.
-    #[arg(value_parser = crate::client::parse_port)]
+    #[arg(value_parser = crate::config::parse_port)]
     pub port: u16,
     /// How long the grant lasts, in seconds.
     #[arg(long = "for", value_name = "SECONDS", default_value_t = crate::admin::DEFAULT_MANUAL_OPEN.as_secs(),
@@ -210,7 +218,7 @@ pub struct CloseArgs {
     /// The source address whose grant is taken back.
     pub source: std::net::IpAddr,
     /// The protected port.
-    #[arg(value_parser = crate::client::parse_port)]
+    #[arg(value_parser = crate::config::parse_port)]
     pub port: u16,
 }
 
@@ -218,7 +226,7 @@ impl Command {
     /// Whether the command changes or reads the kernel firewall, and so needs CAP_NET_ADMIN.
     fn needs_net_admin(&self) -> bool {
         match self {
-            Command::Check(_) | Command::Knock(_) | Command::Otp(_) => false,
+            Command::Check(_) | Command::Knock(_) | Command::Otp(_) | Command::Demo => false,
             Command::Apply(args) => !args.dry_run,
             Command::Serve(_)
             | Command::Status(_)
@@ -255,6 +263,7 @@ pub fn run() -> ExitCode {
         ),
         Command::Close(args) => crate::admin::manual(args.source, args.port, None),
         Command::Remove => crate::admin::remove(),
+        Command::Demo => crate::demo::demo(),
     };
     ExitCode::from(code)
 }

@@ -304,26 +304,11 @@ impl Step<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Proto;
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
     use Outcome::*;
 
     const TIMEOUT: Duration = Duration::from_secs(10);
-
-    fn tcp(port: u16) -> KnockPort {
-        KnockPort {
-            proto: Proto::Tcp,
-            port,
-        }
-    }
-
-    fn udp(port: u16) -> KnockPort {
-        KnockPort {
-            proto: Proto::Udp,
-            port,
-        }
-    }
 
     fn door(protected: u16, sequence: &[KnockPort]) -> SimpleDoor {
         SimpleDoor {
@@ -335,7 +320,11 @@ mod tests {
     fn tcp_door(protected: u16, ports: &[u16]) -> SimpleDoor {
         door(
             protected,
-            &ports.iter().map(|&p| tcp(p)).collect::<Vec<_>>(),
+            &ports
+                .iter()
+                .copied()
+                .map(KnockPort::tcp)
+                .collect::<Vec<_>>(),
         )
     }
 
@@ -366,7 +355,7 @@ mod tests {
         fn seq(&mut self, from_ms: u64, source: IpAddr, ports: &[u16]) -> Vec<Outcome> {
             let mut all = Vec::new();
             for (i, &p) in ports.iter().enumerate() {
-                all.extend(self.at(from_ms + 1000 * i as u64, source, tcp(p)));
+                all.extend(self.at(from_ms + 1000 * i as u64, source, KnockPort::tcp(p)));
             }
             all
         }
@@ -386,17 +375,26 @@ mod tests {
     fn the_right_sequence_opens() {
         let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3, 4, 5])]);
         let a = ip(1);
-        assert_eq!(c.at(0, a, tcp(1)), [Progress { door: 0, step: 1 }]);
-        assert_eq!(c.at(1, a, tcp(2)), [Progress { door: 0, step: 2 }]);
-        assert_eq!(c.at(2, a, tcp(3)), [Progress { door: 0, step: 3 }]);
         assert_eq!(
-            c.at(3, a, tcp(4)),
+            c.at(0, a, KnockPort::tcp(1)),
+            [Progress { door: 0, step: 1 }]
+        );
+        assert_eq!(
+            c.at(1, a, KnockPort::tcp(2)),
+            [Progress { door: 0, step: 2 }]
+        );
+        assert_eq!(
+            c.at(2, a, KnockPort::tcp(3)),
+            [Progress { door: 0, step: 3 }]
+        );
+        assert_eq!(
+            c.at(3, a, KnockPort::tcp(4)),
             [Armed {
                 door: 0,
-                final_knock: tcp(5)
+                final_knock: KnockPort::tcp(5)
             }]
         );
-        assert_eq!(c.at(4, a, tcp(5)), [Opened { door: 0 }]);
+        assert_eq!(c.at(4, a, KnockPort::tcp(5)), [Opened { door: 0 }]);
         assert_eq!(
             c.engine.tracked_sources(),
             0,
@@ -431,28 +429,31 @@ mod tests {
     fn duplicates_are_tolerated() {
         let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
         let a = ip(1);
-        assert_eq!(c.at(0, a, tcp(1)), [Progress { door: 0, step: 1 }]);
-        assert_eq!(c.at(1, a, tcp(1)), [Retransmit { door: 0 }]);
         assert_eq!(
-            c.at(2, a, tcp(2)),
+            c.at(0, a, KnockPort::tcp(1)),
+            [Progress { door: 0, step: 1 }]
+        );
+        assert_eq!(c.at(1, a, KnockPort::tcp(1)), [Retransmit { door: 0 }]);
+        assert_eq!(
+            c.at(2, a, KnockPort::tcp(2)),
             [Armed {
                 door: 0,
-                final_knock: tcp(3)
+                final_knock: KnockPort::tcp(3)
             }]
         );
-        assert_eq!(c.at(3, a, tcp(2)), [Retransmit { door: 0 }]);
-        assert_eq!(c.at(4, a, tcp(2)), [Retransmit { door: 0 }]);
-        assert_eq!(c.at(5, a, tcp(3)), [Opened { door: 0 }]);
+        assert_eq!(c.at(3, a, KnockPort::tcp(2)), [Retransmit { door: 0 }]);
+        assert_eq!(c.at(4, a, KnockPort::tcp(2)), [Retransmit { door: 0 }]);
+        assert_eq!(c.at(5, a, KnockPort::tcp(3)), [Opened { door: 0 }]);
     }
 
     #[test]
     fn a_retransmission_does_not_extend_the_timeout() {
         let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
         let a = ip(1);
-        c.at(0, a, tcp(1));
-        assert_eq!(c.at(9_000, a, tcp(1)), [Retransmit { door: 0 }]);
+        c.at(0, a, KnockPort::tcp(1));
+        assert_eq!(c.at(9_000, a, KnockPort::tcp(1)), [Retransmit { door: 0 }]);
         assert_eq!(
-            c.at(10_001, a, tcp(2)),
+            c.at(10_001, a, KnockPort::tcp(2)),
             [Expired {
                 door: 0,
                 was_armed: false
@@ -466,7 +467,7 @@ mod tests {
         let a = ip(1);
         c.seq(0, a, &[1, 2, 3]);
         assert_eq!(
-            c.at(3_000, a, tcp(1)),
+            c.at(3_000, a, KnockPort::tcp(1)),
             [
                 Reset {
                     door: 0,
@@ -486,7 +487,7 @@ mod tests {
         let a = ip(1);
         c.seq(0, a, &[1, 2]);
         assert_eq!(
-            c.at(2_000, a, tcp(1)),
+            c.at(2_000, a, KnockPort::tcp(1)),
             [
                 Reset {
                     door: 0,
@@ -495,16 +496,16 @@ mod tests {
                 Progress { door: 0, step: 1 }
             ]
         );
-        c.at(3_000, a, tcp(2));
+        c.at(3_000, a, KnockPort::tcp(2));
         assert_eq!(
-            c.at(4_000, a, tcp(2)),
+            c.at(4_000, a, KnockPort::tcp(2)),
             [Retransmit { door: 0 }],
             "a repeat of the last port is not wrong"
         );
-        c.at(5_000, a, tcp(3));
+        c.at(5_000, a, KnockPort::tcp(3));
         c.seq(6_000, a, &[1]);
         assert_eq!(
-            c.at(7_000, a, tcp(3)),
+            c.at(7_000, a, KnockPort::tcp(3)),
             [Reset {
                 door: 0,
                 was_armed: false
@@ -512,7 +513,7 @@ mod tests {
         );
         assert_eq!(c.engine.tracked_sources(), 0);
         assert!(
-            c.at(8_000, a, tcp(3)).is_empty(),
+            c.at(8_000, a, KnockPort::tcp(3)).is_empty(),
             "no progress: nothing to reset"
         );
     }
@@ -521,29 +522,36 @@ mod tests {
     fn other_ports_do_not_count() {
         let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
         let a = ip(1);
-        c.at(0, a, tcp(1));
-        assert!(c.at(1, a, tcp(80)).is_empty());
-        assert!(c.at(2, a, tcp(22)).is_empty());
-        assert!(c.at(3, a, udp(2)).is_empty());
-        c.at(4, a, tcp(2));
-        assert_eq!(c.at(5, a, tcp(3)), [Opened { door: 0 }]);
+        c.at(0, a, KnockPort::tcp(1));
+        assert!(c.at(1, a, KnockPort::tcp(80)).is_empty());
+        assert!(c.at(2, a, KnockPort::tcp(22)).is_empty());
+        assert!(c.at(3, a, KnockPort::udp(2)).is_empty());
+        c.at(4, a, KnockPort::tcp(2));
+        assert_eq!(c.at(5, a, KnockPort::tcp(3)), [Opened { door: 0 }]);
     }
 
     #[test]
     fn udp_ports_are_not_tcp_ports() {
-        let mut c = Clock::new(&[door(22, &[tcp(7000), udp(8000), tcp(9000)])]);
+        let mut c = Clock::new(&[door(
+            22,
+            &[
+                KnockPort::tcp(7000),
+                KnockPort::udp(8000),
+                KnockPort::tcp(9000),
+            ],
+        )]);
         let a = ip(1);
-        c.at(0, a, tcp(7000));
-        assert!(c.at(1, a, tcp(8000)).is_empty());
+        c.at(0, a, KnockPort::tcp(7000));
+        assert!(c.at(1, a, KnockPort::tcp(8000)).is_empty());
         assert_eq!(
-            c.at(2, a, udp(8000)),
+            c.at(2, a, KnockPort::udp(8000)),
             [Armed {
                 door: 0,
-                final_knock: tcp(9000)
+                final_knock: KnockPort::tcp(9000)
             }]
         );
-        assert!(c.at(3, a, udp(9000)).is_empty());
-        assert_eq!(c.at(4, a, tcp(9000)), [Opened { door: 0 }]);
+        assert!(c.at(3, a, KnockPort::udp(9000)).is_empty());
+        assert_eq!(c.at(4, a, KnockPort::tcp(9000)), [Opened { door: 0 }]);
     }
 
     #[test]
@@ -551,22 +559,22 @@ mod tests {
         let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
         let a = ip(1);
         // Exactly the timeout is in time, a millisecond more is not.
-        c.at(0, a, tcp(1));
-        c.at(10_000, a, tcp(2));
-        assert_eq!(c.at(20_000, a, tcp(3)), [Opened { door: 0 }]);
-        c.at(30_000, a, tcp(1));
-        c.at(39_999, a, tcp(2));
+        c.at(0, a, KnockPort::tcp(1));
+        c.at(10_000, a, KnockPort::tcp(2));
+        assert_eq!(c.at(20_000, a, KnockPort::tcp(3)), [Opened { door: 0 }]);
+        c.at(30_000, a, KnockPort::tcp(1));
+        c.at(39_999, a, KnockPort::tcp(2));
         assert_eq!(
-            c.at(50_000, a, tcp(3)),
+            c.at(50_000, a, KnockPort::tcp(3)),
             [Expired {
                 door: 0,
                 was_armed: true
             }]
         );
         // A late first port starts afresh.
-        c.at(60_000, a, tcp(1));
+        c.at(60_000, a, KnockPort::tcp(1));
         assert_eq!(
-            c.at(70_001, a, tcp(1)),
+            c.at(70_001, a, KnockPort::tcp(1)),
             [
                 Expired {
                     door: 0,
@@ -575,41 +583,41 @@ mod tests {
                 Progress { door: 0, step: 1 }
             ]
         );
-        c.at(71_000, a, tcp(2));
-        assert_eq!(c.at(72_000, a, tcp(3)), [Opened { door: 0 }]);
+        c.at(71_000, a, KnockPort::tcp(2));
+        assert_eq!(c.at(72_000, a, KnockPort::tcp(3)), [Opened { door: 0 }]);
     }
 
     #[test]
     fn a_clock_going_back_is_no_time() {
         let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
         let a = ip(1);
-        c.at(5_000, a, tcp(1));
-        c.at(4_000, a, tcp(2));
-        assert_eq!(c.at(3_000, a, tcp(3)), [Opened { door: 0 }]);
+        c.at(5_000, a, KnockPort::tcp(1));
+        c.at(4_000, a, KnockPort::tcp(2));
+        assert_eq!(c.at(3_000, a, KnockPort::tcp(3)), [Opened { door: 0 }]);
     }
 
     #[test]
     fn short_sequences() {
         let mut c = Clock::new(&[tcp_door(22, &[1]), tcp_door(23, &[2, 3])]);
         let a = ip(1);
-        assert_eq!(c.at(0, a, tcp(1)), [Opened { door: 0 }]);
-        assert_eq!(c.at(1, a, tcp(1)), [Opened { door: 0 }]);
+        assert_eq!(c.at(0, a, KnockPort::tcp(1)), [Opened { door: 0 }]);
+        assert_eq!(c.at(1, a, KnockPort::tcp(1)), [Opened { door: 0 }]);
         assert_eq!(c.engine.tracked_sources(), 0);
         assert_eq!(
-            c.at(2, a, tcp(2)),
+            c.at(2, a, KnockPort::tcp(2)),
             [Armed {
                 door: 1,
-                final_knock: tcp(3)
+                final_knock: KnockPort::tcp(3)
             }]
         );
-        assert_eq!(c.at(3, a, tcp(2)), [Retransmit { door: 1 }]);
-        assert_eq!(c.at(4, a, tcp(3)), [Opened { door: 1 }]);
+        assert_eq!(c.at(3, a, KnockPort::tcp(2)), [Retransmit { door: 1 }]);
+        assert_eq!(c.at(4, a, KnockPort::tcp(3)), [Opened { door: 1 }]);
     }
 
     #[test]
     fn an_empty_sequence_never_opens() {
         let mut c = Clock::new(&[door(22, &[]), tcp_door(23, &[1])]);
-        assert_eq!(c.at(0, ip(1), tcp(1)), [Opened { door: 1 }]);
+        assert_eq!(c.at(0, ip(1), KnockPort::tcp(1)), [Opened { door: 1 }]);
     }
 
     #[test]
@@ -617,25 +625,25 @@ mod tests {
         let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3]), tcp_door(23, &[1, 2, 4])]);
         let a = ip(1);
         assert_eq!(
-            c.at(0, a, tcp(1)),
+            c.at(0, a, KnockPort::tcp(1)),
             [Progress { door: 0, step: 1 }, Progress { door: 1, step: 1 }]
         );
         assert_eq!(
-            c.at(1, a, tcp(2)),
+            c.at(1, a, KnockPort::tcp(2)),
             [
                 Armed {
                     door: 0,
-                    final_knock: tcp(3)
+                    final_knock: KnockPort::tcp(3)
                 },
                 Armed {
                     door: 1,
-                    final_knock: tcp(4)
+                    final_knock: KnockPort::tcp(4)
                 }
             ]
         );
         // 4 is no port of door 0, so door 0 stays armed.
-        assert_eq!(c.at(2, a, tcp(4)), [Opened { door: 1 }]);
-        assert_eq!(c.at(3, a, tcp(3)), [Opened { door: 0 }]);
+        assert_eq!(c.at(2, a, KnockPort::tcp(4)), [Opened { door: 1 }]);
+        assert_eq!(c.at(3, a, KnockPort::tcp(3)), [Opened { door: 0 }]);
     }
 
     #[test]
@@ -651,12 +659,15 @@ mod tests {
     fn sources_are_independent() {
         let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
         let (a, b) = (ip(1), ip(2));
-        c.at(0, a, tcp(1));
-        c.at(1, b, tcp(1));
-        c.at(2, b, tcp(3));
-        c.at(3, a, tcp(2));
-        assert!(c.at(4, b, tcp(2)).is_empty(), "b was reset by its own 3");
-        assert_eq!(c.at(5, a, tcp(3)), [Opened { door: 0 }]);
+        c.at(0, a, KnockPort::tcp(1));
+        c.at(1, b, KnockPort::tcp(1));
+        c.at(2, b, KnockPort::tcp(3));
+        c.at(3, a, KnockPort::tcp(2));
+        assert!(
+            c.at(4, b, KnockPort::tcp(2)).is_empty(),
+            "b was reset by its own 3"
+        );
+        assert_eq!(c.at(5, a, KnockPort::tcp(3)), [Opened { door: 0 }]);
         let v6: IpAddr = "fd00:5eed::1".parse().expect("addr");
         assert_eq!(opened(&c.seq(10_000, v6, &[1, 2, 3])), [0]);
     }
@@ -665,9 +676,9 @@ mod tests {
     fn ipv4_mapped_sources_are_ipv4() {
         let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
         let mapped = IpAddr::V6(Ipv4Addr::new(198, 18, 0, 1).to_ipv6_mapped());
-        c.at(0, ip(1), tcp(1));
-        c.at(1, mapped, tcp(2));
-        assert_eq!(c.at(2, ip(1), tcp(3)), [Opened { door: 0 }]);
+        c.at(0, ip(1), KnockPort::tcp(1));
+        c.at(1, mapped, KnockPort::tcp(2));
+        assert_eq!(c.at(2, ip(1), KnockPort::tcp(3)), [Opened { door: 0 }]);
     }
 
     #[test]
@@ -678,13 +689,13 @@ mod tests {
         let mut c = Clock::new(&doors);
         let a = ip(1);
         for d in 0..40u16 {
-            c.at(u64::from(d), a, tcp(1000 + d));
+            c.at(u64::from(d), a, KnockPort::tcp(1000 + d));
         }
         let kept = c.engine.sources.peek(&a).map(|p| p.len());
         assert_eq!(kept, Some(MAX_DOORS_PER_SOURCE));
         // The most recent doors survive.
         assert_eq!(
-            opened(&c.at(100, a, tcp(2000))),
+            opened(&c.at(100, a, KnockPort::tcp(2000))),
             (40 - MAX_DOORS_PER_SOURCE..40).collect::<Vec<_>>()
         );
 
@@ -694,10 +705,10 @@ mod tests {
             .map(|d| tcp_door(100 + d, &[1, 2000 + d]))
             .collect();
         let mut c = Clock::new(&shared);
-        let out = c.at(0, a, tcp(1));
+        let out = c.at(0, a, KnockPort::tcp(1));
         assert_eq!(out.len(), MAX_DOORS_PER_SOURCE);
-        assert_eq!(c.at(1, a, tcp(2000)), [Opened { door: 0 }]);
-        assert!(c.at(2, a, tcp(2019)).is_empty());
+        assert_eq!(c.at(1, a, KnockPort::tcp(2000)), [Opened { door: 0 }]);
+        assert!(c.at(2, a, KnockPort::tcp(2019)).is_empty());
     }
 
     #[test]
@@ -714,7 +725,7 @@ mod tests {
         let start = Instant::now();
         let legit = ip(7);
         // The legitimate client has started before the flood and is forgotten by it...
-        engine.knock(legit, tcp(1), start);
+        engine.knock(legit, KnockPort::tcp(1), start);
         // A million in release; a quarter of that keeps a debug test run short.
         let flood: u128 = if cfg!(debug_assertions) {
             250_000
@@ -724,7 +735,7 @@ mod tests {
         let base = u128::from(Ipv6Addr::new(0xfd00, 0x5eed, 0, 0, 0, 0, 0, 0));
         for i in 0..flood {
             let spoofed = IpAddr::V6(Ipv6Addr::from(base + i));
-            engine.knock(spoofed, tcp(1), start);
+            engine.knock(spoofed, KnockPort::tcp(1), start);
             if i % 4096 == 0 {
                 assert!(engine.tracked_sources() <= BOUND);
             }
@@ -732,10 +743,10 @@ mod tests {
         assert_eq!(engine.tracked_sources(), BOUND);
         // ...yet, knocking now, it opens.
         let now = start + Duration::from_secs(1);
-        assert!(engine.knock(legit, tcp(2), now).is_empty());
-        let mut all = engine.knock(legit, tcp(1), now).to_vec();
-        all.extend(engine.knock(legit, tcp(2), now));
-        all.extend(engine.knock(legit, tcp(3), now));
+        assert!(engine.knock(legit, KnockPort::tcp(2), now).is_empty());
+        let mut all = engine.knock(legit, KnockPort::tcp(1), now).to_vec();
+        all.extend(engine.knock(legit, KnockPort::tcp(2), now));
+        all.extend(engine.knock(legit, KnockPort::tcp(3), now));
         assert_eq!(opened(&all), [0]);
         assert!(engine.tracked_sources() <= BOUND);
     }
@@ -744,8 +755,8 @@ mod tests {
     fn knocks_that_start_nothing_are_not_tracked() {
         let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
         for i in 0..=255 {
-            c.at(0, ip(i), tcp(2));
-            c.at(0, ip(i), tcp(9));
+            c.at(0, ip(i), KnockPort::tcp(2));
+            c.at(0, ip(i), KnockPort::tcp(9));
         }
         assert_eq!(c.engine.tracked_sources(), 0);
     }
@@ -754,11 +765,11 @@ mod tests {
     fn zero_max_sources_tracks_one() {
         let mut engine = Engine::new(&[tcp_door(22, &[1, 2])], TIMEOUT, 0);
         let now = Instant::now();
-        engine.knock(ip(1), tcp(1), now);
-        engine.knock(ip(2), tcp(1), now);
+        engine.knock(ip(1), KnockPort::tcp(1), now);
+        engine.knock(ip(2), KnockPort::tcp(1), now);
         assert_eq!(engine.tracked_sources(), 1);
         assert_eq!(
-            engine.knock(ip(2), tcp(2), now).to_vec(),
+            engine.knock(ip(2), KnockPort::tcp(2), now).to_vec(),
             [Opened { door: 0 }]
         );
     }
@@ -867,26 +878,11 @@ mod tests {
     type Event = (IpAddr, KnockPort, Instant);
 
     const POOL: [KnockPort; 5] = [
-        KnockPort {
-            proto: Proto::Tcp,
-            port: 1,
-        },
-        KnockPort {
-            proto: Proto::Tcp,
-            port: 2,
-        },
-        KnockPort {
-            proto: Proto::Tcp,
-            port: 3,
-        },
-        KnockPort {
-            proto: Proto::Udp,
-            port: 3,
-        },
-        KnockPort {
-            proto: Proto::Tcp,
-            port: 4,
-        },
+        KnockPort::tcp(1),
+        KnockPort::tcp(2),
+        KnockPort::tcp(3),
+        KnockPort::udp(3),
+        KnockPort::tcp(4),
     ];
 
     fn sequence() -> impl Strategy<Value = Vec<KnockPort>> {

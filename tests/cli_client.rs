@@ -258,13 +258,19 @@ fn knock_ipv4_flag_refuses_an_ipv6_address() {
     );
 }
 
-#[test]
-fn knock_verify_open_and_closed() {
+/// Runs `args --verify PORT` with the environment `env`, first against a listening port of
+/// 127.0.0.1, then against a closed one, whose report must give `advice`. Returns the second
+/// run.
+fn verify_open_and_closed(args: &[&str], env: &[(&str, &str)], advice: &str) -> Run {
+    let with_verify = |port: &str, extra: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--verify", port]);
+        all.extend(extra);
+        run_with_env(&all, env)
+    };
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let open = listener.local_addr().expect("addr").port().to_string();
-    let knock_port = closed_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).to_string();
-
-    let result = run(&["knock", "127.0.0.1", &knock_port, "--verify", &open]);
+    let result = with_verify(&open, &[]);
     assert_exit(&result, 0);
     assert!(
         result
@@ -276,45 +282,21 @@ fn knock_verify_open_and_closed() {
 
     let closed = closed_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).to_string();
     let started = Instant::now();
-    let result = run(&[
-        "knock",
-        "127.0.0.1",
-        &knock_port,
-        "--verify",
-        &closed,
-        "--verify-timeout",
-        "300",
-    ]);
+    let result = with_verify(&closed, &["--verify-timeout", "300"]);
     assert_exit(&result, 1);
     assert!(started.elapsed() < Duration::from_secs(10));
     let stdout = result.stdout_text();
     assert!(
         stdout.contains(&format!("port {closed} on 127.0.0.1 did not open"))
-            && stdout.contains("check the sequence"),
+            && stdout.contains(advice),
         "{stdout}"
     );
+    result
 }
 
-#[test]
-fn knock_rejects_bad_ports_as_usage_errors() {
-    for (spec, says) in [
-        ("70000", "out of range"),
-        ("0", "out of range"),
-        ("22/sctp", "unknown protocol 'sctp'"),
-        ("ssh", "not a port number"),
-    ] {
-        let result = run(&["knock", "127.0.0.1", "7000", spec]);
-        assert_exit(&result, 2);
-        assert!(result.stderr.contains(says), "{spec}: {}", result.stderr);
-    }
-    let result = run(&["knock", "127.0.0.1"]);
-    assert_exit(&result, 2);
-}
-
-#[test]
-fn knock_unresolvable_host_is_a_usage_error() {
-    let result = run(&["knock", "no-such-host.invalid", "7000"]);
-    assert_exit(&result, 2);
+/// Checks that `result` is the usage error for the host `no-such-host.invalid`.
+fn assert_unresolvable(result: &Run) {
+    assert_exit(result, 2);
     assert!(
         result
             .stderr
@@ -325,6 +307,48 @@ fn knock_unresolvable_host_is_a_usage_error() {
         "{}",
         result.stderr
     );
+}
+
+#[test]
+fn knock_verify_open_and_closed() {
+    let knock_port = closed_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).to_string();
+    verify_open_and_closed(
+        &["knock", "127.0.0.1", &knock_port],
+        &[],
+        "check the sequence",
+    );
+}
+
+#[test]
+fn knock_rejects_bad_ports_as_usage_errors() {
+    for (spec, says) in [
+        (
+            "70000",
+            "the port (70000) is out of range; ports are 1 to 65535",
+        ),
+        ("0", "the port (0) is out of range; ports are 1 to 65535"),
+        (
+            "22/sctp",
+            "the port has an unknown protocol; write PORT or PORT/tcp for TCP, PORT/udp for UDP",
+        ),
+        (
+            "ssh",
+            "the port is not a number; ports are written as digits, 1 to 65535",
+        ),
+        ("/udp", "the port is empty"),
+    ] {
+        let result = run(&["knock", "127.0.0.1", "7000", spec]);
+        assert_exit(&result, 2);
+        let says = format!("invalid value '{spec}' for '<PORT[/udp]>...': {says}\n");
+        assert!(result.stderr.contains(&says), "{spec}: {}", result.stderr);
+    }
+    let result = run(&["knock", "127.0.0.1"]);
+    assert_exit(&result, 2);
+}
+
+#[test]
+fn knock_unresolvable_host_is_a_usage_error() {
+    assert_unresolvable(&run(&["knock", "no-such-host.invalid", "7000"]));
 }
 
 // ---- otp ----
@@ -572,40 +596,11 @@ fn otp_without_any_secret_is_a_usage_error() {
 
 #[test]
 fn otp_verify_open_and_closed() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let open = listener.local_addr().expect("addr").port().to_string();
     let (_socket, port) = udp_receiver(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let secret = [("PORTKNOCK_SECRET", "hipjazz")];
-
-    let result = run_with_env(&["otp", "127.0.0.1", &port, "--verify", &open], &secret);
-    assert_exit(&result, 0);
-    assert!(
-        result
-            .stdout_text()
-            .contains(&format!("port {open} on 127.0.0.1 is open")),
-        "{}",
-        result.stdout_text()
-    );
-
-    let closed = closed_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).to_string();
-    let result = run_with_env(
-        &[
-            "otp",
-            "127.0.0.1",
-            &port,
-            "--verify",
-            &closed,
-            "--verify-timeout",
-            "300",
-        ],
-        &secret,
-    );
-    assert_exit(&result, 1);
-    let stdout = result.stdout_text();
-    assert!(
-        stdout.contains(&format!("port {closed} on 127.0.0.1 did not open"))
-            && stdout.contains("the clock"),
-        "{stdout}"
+    let result = verify_open_and_closed(
+        &["otp", "127.0.0.1", &port],
+        &[("PORTKNOCK_SECRET", "hipjazz")],
+        "the clock",
     );
     assert!(!result.all_output().contains("hipjazz"));
 }
@@ -613,18 +608,10 @@ fn otp_verify_open_and_closed() {
 #[test]
 fn otp_usage_errors() {
     let secret = [("PORTKNOCK_SECRET", "hipjazz")];
-    let result = run_with_env(&["otp", "no-such-host.invalid", "2000"], &secret);
-    assert_exit(&result, 2);
-    assert!(
-        result
-            .stderr
-            .contains("cannot resolve no-such-host.invalid")
-            && result
-                .stderr
-                .contains("check the name or use an IP address"),
-        "{}",
-        result.stderr
-    );
+    assert_unresolvable(&run_with_env(
+        &["otp", "no-such-host.invalid", "2000"],
+        &secret,
+    ));
     for args in [
         &["otp", "127.0.0.1", "70000"][..],
         &["otp", "127.0.0.1", "0"],

@@ -1,9 +1,10 @@
 //! The client side (SPEC §5): `portknock knock` sends a simple-mode sequence of connection
 //! attempts, `portknock otp` sends an advanced-mode one-time password.
 //!
-//! The decisions (what a port spec means, where the secret comes from, which address the server
-//! sees, what to print) are plain functions tested without a network; [`net`] is the thin layer
-//! that touches sockets and [`secret`] the one that reads files, the environment and the terminal.
+//! The decisions (where the secret comes from, which address the server sees, what to print) are
+//! plain functions tested without a network; [`net`] is the thin layer that touches sockets and
+//! [`secret`] the one that reads files, the environment and the terminal. Ports and knock ports
+//! are parsed by [`crate::config`], as in the door lists.
 
 pub mod net;
 pub mod secret;
@@ -47,57 +48,6 @@ pub const MAX_VERIFY_TIMEOUT_MS: u64 = 60_000;
 /// Environment variable that may hold the OTP secret.
 pub const SECRET_ENV: &str = "PORTKNOCK_SECRET";
 
-/// Why a knock port spec such as `8000/udp` was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PortSpecError {
-    /// The number part is not a number.
-    #[error("'{0}' is not a port number: ports are written as digits, 1-65535")]
-    NotANumber(String),
-    /// The number is 0 or above 65535.
-    #[error("port {0} is out of range: ports are 1-65535")]
-    OutOfRange(String),
-    /// The part after `/` is neither `tcp` nor `udp`.
-    #[error("unknown protocol '{0}': knocks are TCP (PORT or PORT/tcp) or UDP (PORT/udp)")]
-    UnknownProto(String),
-}
-
-/// Parses one knock port: `7000`, `7000/tcp` or `8000/udp` (protocol in any case).
-pub fn parse_knock_port(spec: &str) -> Result<KnockPort, PortSpecError> {
-    let (number, proto) = match spec.split_once('/') {
-        None => (spec, Proto::Tcp),
-        Some((number, proto)) => {
-            let proto = match proto.to_ascii_lowercase().as_str() {
-                "tcp" => Proto::Tcp,
-                "udp" => Proto::Udp,
-                _ => return Err(PortSpecError::UnknownProto(proto.to_string())),
-            };
-            (number, proto)
-        }
-    };
-    let port = parse_port(number)?;
-    Ok(KnockPort { proto, port })
-}
-
-/// Writes a knock port the way [`parse_knock_port`] and the simple list read it: `7000` for TCP,
-/// `8000/udp` for UDP.
-pub fn format_knock_port(knock: KnockPort) -> String {
-    match knock.proto {
-        Proto::Tcp => knock.port.to_string(),
-        Proto::Udp => format!("{}/udp", knock.port),
-    }
-}
-
-/// Parses a TCP or UDP port number, 1-65535.
-pub fn parse_port(number: &str) -> Result<u16, PortSpecError> {
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(PortSpecError::NotANumber(number.to_string()));
-    }
-    match number.parse::<u16>() {
-        Ok(0) | Err(_) => Err(PortSpecError::OutOfRange(number.to_string())),
-        Ok(port) => Ok(port),
-    }
-}
-
 /// Everything that can stop a client command, each saying what failed and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -122,8 +72,8 @@ pub enum ClientError {
     /// The kernel refused to send a knock.
     #[error("could not knock {knock} on {addr}: {source} — check the address and the route to it")]
     Knock {
-        /// The knock port, e.g. "tcp/7000".
-        knock: String,
+        /// The knock port, shown as e.g. "tcp/7000".
+        knock: KnockPort,
         /// Where it was sent.
         addr: IpAddr,
         /// The error the kernel gave.
@@ -141,12 +91,12 @@ pub enum ClientError {
         source: io::Error,
     },
     /// The OTP datagram could not be sent.
-    #[error("could not send the one-time password to udp/{port} on {addr}: {source} — check the address and the route to it")]
+    #[error("could not send the one-time password to {knock} on {addr}: {source} — check the address and the route to it")]
     Send {
         /// The target address.
         addr: IpAddr,
-        /// The knock port.
-        port: u16,
+        /// The door's knock port, always UDP.
+        knock: KnockPort,
         /// The error the kernel gave.
         source: io::Error,
     },
@@ -258,15 +208,6 @@ impl fmt::Display for HostLabel {
     }
 }
 
-/// `tcp/7000` or `udp/8000`, as knock ports are named in messages.
-pub fn describe_knock_port(knock: KnockPort) -> String {
-    let proto = match knock.proto {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-    };
-    format!("{proto}/{}", knock.port)
-}
-
 /// Which simple-mode or advanced-mode advice to give when `--verify` finds the port closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -369,11 +310,11 @@ fn knock(args: &KnockArgs) -> Result<u8, ClientError> {
             Proto::Udp => net::udp_knock(target),
         };
         sent.map_err(|source| ClientError::Knock {
-            knock: describe_knock_port(*knock),
+            knock: *knock,
             addr: addr.ip(),
             source,
         })?;
-        println!("knocked {} on {label}", describe_knock_port(*knock));
+        println!("knocked {knock} on {label}");
     }
     match args.verify.verify {
         Some(port) => run_verify(Mode::Simple, addr, port, &label, args.verify.verify_timeout),
@@ -403,8 +344,9 @@ fn otp_knock(args: &OtpArgs) -> Result<u8, ClientError> {
     if choice == SecretSource::Argument {
         print_warning(&SecretWarning::OnCommandLine);
     }
+    let knock = KnockPort::udp(args.knock_port);
     let load_secret = || -> Result<Secret, ClientError> {
-        let prompt = format!("Secret for udp/{} on {}: ", args.knock_port, args.host);
+        let prompt = format!("Secret for {knock} on {}: ", args.host);
         let (secret, warnings) =
             secret::obtain(choice, args.secret.as_ref(), env_secret.as_deref(), &prompt)?;
         for warning in &warnings {
@@ -443,13 +385,12 @@ fn otp_knock(args: &OtpArgs) -> Result<u8, ClientError> {
     let label = HostLabel::new(&args.host, addr.ip());
     net::send_datagram(route, dest, &payload).map_err(|source| ClientError::Send {
         addr: addr.ip(),
-        port: args.knock_port,
+        knock,
         source,
     })?;
     println!(
-        "sent a one-time password to udp/{} on {label} (source as the server should see it: \
-         {source_ip}, minute {minute})",
-        args.knock_port
+        "sent a one-time password to {knock} on {label} (source as the server should see it: \
+         {source_ip}, minute {minute})"
     );
     match args.verify.verify {
         Some(port) => run_verify(Mode::Otp, addr, port, &label, args.verify.verify_timeout),
@@ -485,76 +426,6 @@ fn print_payload(payload: &[u8]) -> Result<u8, ClientError> {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
-
-    fn tcp(port: u16) -> KnockPort {
-        KnockPort {
-            proto: Proto::Tcp,
-            port,
-        }
-    }
-
-    fn udp(port: u16) -> KnockPort {
-        KnockPort {
-            proto: Proto::Udp,
-            port,
-        }
-    }
-
-    #[test]
-    fn knock_ports_parse() {
-        assert_eq!(parse_knock_port("22"), Ok(tcp(22)));
-        assert_eq!(parse_knock_port("7000/tcp"), Ok(tcp(7000)));
-        assert_eq!(parse_knock_port("8000/udp"), Ok(udp(8000)));
-        assert_eq!(parse_knock_port("8000/UDP"), Ok(udp(8000)));
-        assert_eq!(parse_knock_port("1"), Ok(tcp(1)));
-        assert_eq!(parse_knock_port("65535/udp"), Ok(udp(65535)));
-    }
-
-    #[test]
-    fn bad_knock_ports_say_why() {
-        let out_of_range = |s: &str| Err(PortSpecError::OutOfRange(s.to_string()));
-        let not_a_number = |s: &str| Err(PortSpecError::NotANumber(s.to_string()));
-        assert_eq!(parse_knock_port("70000"), out_of_range("70000"));
-        assert_eq!(parse_knock_port("0"), out_of_range("0"));
-        assert_eq!(
-            parse_knock_port("99999999999999999999"),
-            out_of_range("99999999999999999999")
-        );
-        assert_eq!(parse_knock_port("0/udp"), out_of_range("0"));
-        assert_eq!(
-            parse_knock_port("22/sctp"),
-            Err(PortSpecError::UnknownProto("sctp".to_string()))
-        );
-        assert_eq!(
-            parse_knock_port("22/"),
-            Err(PortSpecError::UnknownProto(String::new()))
-        );
-        assert_eq!(parse_knock_port("ssh"), not_a_number("ssh"));
-        assert_eq!(parse_knock_port(""), not_a_number(""));
-        assert_eq!(parse_knock_port("/udp"), not_a_number(""));
-        assert_eq!(parse_knock_port("+22"), not_a_number("+22"));
-        assert_eq!(parse_knock_port("-1"), not_a_number("-1"));
-        assert_eq!(parse_knock_port(" 22"), not_a_number(" 22"));
-        assert_eq!(
-            PortSpecError::OutOfRange("70000".into()).to_string(),
-            "port 70000 is out of range: ports are 1-65535"
-        );
-    }
-
-    #[test]
-    fn format_is_the_inverse_of_parse() {
-        for knock in [tcp(1), tcp(7000), udp(8000), udp(65535)] {
-            assert_eq!(parse_knock_port(&format_knock_port(knock)), Ok(knock));
-        }
-        assert_eq!(format_knock_port(tcp(7000)), "7000");
-        assert_eq!(format_knock_port(udp(8000)), "8000/udp");
-    }
-
-    #[test]
-    fn knock_ports_are_described_with_their_protocol() {
-        assert_eq!(describe_knock_port(tcp(7000)), "tcp/7000");
-        assert_eq!(describe_knock_port(udp(8000)), "udp/8000");
-    }
 
     #[test]
     fn host_labels_name_the_host_only_when_it_is_not_the_address() {
@@ -634,10 +505,15 @@ mod tests {
         assert_eq!(ClientError::NoSecret.exit_code(), EXIT_USAGE);
         let send = ClientError::Send {
             addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 2000,
+            knock: KnockPort::udp(2000),
             source: io::Error::from(io::ErrorKind::PermissionDenied),
         };
         assert_eq!(send.exit_code(), EXIT_FAILURE);
+        assert_eq!(
+            send.to_string(),
+            "could not send the one-time password to udp/2000 on 127.0.0.1: permission denied — \
+             check the address and the route to it"
+        );
         assert_eq!(ClientError::Clock.exit_code(), EXIT_FAILURE);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{load, Loaded};
+use super::{load, KnockPort, Loaded};
 use crate::cli::{EXIT_OK, EXIT_USAGE};
 
 /// Validates the configuration in `dir`, prints every diagnostic to stderr and, when it is
@@ -48,33 +48,40 @@ fn summary(loaded: &Loaded) -> String {
                 .to_string(),
         );
     }
-    if s.enabled && s.simple {
-        let doors = count(config.simple.len(), "door");
-        line(format!(
-            "simple mode:   on, {doors} in {}",
-            s.simple_list.display()
-        ));
-        for door in &config.simple {
-            let knocks: String = door.sequence.iter().map(|k| format!(" {k}")).collect();
-            line(format!("  {:>5}  <-{knocks}", door.protected));
+    let door_line = |protected: u16, knocks: &[KnockPort], note: &str| {
+        let knocks: String = knocks.iter().map(|k| format!(" {k}")).collect();
+        format!("  {protected:>5}  <-{knocks}{note}")
+    };
+    let simple_doors = config
+        .simple
+        .iter()
+        .map(|door| door_line(door.protected, &door.sequence, ""))
+        .collect();
+    let advanced_doors = config
+        .advanced
+        .iter()
+        .map(|door| {
+            let knock = KnockPort::udp(door.knock_port);
+            door_line(door.protected, &[knock], " (open/close secrets set)")
+        })
+        .collect();
+    let modes: [(&str, bool, &Path, Vec<String>); 2] = [
+        ("simple mode:  ", s.simple, &s.simple_list, simple_doors),
+        (
+            "advanced mode:",
+            s.advanced,
+            &s.advanced_list,
+            advanced_doors,
+        ),
+    ];
+    for (label, mode_on, list, doors) in modes {
+        if s.enabled && mode_on {
+            let n = count(doors.len(), "door");
+            line(format!("{label} on, {n} in {}", list.display()));
+            doors.into_iter().for_each(&mut line);
+        } else {
+            line(format!("{label} {}", on(mode_on)));
         }
-    } else {
-        line(format!("simple mode:   {}", on(s.simple)));
-    }
-    if s.enabled && s.advanced {
-        let doors = count(config.advanced.len(), "door");
-        line(format!(
-            "advanced mode: on, {doors} in {}",
-            s.advanced_list.display()
-        ));
-        for door in &config.advanced {
-            line(format!(
-                "  {:>5}  <- udp/{} (open/close secrets set)",
-                door.protected, door.knock_port
-            ));
-        }
-    } else {
-        line(format!("advanced mode: {}", on(s.advanced)));
     }
     line(format!(
         "timeouts:      knock {} s, simple open {} s, advanced open {} s, OTP skew {} min \
@@ -108,7 +115,7 @@ fn count(n: usize, noun: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::{
-        AdvancedDoor, Config, Diagnostic, KnockPort, Proto, Secret, Settings, SimpleDoor,
+        AdvancedDoor, Config, Diagnostic, KnockPort, Secret, Settings, SimpleDoor,
     };
 
     #[test]
@@ -120,7 +127,6 @@ mod tests {
             advanced: true,
             ..Settings::defaults(dir)
         };
-        let knock = |proto, port| KnockPort { proto, port };
         let loaded = Loaded {
             config: Config {
                 dir: dir.to_path_buf(),
@@ -128,9 +134,9 @@ mod tests {
                 simple: vec![SimpleDoor {
                     protected: 22,
                     sequence: vec![
-                        knock(Proto::Tcp, 7000),
-                        knock(Proto::Udp, 8000),
-                        knock(Proto::Tcp, 6000),
+                        KnockPort::tcp(7000),
+                        KnockPort::udp(8000),
+                        KnockPort::tcp(6000),
                     ],
                 }],
                 advanced: vec![AdvancedDoor {

@@ -5,7 +5,10 @@ use std::collections::hash_map::{Entry as Slot, HashMap};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::{AdvancedDoor, Diagnostic, KnockPort, Proto, Secret, SimpleDoor};
+use super::port::is_digits;
+use super::{
+    parse_port, AdvancedDoor, Diagnostic, KnockPort, PortError, Proto, Secret, SimpleDoor,
+};
 
 /// Most knock ports in one simple sequence (SPEC §1.4).
 pub const MAX_SEQUENCE: usize = 32;
@@ -181,21 +184,9 @@ fn simple_door(
 
 /// One knock port of a sequence; `position` counts from 1.
 fn knock_port(field: &str, position: usize) -> Result<KnockPort, String> {
-    let what = format!("the knock port at position {position}");
-    let (number, proto) = match field.split_once('/') {
-        None => (field, Proto::Tcp),
-        Some((number, p)) if p.eq_ignore_ascii_case("udp") => (number, Proto::Udp),
-        Some((number, p)) if p.eq_ignore_ascii_case("tcp") => (number, Proto::Tcp),
-        Some(_) => {
-            return Err(format!(
-                "{what} has an unknown protocol; write PORT or PORT/udp"
-            ))
-        }
-    };
-    Ok(KnockPort {
-        proto,
-        port: port(number, &what)?,
-    })
+    field
+        .parse()
+        .map_err(|e: PortError| e.describe(&format!("the knock port at position {position}")))
 }
 
 /// `PROTECTED,KNOCKPORT,OPENSECRET,CLOSESECRET`.
@@ -259,23 +250,9 @@ fn secret(value: &str, which: &str, errors: &mut Vec<String>, warnings: &mut Vec
     }
 }
 
-/// A port from 1 to 65535. A field is echoed only when it is all digits: a misplaced field may
-/// be a secret.
+/// A port from 1 to 65535, `what` naming it in the message.
 fn port(field: &str, what: &str) -> Result<u16, String> {
-    if field.is_empty() {
-        return Err(format!("{what} is empty"));
-    }
-    if !is_digits(field) {
-        return Err(format!("{what} is not a number; ports are 1 to 65535"));
-    }
-    match field.parse() {
-        Ok(port) if port != 0 => Ok(port),
-        _ => Err(format!("{what} ({field}) is outside 1-65535")),
-    }
-}
-
-fn is_digits(field: &str) -> bool {
-    !field.is_empty() && field.bytes().all(|b| b.is_ascii_digit())
+    parse_port(field).map_err(|e| e.describe(what))
 }
 
 /// The value, or `None` with its error noted.
@@ -324,10 +301,7 @@ pub(super) fn cross_check(
         line: e.line,
         mode: "advanced",
         protected: e.door.protected,
-        knocks: vec![KnockPort {
-            proto: Proto::Udp,
-            port: e.door.knock_port,
-        }],
+        knocks: vec![KnockPort::udp(e.door.knock_port)],
     });
     let doors: Vec<Door> = simple_doors.chain(advanced_doors).collect();
     let mut error = |door: &Door, message: String| {

@@ -7,6 +7,7 @@ mod check;
 mod conf;
 mod diagnostic;
 mod lists;
+mod port;
 
 use std::fmt;
 use std::fs::File;
@@ -19,6 +20,7 @@ pub use check::check_command;
 pub use conf::{MAX_DURATION_SECS, MAX_MAX_SOURCES, MAX_OTP_SKEW};
 pub use diagnostic::{ConfigError, Diagnostic, Severity};
 pub use lists::{MAX_SEQUENCE, MIN_SECRET_LEN};
+pub use port::{parse_port, KnockPort, PortError, Proto};
 
 /// Name of the settings file inside the configuration directory.
 pub const CONF_FILE: &str = "portknock.conf";
@@ -26,40 +28,6 @@ pub const CONF_FILE: &str = "portknock.conf";
 pub const SIMPLE_LIST_FILE: &str = "simple-portknock-list";
 /// Default name of the advanced list inside the configuration directory.
 pub const ADVANCED_LIST_FILE: &str = "advanced-portknock-list";
-
-/// Transport protocol of a knock port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
-    /// A knock is a TCP SYN.
-    Tcp,
-    /// A knock is a UDP datagram.
-    Udp,
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        })
-    }
-}
-
-/// One port of a simple-mode sequence, or the UDP port of an advanced door.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KnockPort {
-    /// How the knock arrives.
-    pub proto: Proto,
-    /// The port number, 1 to 65535.
-    pub port: u16,
-}
-
-/// Shown as `tcp/7000` or `udp/8000`.
-impl fmt::Display for KnockPort {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.proto, self.port)
-    }
-}
 
 /// A simple-mode door: `PROTECTED:K1,K2,...`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -256,10 +256,7 @@ mod tests {
     fn keys_are_register_padded() {
         let v4: IpAddr = "198.18.0.2".parse().unwrap();
         assert_eq!(grant_key(v4, 22), vec![198, 18, 0, 2, 0, 22, 0, 0]);
-        let knock = KnockPort {
-            proto: Proto::Udp,
-            port: 0x1f40,
-        };
+        let knock = KnockPort::udp(0x1f40);
         assert_eq!(
             armed_key(v4, knock),
             vec![198, 18, 0, 2, 17, 0, 0, 0, 0x1f, 0x40, 0, 0]

@@ -4,20 +4,6 @@ use proptest::prelude::*;
 const S: &str = "/c/simple";
 const A: &str = "/c/advanced";
 
-fn tcp(port: u16) -> KnockPort {
-    KnockPort {
-        proto: Proto::Tcp,
-        port,
-    }
-}
-
-fn udp(port: u16) -> KnockPort {
-    KnockPort {
-        proto: Proto::Udp,
-        port,
-    }
-}
-
 fn strings(diags: &[Diagnostic]) -> Vec<String> {
     diags.iter().map(ToString::to_string).collect()
 }
@@ -74,9 +60,31 @@ fn simple_entries_with_comments_and_several_per_line() {
         simple(text),
         (
             vec![
-                (2, door(22, &[tcp(7000), tcp(9000), tcp(8000)])),
-                (4, door(23, &[tcp(2), udp(1), tcp(7)])),
-                (4, door(24, &[tcp(9), tcp(8), udp(7)])),
+                (
+                    2,
+                    door(
+                        22,
+                        &[
+                            KnockPort::tcp(7000),
+                            KnockPort::tcp(9000),
+                            KnockPort::tcp(8000)
+                        ]
+                    )
+                ),
+                (
+                    4,
+                    door(
+                        23,
+                        &[KnockPort::tcp(2), KnockPort::udp(1), KnockPort::tcp(7)]
+                    )
+                ),
+                (
+                    4,
+                    door(
+                        24,
+                        &[KnockPort::tcp(9), KnockPort::tcp(8), KnockPort::udp(7)]
+                    )
+                ),
             ],
             vec![]
         )
@@ -108,16 +116,16 @@ fn simple_port_errors() {
         simple(text).1,
         [
             format!("{S}:1: error: the protected port is empty"),
-            format!("{S}:2: error: the protected port is not a number; ports are 1 to 65535"),
-            format!("{S}:3: error: the protected port (0) is outside 1-65535"),
-            format!("{S}:4: error: the protected port (65536) is outside 1-65535"),
+            format!("{S}:2: error: the protected port is not a number; ports are written as digits, 1 to 65535"),
+            format!("{S}:3: error: the protected port (0) is out of range; ports are 1 to 65535"),
+            format!("{S}:4: error: the protected port (65536) is out of range; ports are 1 to 65535"),
             format!("{S}:5: error: empty knock sequence; list the knock ports after ':'"),
             format!("{S}:6: error: the knock port at position 2 is empty"),
             format!("{S}:7: error: the knock port at position 3 is empty"),
-            format!("{S}:8: error: the knock port at position 2 is not a number; ports are 1 to 65535"),
-            format!("{S}:9: error: the knock port at position 2 (99999) is outside 1-65535"),
-            format!("{S}:10: error: the knock port at position 2 has an unknown protocol; write PORT or PORT/udp"),
-            format!("{S}:11: error: the knock port at position 2 has an unknown protocol; write PORT or PORT/udp"),
+            format!("{S}:8: error: the knock port at position 2 is not a number; ports are written as digits, 1 to 65535"),
+            format!("{S}:9: error: the knock port at position 2 (99999) is out of range; ports are 1 to 65535"),
+            format!("{S}:10: error: the knock port at position 2 has an unknown protocol; write PORT or PORT/tcp for TCP, PORT/udp for UDP"),
+            format!("{S}:11: error: the knock port at position 2 has an unknown protocol; write PORT or PORT/tcp for TCP, PORT/udp for UDP"),
         ]
     );
 }
@@ -207,8 +215,8 @@ fn advanced_format_and_field_errors() {
             format!("{A}:5: error: the knock port is empty"),
             format!("{A}:6: error: the open secret is empty"),
             format!("{A}:7: error: the close secret is empty"),
-            format!("{A}:8: error: the protected port is not a number; ports are 1 to 65535"),
-            format!("{A}:9: error: the knock port (70000) is outside 1-65535"),
+            format!("{A}:8: error: the protected port is not a number; ports are written as digits, 1 to 65535"),
+            format!("{A}:9: error: the knock port (70000) is out of range; ports are 1 to 65535"),
             format!("{A}:10: error: the open secret has a character that is not printable ASCII; use letters, digits and punctuation"),
             format!("{A}:10: error: the close secret has a character that is not printable ASCII; use letters, digits and punctuation"),
         ]
@@ -241,6 +249,7 @@ fn secrets_never_reach_a_message() {
         format!("22,{secret},a,b"),
         format!("22:{secret}"),
         format!("22:7,{secret}/udp"),
+        format!("22:7,9/{secret}"),
         format!("{secret}:7,9,8"),
         format!("22,2000,{secret}"),
         format!("22,2000,{secret}\u{1},b"),
@@ -303,9 +312,12 @@ fn shared_udp_knock_ports() {
 /// Simple doors that pass every check: protected ports below 1000, knock ports above 1001,
 /// distinct sequences.
 fn valid_simple() -> impl Strategy<Value = Vec<SimpleDoor>> {
-    let knock = (any::<bool>(), 1002..=u16::MAX).prop_map(|(u, port)| KnockPort {
-        proto: if u { Proto::Udp } else { Proto::Tcp },
-        port,
+    let knock = (any::<bool>(), 1002..=u16::MAX).prop_map(|(udp, port)| {
+        if udp {
+            KnockPort::udp(port)
+        } else {
+            KnockPort::tcp(port)
+        }
     });
     let sequence = prop::collection::vec(knock, 1..=MAX_SEQUENCE).prop_map(|mut s| {
         s.dedup();
@@ -331,11 +343,9 @@ fn valid_simple() -> impl Strategy<Value = Vec<SimpleDoor>> {
         })
 }
 
+/// The doors as list lines, each knock port written `PORT/PROTO`.
 fn render_simple(doors: &[SimpleDoor]) -> String {
-    let knock = |k: &KnockPort| match k.proto {
-        Proto::Tcp => k.port.to_string(),
-        Proto::Udp => format!("{}/udp", k.port),
-    };
+    let knock = |k: &KnockPort| format!("{}/{}", k.port, k.proto);
     doors
         .iter()
         .map(|d| {

@@ -1,0 +1,225 @@
+//! Ports and knock ports: the one parser of `7000`, `7000/tcp` and `8000/udp`, used by the door
+//! lists and by the command line alike, and how a knock port is shown.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Transport protocol of a knock port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// A knock is a TCP SYN.
+    Tcp,
+    /// A knock is a UDP datagram.
+    Udp,
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+/// One port of a simple-mode sequence, or the UDP port of an advanced door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KnockPort {
+    /// How the knock arrives.
+    pub proto: Proto,
+    /// The port number, 1 to 65535.
+    pub port: u16,
+}
+
+impl KnockPort {
+    /// A TCP knock port: a connection attempt to `port` is the knock.
+    pub const fn tcp(port: u16) -> KnockPort {
+        KnockPort {
+            proto: Proto::Tcp,
+            port,
+        }
+    }
+
+    /// A UDP knock port: a datagram to `port` is the knock.
+    pub const fn udp(port: u16) -> KnockPort {
+        KnockPort {
+            proto: Proto::Udp,
+            port,
+        }
+    }
+}
+
+/// Shown as `tcp/7000` or `udp/8000`.
+impl fmt::Display for KnockPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.proto, self.port)
+    }
+}
+
+/// Parses one knock port as the simple list and `portknock knock` write it: `7000` or
+/// `7000/tcp` for TCP, `8000/udp` for UDP, the protocol in any case.
+impl FromStr for KnockPort {
+    type Err = PortError;
+
+    fn from_str(spec: &str) -> Result<Self, PortError> {
+        let (number, proto) = match spec.split_once('/') {
+            None => (spec, Proto::Tcp),
+            Some((number, p)) if p.eq_ignore_ascii_case("tcp") => (number, Proto::Tcp),
+            Some((number, p)) if p.eq_ignore_ascii_case("udp") => (number, Proto::Udp),
+            Some(_) => return Err(PortError::UnknownProto),
+        };
+        Ok(KnockPort {
+            proto,
+            port: parse_port(number)?,
+        })
+    }
+}
+
+/// Parses a TCP or UDP port number: digits only, 1 to 65535.
+pub fn parse_port(number: &str) -> Result<u16, PortError> {
+    if number.is_empty() {
+        return Err(PortError::Empty);
+    }
+    if !is_digits(number) {
+        return Err(PortError::NotANumber);
+    }
+    match number.parse() {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(PortError::OutOfRange(number.to_string())),
+    }
+}
+
+/// Whether `field` is one or more ASCII digits.
+pub(super) fn is_digits(field: &str) -> bool {
+    !field.is_empty() && field.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Why a port or a knock port was refused.
+///
+/// Only a field of digits is kept for the message: a misplaced field of a door list may be a
+/// secret, so nothing else of the input may reach a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortError {
+    /// Nothing where the number should be.
+    Empty,
+    /// The number part is not all digits.
+    NotANumber,
+    /// All digits, but 0 or above 65535; the digits as written.
+    OutOfRange(String),
+    /// The part after `/` is neither `tcp` nor `udp`.
+    UnknownProto,
+}
+
+impl PortError {
+    /// The message, with `subject` (such as "the knock port at position 2") naming the field.
+    pub fn describe(&self, subject: &str) -> String {
+        match self {
+            PortError::Empty => format!("{subject} is empty"),
+            PortError::NotANumber => {
+                format!("{subject} is not a number; ports are written as digits, 1 to 65535")
+            }
+            PortError::OutOfRange(digits) => {
+                format!("{subject} ({digits}) is out of range; ports are 1 to 65535")
+            }
+            PortError::UnknownProto => format!(
+                "{subject} has an unknown protocol; write PORT or PORT/tcp for TCP, PORT/udp for \
+                 UDP"
+            ),
+        }
+    }
+}
+
+/// The message about a port given alone, as on the command line (which shows the value itself).
+impl fmt::Display for PortError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe("the port"))
+    }
+}
+
+impl std::error::Error for PortError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knock_ports_parse() {
+        for (spec, knock) in [
+            ("22", KnockPort::tcp(22)),
+            ("7000/tcp", KnockPort::tcp(7000)),
+            ("7000/TCP", KnockPort::tcp(7000)),
+            ("8000/udp", KnockPort::udp(8000)),
+            ("8000/UdP", KnockPort::udp(8000)),
+            ("1", KnockPort::tcp(1)),
+            ("65535/udp", KnockPort::udp(65535)),
+        ] {
+            assert_eq!(spec.parse(), Ok(knock), "{spec}");
+        }
+    }
+
+    #[test]
+    fn bad_knock_ports_say_why() {
+        let out_of_range = |s: &str| Err(PortError::OutOfRange(s.to_string()));
+        for (spec, error) in [
+            ("70000", out_of_range("70000")),
+            ("0", out_of_range("0")),
+            ("0/udp", out_of_range("0")),
+            ("99999999999999999999", out_of_range("99999999999999999999")),
+            ("22/sctp", Err(PortError::UnknownProto)),
+            ("22/", Err(PortError::UnknownProto)),
+            ("22/udp/udp", Err(PortError::UnknownProto)),
+            ("ssh", Err(PortError::NotANumber)),
+            ("+22", Err(PortError::NotANumber)),
+            ("-1", Err(PortError::NotANumber)),
+            (" 22", Err(PortError::NotANumber)),
+            ("２２", Err(PortError::NotANumber)),
+            ("", Err(PortError::Empty)),
+            ("/udp", Err(PortError::Empty)),
+        ] {
+            assert_eq!(spec.parse::<KnockPort>(), error, "{spec}");
+        }
+        assert_eq!(parse_port("22/udp"), Err(PortError::NotANumber));
+        assert_eq!(parse_port("65535"), Ok(65535));
+    }
+
+    #[test]
+    fn messages_name_the_field_and_echo_only_digits() {
+        let cases = [
+            (PortError::Empty, "the port is empty"),
+            (
+                PortError::NotANumber,
+                "the port is not a number; ports are written as digits, 1 to 65535",
+            ),
+            (
+                PortError::OutOfRange("70000".into()),
+                "the port (70000) is out of range; ports are 1 to 65535",
+            ),
+            (
+                PortError::UnknownProto,
+                "the port has an unknown protocol; write PORT or PORT/tcp for TCP, PORT/udp for \
+                 UDP",
+            ),
+        ];
+        for (error, message) in cases {
+            assert_eq!(error.to_string(), message);
+        }
+        assert_eq!(
+            PortError::Empty.describe("the knock port at position 2"),
+            "the knock port at position 2 is empty"
+        );
+    }
+
+    #[test]
+    fn shown_with_the_protocol_first_and_parsed_back_with_it_last() {
+        for knock in [
+            KnockPort::tcp(1),
+            KnockPort::tcp(7000),
+            KnockPort::udp(8000),
+            KnockPort::udp(65535),
+        ] {
+            assert_eq!(format!("{}/{}", knock.port, knock.proto).parse(), Ok(knock));
+        }
+        assert_eq!(KnockPort::tcp(7000).to_string(), "tcp/7000");
+        assert_eq!(KnockPort::udp(8000).to_string(), "udp/8000");
+    }
+}

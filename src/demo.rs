@@ -1,0 +1,367 @@
+//! `portknock demo`: the whole story in two throw-away network namespaces, with the real daemon
+//! and the real client — refused, simple knock, connected, OTP open, connected, close, refused,
+//! replay refused. Nothing on the host's own network is touched.
+
+use std::fs::{self, File};
+use std::io::{IsTerminal, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::cli::{EXIT_FAILURE, EXIT_OK};
+use crate::netns::{client4, Netns, Network, SERVER4};
+
+const SIMPLE_DOOR: u16 = 22;
+const SEQUENCE: [&str; 3] = ["7000", "9000", "8000"];
+const ADVANCED_DOOR: u16 = 2222;
+const OTP_PORT: &str = "2000";
+/// How long one connection attempt may take before the port counts as closed.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Terminal colours, only when standard output is a terminal.
+struct Style {
+    on: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+/// One step of the story.
+enum Step {
+    /// Try to connect to a port; `true` when it should be open.
+    Port(u16, bool, &'static str),
+    /// Run the real client with these arguments.
+    Client(Vec<String>, &'static str),
+    /// Replay the open password from the client.
+    Replay,
+}
+
+/// What `portknock demo` needs while it runs; dropping it stops the daemon and removes the
+/// namespaces and the temporary directory.
+struct Demo {
+    style: Style,
+    net: Network,
+    dir: PathBuf,
+    daemon: Child,
+    log_seen: usize,
+    failures: usize,
+    interrupted: Arc<AtomicBool>,
+}
+
+/// `portknock demo`.
+pub fn demo() -> u8 {
+    let style = Style {
+        on: std::io::stdout().is_terminal(),
+    };
+    if crate::firewall::require_net_admin().is_err() || !nix::unistd::geteuid().is_root() {
+        println!(
+            "portknock demo builds two network namespaces joined by a virtual cable, runs the real\n\
+             portknock daemon in one and the real client in the other, and loads nftables rules only\n\
+             inside them. Creating namespaces needs root, so run:\n\n    sudo portknock demo\n\n\
+             Nothing on this host's own network, firewall or interfaces is touched."
+        );
+        return EXIT_FAILURE;
+    }
+    match Demo::start(style) {
+        Ok(mut demo) => demo.story(),
+        Err(e) => {
+            eprintln!("demo: could not set up: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+impl Demo {
+    fn start(style: Style) -> anyhow::Result<Demo> {
+        let interrupted = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&interrupted))?;
+        }
+        println!(
+            "{}",
+            style.paint(
+                "1",
+                "portknock demo — a server and a client in two network namespaces"
+            )
+        );
+        let net = Network::new("pkdemo", 1)?;
+        let dir = std::env::temp_dir().join(format!("portknock-demo-{}", std::process::id()));
+        write_config(&dir)?;
+        for port in [SIMPLE_DOOR, ADVANCED_DOOR] {
+            listen(&net.server, port)?;
+        }
+        let exe = std::env::current_exe()?;
+        let daemon = net
+            .server
+            .command(&exe.to_string_lossy())
+            .arg("serve")
+            .env("PORTKNOCK_CONFIG_DIR", dir.join("etc"))
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.join("daemon.log"))?)
+            .spawn()?;
+        let mut demo = Demo {
+            style,
+            net,
+            dir,
+            daemon,
+            log_seen: 0,
+            failures: 0,
+            interrupted,
+        };
+        let started = Instant::now();
+        while !demo.log().contains("portknock serving") {
+            if started.elapsed() > Duration::from_secs(10) {
+                anyhow::bail!("the daemon did not start; its log:\n{}", demo.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        println!(
+            "server {SERVER4} (namespace {}): daemon running, TCP services on ports {SIMPLE_DOOR} and {ADVANCED_DOOR}",
+            demo.net.server.name
+        );
+        println!(
+            "client {} (namespace {})\n",
+            client4(0),
+            demo.net.clients[0].name
+        );
+        demo.show_log();
+        Ok(demo)
+    }
+
+    fn story(&mut self) -> u8 {
+        let secret = |name: &str| {
+            self.dir
+                .join("etc")
+                .join(name)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let mut knock = vec!["knock".to_string(), SERVER4.to_string()];
+        knock.extend(SEQUENCE.map(String::from));
+        let otp = |file: String| {
+            ["otp", SERVER4, OTP_PORT, "--secret-file", &file]
+                .map(String::from)
+                .to_vec()
+        };
+        let steps = [
+            Step::Port(SIMPLE_DOOR, false, "port 22 is closed to everyone"),
+            Step::Client(
+                knock,
+                "simple mode: a connection attempt to 7000, 9000, 8000, in order",
+            ),
+            Step::Port(SIMPLE_DOOR, true, "port 22 opened for this client"),
+            Step::Port(ADVANCED_DOOR, false, "port 2222 is closed"),
+            Step::Client(
+                otp(secret("open.secret")),
+                "advanced mode: one UDP datagram with this minute's one-time password",
+            ),
+            Step::Port(ADVANCED_DOOR, true, "port 2222 opened"),
+            Step::Client(
+                otp(secret("close.secret")),
+                "the close password shuts the door again",
+            ),
+            Step::Port(ADVANCED_DOOR, false, "port 2222 is closed again"),
+            Step::Replay,
+            Step::Port(ADVANCED_DOOR, false, "the replayed password opened nothing"),
+        ];
+        for step in steps {
+            if self.interrupted.load(Ordering::Relaxed) {
+                println!("\ninterrupted: cleaning up");
+                return EXIT_FAILURE;
+            }
+            match step {
+                Step::Port(port, open, what) => self.expect_port(port, open, what),
+                Step::Client(args, why) => self.client(&args, why),
+                Step::Replay => self.replay(),
+            }
+        }
+        if self.failures == 0 {
+            println!(
+                "\n{}",
+                self.style.paint("32;1", "every step behaved as it should")
+            );
+            EXIT_OK
+        } else {
+            println!(
+                "\n{}",
+                self.style
+                    .paint("31;1", &format!("{} step(s) did not behave", self.failures))
+            );
+            EXIT_FAILURE
+        }
+    }
+
+    fn command_line(&self, line: &str, why: &str) {
+        println!("{}", self.style.paint("2", &format!("# {why}")));
+        println!("{} {}", self.style.paint("36;1", "client$"), line);
+    }
+
+    fn verdict(&mut self, good: bool, text: &str) {
+        if good {
+            println!("  {} {text}", self.style.paint("32;1", "✓"));
+        } else {
+            self.failures += 1;
+            println!("  {} {text}", self.style.paint("31;1", "✗ unexpected:"));
+        }
+        self.show_log();
+        println!();
+    }
+
+    /// Runs the real `portknock` client in the client namespace.
+    fn client(&mut self, args: &[String], why: &str) {
+        self.command_line(&format!("portknock {}", args.join(" ")), why);
+        let result = std::env::current_exe().and_then(|exe| {
+            self.net.clients[0]
+                .command(&exe.to_string_lossy())
+                .args(args)
+                .output()
+        });
+        match result {
+            Ok(out) => {
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    println!("  {line}");
+                }
+                self.verdict(out.status.success(), "sent");
+            }
+            Err(e) => self.verdict(false, &format!("could not run the client: {e}")),
+        }
+    }
+
+    fn expect_port(&mut self, port: u16, open: bool, what: &str) {
+        self.command_line(&format!("nc -z -w1 {SERVER4} {port}"), what);
+        let target = SocketAddr::new(SERVER4.parse().expect("constant address"), port);
+        let connected = self.net.clients[0]
+            .run(move || TcpStream::connect_timeout(&target, CONNECT_TIMEOUT).is_ok())
+            .unwrap_or(false);
+        let text = if connected {
+            format!("connected to port {port}")
+        } else {
+            format!("no connection to port {port}: the firewall dropped the SYN")
+        };
+        self.verdict(connected == open, &text);
+    }
+
+    /// An eavesdropper sends the open password it saw again, from the same address.
+    fn replay(&mut self) {
+        self.command_line(
+            &format!("portknock otp {SERVER4} {OTP_PORT} --secret-file open.secret --print | socat - UDP:{SERVER4}:{OTP_PORT}"),
+            "an eavesdropper replays the open password it captured",
+        );
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => return self.verdict(false, &format!("cannot find this program: {e}")),
+        };
+        let secret = self.dir.join("etc/open.secret");
+        let printed = self.net.clients[0]
+            .command(&exe.to_string_lossy())
+            .args(["otp", SERVER4, OTP_PORT, "--print", "--secret-file"])
+            .arg(&secret)
+            .output();
+        let payload = match printed {
+            Ok(out) if out.status.success() => out.stdout,
+            _ => return self.verdict(false, "could not print the payload"),
+        };
+        let target = SocketAddr::new(SERVER4.parse().expect("constant address"), 2000);
+        let sent = self.net.clients[0]
+            .run(move || UdpSocket::bind("0.0.0.0:0").and_then(|s| s.send_to(&payload, target)))
+            .and_then(std::convert::identity);
+        let started = Instant::now();
+        while !self.log().contains("replay") && started.elapsed() < Duration::from_secs(3) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let refused = sent.is_ok() && self.log().contains("replay");
+        self.verdict(refused, "the daemon recognised the replay and refused it");
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Prints the daemon's log lines that appeared since the last call.
+    fn show_log(&mut self) {
+        // Let the daemon's reaction to the step reach its log.
+        thread::sleep(Duration::from_millis(50));
+        let log = self.log();
+        for line in log.get(self.log_seen..).unwrap_or_default().lines() {
+            println!("  {} {line}", self.style.paint("35", "daemon │"));
+        }
+        self.log_seen = log.len();
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn write_config(dir: &Path) -> std::io::Result<()> {
+    let etc = dir.join("etc");
+    fs::create_dir_all(&etc)?;
+    fs::write(
+        etc.join("portknock.conf"),
+        format!(
+            "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=yes\nFW_PORTKNOCK_ADVANCED=yes\n\
+             FW_PORTKNOCK_SIMPLE_OPEN=30\nFW_PORTKNOCK_STATE_DIR={}\n",
+            dir.join("state").display()
+        ),
+    )?;
+    fs::write(
+        etc.join("simple-portknock-list"),
+        format!("{SIMPLE_DOOR}:{}\n", SEQUENCE.join(",")),
+    )?;
+    let open = random_secret()?;
+    let close = random_secret()?;
+    for (name, text) in [
+        (
+            "advanced-portknock-list",
+            format!("{ADVANCED_DOOR},{OTP_PORT},{open},{close}\n"),
+        ),
+        ("open.secret", format!("{open}\n")),
+        ("close.secret", format!("{close}\n")),
+    ] {
+        let path = etc.join(name);
+        fs::write(&path, text)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// 24 random letters and digits: a fresh secret pair per run, so the demo never teaches a
+/// secret anyone could reuse.
+fn random_secret() -> std::io::Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 24];
+    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect())
+}
+
+/// A TCP service on `port` in the server namespace that accepts and answers with a greeting.
+fn listen(server: &Netns, port: u16) -> std::io::Result<()> {
+    let listener = server
+        .run(move || TcpListener::bind(("0.0.0.0", port)))
+        .and_then(std::convert::identity)?;
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.write_all(b"hello from the protected service\n");
+        }
+    });
+    Ok(())
+}
