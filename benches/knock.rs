@@ -12,9 +12,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use nix::poll::{ppoll, PollFd, PollFlags};
+use nix::sys::time::TimeSpec;
 use portknock::config::Secret;
 use portknock::otp;
 use socket2::{Domain, Socket, Type};
+use std::os::fd::AsFd;
 
 const TRIALS: usize = 50;
 /// Poll interval for the protected port: finer than the latencies measured.
@@ -40,24 +43,41 @@ fn syn(source: IpAddr, target: SocketAddr) {
     let _ = socket.connect(&target.into());
 }
 
-/// Polls `target` from `source` with a fresh connection attempt every [`POLL`] until one
-/// completes; returns when it did, or `None` after [`GIVE_UP`].
+/// Polls `target` from `source` with a fresh connection attempt every [`POLL`], waiting on
+/// all attempts in flight with `ppoll`, until one completes its handshake; returns when it did,
+/// or `None` after [`GIVE_UP`]. A SYN the firewall drops leaves its attempt pending for good, so
+/// only a grant in time for some attempt ends the loop.
 fn first_open(source: IpAddr, target: SocketAddr, start: Instant) -> Option<Duration> {
     let mut pending: Vec<Socket> = Vec::new();
     while start.elapsed() < GIVE_UP {
         let socket = socket_from(source, Type::STREAM);
         let _ = socket.connect(&target.into());
         pending.push(socket);
-        for s in &pending {
-            if s.peer_addr().is_ok() && s.take_error().ok().flatten().is_none() {
-                return Some(start.elapsed());
-            }
-        }
-        // Attempts that were dropped stay pending; bound the set so the loop stays cheap.
+        // Attempts whose SYN was dropped stay pending; a bounded window keeps polling cheap.
         if pending.len() > 64 {
             pending.remove(0);
         }
-        thread::sleep(POLL);
+        let mut fds: Vec<PollFd> = pending
+            .iter()
+            .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLOUT))
+            .collect();
+        let timeout = TimeSpec::from_duration(POLL);
+        if ppoll(&mut fds, Some(timeout), None).unwrap_or(0) > 0 {
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| r.contains(PollFlags::POLLOUT)))
+                .collect();
+            if pending
+                .iter()
+                .zip(&ready)
+                .any(|(s, &r)| r && matches!(s.take_error(), Ok(None)) && s.peer_addr().is_ok())
+            {
+                return Some(start.elapsed());
+            }
+            // An attempt that finished without connecting (refused) is done with.
+            let mut ready = ready.into_iter();
+            pending.retain(|_| !ready.next().unwrap_or(false));
+        }
     }
     None
 }

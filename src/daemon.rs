@@ -187,7 +187,11 @@ impl Knocks {
         install(&config)?;
         Ok(Knocks {
             engine: engine_for(&config),
-            store: OtpStore::open(&config.settings.state_dir)?,
+            store: OtpStore::open(
+                &config.settings.state_dir,
+                otp::epoch_minute(unix_now()),
+                config.settings.otp_skew,
+            )?,
             kernel: SetUpdater::open()?,
             config,
         })

@@ -260,7 +260,9 @@ impl UsedOtps {
         if self.used.contains_key(&mac) {
             return Err(Refused::Replay);
         }
-        if minute < self.floor {
+        // An entry that could not verify now (as when a log is replayed after a long stop) is
+        // not worth remembering: nothing can be accepted for it any more.
+        if minute < self.floor || minute.saturating_add(skew) < now_minute {
             return Err(Refused::TooOld);
         }
         if self.used.len() >= MAX_ENTRIES {
@@ -607,7 +609,7 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            used.check_and_record([4u8; 32], u32::MAX - 1, u32::MAX, 0),
+            used.check_and_record([4u8; 32], u32::MAX - 1, u32::MAX, 1),
             Ok(())
         );
         used.prune(u32::MAX, 0);
@@ -617,6 +619,17 @@ mod tests {
             used.is_used(&[3u8; 32]),
             "the newest minute can never expire past u32::MAX"
         );
+    }
+
+    #[test]
+    fn an_entry_that_could_not_verify_now_is_not_recorded() {
+        let mut used = UsedOtps::new();
+        assert_eq!(
+            used.check_and_record([5u8; 32], MINUTE, MINUTE + 2, 1),
+            Err(Refused::TooOld)
+        );
+        assert!(used.is_empty());
+        assert_eq!(used.check_and_record([5u8; 32], MINUTE, MINUTE + 1, 1), Ok(()));
     }
 
     #[test]

