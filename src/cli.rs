@@ -69,7 +69,10 @@ pub struct KnockArgs {
     /// The knock ports in order: PORT for TCP, PORT/udp for UDP.
     #[arg(required = true, value_name = "PORT[/udp]", value_parser = str::parse::<crate::config::KnockPort>)]
     pub ports: Vec<crate::config::KnockPort>,
-    /// Pause between two knocks, in milliseconds.
+    /// Pause between two knocks, in milliseconds. The default leaves the server time to arm
+    /// the final knock in its kernel, so a connection made right after the knock is let in at
+    /// once; with 0 the final knock can beat the daemon, and the port still opens, but a
+    /// connection made at once may then wait a second for TCP to retry.
     #[arg(
         long,
         value_name = "MS",

@@ -135,6 +135,9 @@ fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     let mut capture = Capture::open(NFLOG_GROUP)?;
     capture.set_timeout(TICK)?;
     let mut knocks = Knocks::start(config)?;
+    // Everything that needs more than CAP_NET_ADMIN (creating the state directory, binding
+    // the sockets) is done; from here on the daemon can only manage the firewall.
+    crate::firewall::keep_only_net_admin()?;
     info!(
         simple = knocks.config.simple.len(),
         advanced = knocks.config.advanced.len(),

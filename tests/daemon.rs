@@ -176,7 +176,7 @@ fn immediate_connect_after_the_last_knock_over_ipv4_and_ipv6() {
     let Some(lab) = lab(1, FAST) else { return };
     for (flag, server) in [("-4", SERVER4), ("-6", SERVER6)] {
         let script = format!(
-            "{BIN} knock {flag} {server} 7000 9000 8000 --delay 0 >/dev/null && timeout 0.5 bash -c 'exec 3<>/dev/tcp/{server}/22' && echo open"
+            "{BIN} knock {flag} {server} 7000 9000 8000 >/dev/null && timeout 0.5 bash -c 'exec 3<>/dev/tcp/{server}/22' && echo open"
         );
         let out = sh(&lab, 0, &script);
         assert_eq!(

@@ -5,18 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{require_root, BIN};
-
-fn demo_namespaces() -> usize {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("pkdemo-"))
-        .count()
-}
+use common::{namespaces_named, require_root, BIN};
 
 #[test]
 fn the_demo_tells_the_whole_story_and_cleans_up() {
@@ -43,7 +32,11 @@ fn the_demo_tells_the_whole_story_and_cleans_up() {
         !stdout.contains('\x1b'),
         "no colours when stdout is not a terminal"
     );
-    assert_eq!(demo_namespaces(), 0, "namespaces removed");
+    assert_eq!(
+        namespaces_named("pkdemo-"),
+        Vec::<String>::new(),
+        "namespaces removed"
+    );
 }
 
 #[test]

@@ -25,15 +25,7 @@ fn host_snapshot() -> String {
 }
 
 fn our_namespaces() -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(&format!("pkt-{}-", std::process::id())))
-        .map(str::to_string)
-        .collect()
+    namespaces_named(&format!("pkt-{}-", std::process::id()))
 }
 
 #[test]

@@ -2,6 +2,8 @@
 
 use std::fs;
 
+use caps::{CapSet, Capability};
+
 /// Bit of CAP_NET_ADMIN in the capability sets of `/proc/self/status`.
 const CAP_NET_ADMIN: u32 = 12;
 
@@ -21,6 +23,33 @@ pub fn require_net_admin() -> Result<(), NoPrivilege> {
         Some(caps) if caps & (1 << CAP_NET_ADMIN) == 0 => Err(NoPrivilege),
         _ => Ok(()),
     }
+}
+
+/// Dropping capabilities failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot drop capabilities the daemon does not need: {0}")]
+pub struct DropError(String);
+
+/// Keeps CAP_NET_ADMIN and nothing else, in every capability set including the bounding set,
+/// so that neither the daemon nor the `nft` it runs for reloads can do more than manage the
+/// firewall: a root daemon without CAP_DAC_OVERRIDE, CAP_SYS_ADMIN and the rest. Files it
+/// needs afterwards (the state directory, the configuration) belong to root, so the owner's
+/// permission bits still let it in.
+pub fn keep_only_net_admin() -> Result<(), DropError> {
+    let keep = Capability::CAP_NET_ADMIN;
+    let err = |e: caps::errors::CapsError| DropError(e.to_string());
+    for cap in caps::all() {
+        if cap != keep {
+            caps::drop(None, CapSet::Bounding, cap).map_err(err)?;
+        }
+    }
+    let only: caps::CapsHashSet = [keep].into_iter().collect();
+    for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
+        caps::set(None, set, &only).map_err(err)?;
+    }
+    // Ambient keeps CAP_NET_ADMIN across the exec of `nft` when the daemon does not run as
+    // uid 0 (as under a systemd unit with a dedicated user).
+    caps::raise(None, CapSet::Ambient, keep).map_err(err)
 }
 
 fn effective_caps(status: &str) -> Option<u64> {
