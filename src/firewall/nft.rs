@@ -7,7 +7,7 @@ use std::time::Duration;
 use nftables::helper::{self, NftablesError};
 use serde_json::Value;
 
-use super::ruleset::{Family, Grant, TABLE};
+use super::ruleset::{Batch, Family, Grant, TABLE};
 
 /// What went wrong installing or reading portknock's table.
 #[derive(Debug, thiserror::Error)]
@@ -45,14 +45,14 @@ fn first_nonempty(a: &str, b: &str) -> String {
 }
 
 /// Applies one batch atomically: either all of it takes effect or none.
-pub fn apply(batch: &Value, what: &'static str) -> Result<(), NftError> {
-    helper::apply_ruleset_raw(
-        &batch.to_string(),
-        helper::DEFAULT_NFT,
-        helper::DEFAULT_ARGS,
-    )
-    .map(drop)
-    .map_err(|e| nft_error(what, e))
+pub fn apply(batch: &Batch, what: &'static str) -> Result<(), NftError> {
+    let json = serde_json::to_string(batch).map_err(|e| NftError::Unreadable {
+        what,
+        detail: e.to_string(),
+    })?;
+    helper::apply_ruleset_raw(&json, helper::DEFAULT_NFT, helper::DEFAULT_ARGS)
+        .map(drop)
+        .map_err(|e| nft_error(what, e))
 }
 
 /// Whether portknock's table is installed.
