@@ -6,19 +6,36 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod assets;
+
 /// Exit status for success.
 pub const EXIT_OK: u8 = 0;
 /// Exit status for a failure at run time.
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit status for bad usage or a bad configuration.
 pub const EXIT_USAGE: u8 = 2;
+/// Where the configuration lives unless `--config-dir` or `PORTKNOCK_CONFIG_DIR` says otherwise.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/portknock";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "portknock",
     version,
     about = "Port-knocking firewall for Linux on nftables: server daemon and client in one binary",
-    after_help = "Examples:\n  portknock check --config-dir /etc/portknock\n  portknock knock server.example 7000 8000 9000 --verify 22\n  portknock otp server.example 2000 --secret-file ~/.portknock-secret --verify 22"
+    long_about = "portknock keeps chosen TCP ports (SSH, say) closed with nftables, and opens one, \
+for a while and to one source address only, when that source knocks right. One binary is both the \
+daemon (serve) and the client (knock, otp). Each protected port is a door of one of two modes:\n  \
+simple    a sequence of connection attempts to knock ports, in order; any client can\n            \
+knock (portknock knock, knockd's knock, nc -z, telnet)\n  \
+advanced  one UDP datagram with a one-time password for this minute, compatible with\n            \
+the netfilter pknock match; each password works once\n\n\
+To see it work without touching this machine's network: sudo portknock demo",
+    after_help = "Examples:\n  \
+sudo portknock demo            # see it work, in throw-away network namespaces\n  \
+portknock check                # validate /etc/portknock, list the doors\n  \
+portknock apply                # install the rules (and reload a running daemon)\n  \
+portknock knock server.example 7000 9000 8000 --verify 22 && ssh server.example\n  \
+portknock otp server.example 2000 --secret-file ~/.portknock-secret --verify 22"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,7 +46,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct ConfigDirArg {
     /// Configuration directory holding portknock.conf and the two door lists.
-    #[arg(long, env = "PORTKNOCK_CONFIG_DIR", default_value = "/etc/portknock")]
+    #[arg(long, env = "PORTKNOCK_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
     pub config_dir: PathBuf,
 }
 
@@ -116,9 +133,62 @@ pub struct OtpArgs {
 pub enum Command {
     /// Validate the configuration and print every problem and a summary of the doors.
     #[command(
-        after_help = "Exit status: 0 when valid (warnings may remain), 2 on errors.\n\nExample:\n  portknock check --config-dir examples"
+        after_help = "Every problem is reported as FILE:LINE: message, all of them at once. Warnings \
+(a short secret, an ascending sequence, a list others can read) are printed but do not fail the \
+check. Needs no privileges beyond reading the files.\n\n\
+Exit status: 0 valid (warnings may remain), 2 errors.\n\n\
+Examples:\n  portknock check\n  portknock check --config-dir examples"
     )]
     Check(ConfigDirArg),
+    /// Validate, install or replace the ruleset atomically, and make a running daemon reload.
+    #[command(
+        after_help = "Grants of doors that still exist survive the replacement. A configuration \
+with errors changes nothing. With FW_PORTKNOCK=\"no\" the table is removed and no port is \
+protected. --dry-run needs no privileges.\n\n\
+Exit status: 0 applied, 1 failure at run time (nft refused, no privilege), 2 errors in the \
+configuration.\n\n\
+Examples:\n  portknock apply\n  portknock apply --dry-run | jq ."
+    )]
+    Apply(ApplyArgs),
+    /// Run the daemon in the foreground: install the rules, watch knocks, grant. SIGHUP reloads.
+    #[command(
+        after_help = "Logs go to standard error (RUST_LOG=debug for more). SIGHUP reloads the \
+configuration; a broken one is refused and the old one stays in force. SIGTERM stops the daemon \
+and leaves the rules in place, so protected ports stay closed and grants run out on time. Needs \
+CAP_NET_ADMIN; packaging/portknock.service runs it under systemd with that capability only.\n\n\
+Exit status: 0 stopped by a signal, 1 failure at run time, 2 errors in the configuration.\n\n\
+Examples:\n  portknock serve\n  systemctl enable --now portknock"
+    )]
+    Serve(ConfigDirArg),
+    /// Show the engine and modes, the doors, and every active grant with its time left.
+    #[command(
+        after_help = "Grants are read from the kernel, so this is the truth even when the daemon \
+is not running or the configuration is broken.\n\n\
+Examples:\n  portknock status\n  portknock status --json | jq '.grants'"
+    )]
+    Status(StatusArgs),
+    /// Open PORT to SOURCE by hand, for a while, as a knock would.
+    #[command(
+        after_help = "The grant is a kernel set element with a timeout, like a knock's: it ends on \
+time even if the daemon is not running. `portknock close` ends it early.\n\n\
+Example:\n  portknock open 198.18.0.2 22 --for 600"
+    )]
+    Open(OpenArgs),
+    /// Take back a grant of PORT to SOURCE; established connections stay up.
+    #[command(
+        after_help = "New connections from SOURCE to PORT are dropped again; connections already \
+established are never cut.\n\n\
+Example:\n  portknock close 198.18.0.2 22"
+    )]
+    Close(CloseArgs),
+    /// Remove portknock's table: nothing is protected any more until the next apply.
+    #[command(
+        after_help = "Every protected port is open to everyone again and every grant is gone. Stop \
+the daemon first (systemctl stop portknock): its next reload would install the table again. \
+`portknock apply` puts the protection back.\n\n\
+Example:\n  systemctl stop portknock && portknock remove"
+    )]
+    Remove,
     /// Knock a simple-mode sequence: one connection attempt (TCP) or datagram (PORT/udp) per port, in order.
     #[command(
         after_help = "Each TCP port gets one connection attempt (its SYN is the knock), each PORT/udp one \
@@ -133,7 +203,8 @@ portknock knock -6 server.example 7000 8000 9000 --verify 22 && ssh server.examp
     #[command(
         after_help = "The secret is taken from SECRET, else --secret-file, else $PORTKNOCK_SECRET, else \
 asked for on the terminal; it is never printed. A one-time password is accepted once: knock at most \
-once a minute per secret.\n\n\
+once a minute per secret. Client and server clocks must agree to within FW_PORTKNOCK_OTP_SKEW \
+minutes. contrib/knock.sh DST PORT SECRET wraps this command for users of pknock's knock.sh.\n\n\
 Exit status: 0 sent (and, with --verify, the port opened), 1 sending failed or the port did not open, \
 2 bad usage, no secret, or a host that does not resolve.\n\n\
 Examples:\n  portknock otp server.example 2000 --secret-file ~/.portknock-secret --verify 22\n  \
@@ -141,44 +212,33 @@ PORTKNOCK_SECRET=... portknock otp server.example 2000 && ssh server.example\n  
 portknock otp srv.example 2000 --source 203.0.113.5 --print | socat - UDP:srv.example:2000"
     )]
     Otp(OtpArgs),
-    /// Run the daemon in the foreground: install the rules, watch knocks, grant. SIGHUP reloads.
+    /// See it work: knock, open, connect and close, in throw-away network namespaces.
     #[command(
-        after_help = "Logs go to standard error (RUST_LOG=debug for more). SIGHUP reloads the \
-configuration (a broken one is refused and the old one stays in force); SIGTERM stops the daemon \
-and leaves the rules in place, so protected ports stay closed and grants run out on time.\n\n\
-Example:\n  portknock serve --config-dir /etc/portknock"
-    )]
-    Serve(ConfigDirArg),
-    /// Validate, install or replace the ruleset atomically, and make a running daemon reload.
-    #[command(
-        after_help = "Grants of doors that still exist survive. With errors in the configuration \
-nothing is changed (exit 2). With FW_PORTKNOCK=\"no\" the table is removed.\n\n\
-Examples:\n  portknock apply\n  portknock apply --dry-run | less"
-    )]
-    Apply(ApplyArgs),
-    /// Show the engine and modes, the doors, and every active grant with its time left.
-    #[command(
-        after_help = "Grants are read from the kernel, so this is the truth even when the daemon \
-is not running.\n\nExamples:\n  portknock status\n  portknock status --json | jq '.grants'"
-    )]
-    Status(StatusArgs),
-    /// Open PORT to SOURCE by hand, for a while.
-    #[command(after_help = "Example:\n  portknock open 198.18.0.2 22 --for 600")]
-    Open(OpenArgs),
-    /// Take back a grant of PORT to SOURCE; established connections stay up.
-    #[command(after_help = "Example:\n  portknock close 198.18.0.2 22")]
-    Close(CloseArgs),
-    /// Show the whole story in throw-away network namespaces: knock, open, connect, close.
-    #[command(
-        after_help = "Needs root: it creates two network namespaces joined by a veth pair \
-(198.18.0.0/15 addresses), runs the real daemon in one and the real client in the other, and \
-removes everything afterwards, also on Ctrl-C. The host's own network is not touched.\n\n\
+        after_help = "Needs root: it creates a server and a client network namespace (198.18.0.0/15 \
+addresses), runs the real daemon in one and the real client in the other, and removes everything \
+afterwards, also on Ctrl-C. The host's own network and firewall are not touched, and no \
+configuration is needed.\n\n\
 Example:\n  sudo portknock demo"
     )]
     Demo,
-    /// Remove portknock's table: nothing is protected any more until the next apply.
-    #[command(after_help = "Example:\n  portknock remove")]
-    Remove,
+    /// Write shell completions and manual pages for this version into DIR (for packagers).
+    #[command(
+        after_help = "Writes DIR/completions/portknock.bash, _portknock (zsh) and portknock.fish, and \
+DIR/man/portknock.1 with one page per command (portknock-serve.1, ...). They are generated from \
+the same definitions as this help, so they always match the binary. Needs no privileges.\n\n\
+Examples:\n  portknock generate /tmp/pk\n  \
+install -Dm644 -t /usr/share/bash-completion/completions /tmp/pk/completions/portknock.bash\n  \
+install -Dm644 -t /usr/local/share/man/man1 /tmp/pk/man/*.1"
+    )]
+    Generate(GenerateArgs),
+}
+
+/// Arguments of `portknock generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Directory to write into; created when missing, existing files are replaced.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// Arguments of `portknock apply`.
@@ -229,7 +289,11 @@ impl Command {
     /// Whether the command changes or reads the kernel firewall, and so needs CAP_NET_ADMIN.
     fn needs_net_admin(&self) -> bool {
         match self {
-            Command::Check(_) | Command::Knock(_) | Command::Otp(_) | Command::Demo => false,
+            Command::Check(_)
+            | Command::Knock(_)
+            | Command::Otp(_)
+            | Command::Demo
+            | Command::Generate(_) => false,
             Command::Apply(args) => !args.dry_run,
             Command::Serve(_)
             | Command::Status(_)
@@ -267,6 +331,7 @@ pub fn run() -> ExitCode {
         Command::Close(args) => crate::admin::manual(args.source, args.port, None),
         Command::Remove => crate::admin::remove(),
         Command::Demo => crate::demo::demo(),
+        Command::Generate(args) => assets::generate_command(&args.dir),
     };
     ExitCode::from(code)
 }

@@ -38,9 +38,14 @@ pub struct DropError(String);
 pub fn keep_only_net_admin() -> Result<(), DropError> {
     let keep = Capability::CAP_NET_ADMIN;
     let err = |e: caps::errors::CapsError| DropError(e.to_string());
-    for cap in caps::all() {
-        if cap != keep {
-            caps::drop(None, CapSet::Bounding, cap).map_err(err)?;
+    // The kernel lets only a holder of CAP_SETPCAP shrink the bounding set; without it (a
+    // systemd unit whose bounding set is CAP_NET_ADMIN already, a container) there is nothing
+    // more to take from it, and the sets below still shrink.
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).map_err(err)? {
+        for cap in caps::read(None, CapSet::Bounding).map_err(err)? {
+            if cap != keep {
+                caps::drop(None, CapSet::Bounding, cap).map_err(err)?;
+            }
         }
     }
     let only: caps::CapsHashSet = [keep].into_iter().collect();
