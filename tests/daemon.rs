@@ -111,6 +111,53 @@ fn wrong_order_does_not_open_but_retransmissions_do() {
 }
 
 #[test]
+fn verify_tells_a_shut_door_from_an_open_one() {
+    let Some(lab) = lab(1, FAST) else { return };
+    let out = lab.client(
+        0,
+        &[
+            "knock",
+            SERVER4,
+            "7000",
+            "8000",
+            "9000",
+            "--verify",
+            "22",
+            "--verify-timeout",
+            "500",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("port 22 on 198.18.0.1 did not open")
+            && stdout.contains("check the sequence"),
+        "{stdout}"
+    );
+    let out = lab.client(
+        0,
+        &["knock", SERVER4, "7000", "9000", "8000", "--verify", "22"],
+    );
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("port 22 on 198.18.0.1 is open"));
+    let out = lab.client(
+        0,
+        &[
+            "otp",
+            SERVER4,
+            "2000",
+            "wrongsecret",
+            "--verify",
+            "2222",
+            "--verify-timeout",
+            "500",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("check the secret, the clock"));
+}
+
+#[test]
 fn strict_reset_on_an_interleaved_wrong_knock() {
     if !require_root() {
         return;

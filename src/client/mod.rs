@@ -238,6 +238,20 @@ pub fn verify_report(mode: Mode, port: u16, target: &HostLabel, probe: &Probe) -
                      minute is rejected as a replay, so wait for the next minute before retrying"
                 }
             };
+            // A firewall that drops a SYN sends nothing back; a refusal means the SYN got
+            // through and nothing listens there, which no knocking will change.
+            if last_error
+                .as_ref()
+                .is_some_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+            {
+                return (
+                    false,
+                    format!(
+                        "port {port} on {target} refused the connection: the firewall let it \
+                         through, so the knock worked, but nothing listens on port {port}"
+                    ),
+                );
+            }
             let seen = match last_error {
                 Some(err) => format!(", last answer: {err}"),
                 None => String::new(),
@@ -479,6 +493,17 @@ mod tests {
             last_error: Some(io::Error::from(io::ErrorKind::ConnectionRefused)),
         };
         let (ok, line) = verify_report(Mode::Otp, 22, &label, &refused);
+        assert!(!ok);
+        assert_eq!(
+            line,
+            "port 22 on 198.18.0.1 refused the connection: the firewall let it through, so the \
+             knock worked, but nothing listens on port 22"
+        );
+        let timed_out = Probe::Closed {
+            waited: Duration::from_millis(2000),
+            last_error: Some(io::Error::from(io::ErrorKind::TimedOut)),
+        };
+        let (ok, line) = verify_report(Mode::Otp, 22, &label, &timed_out);
         assert!(!ok);
         assert!(
             line.starts_with("port 22 on 198.18.0.1 did not open within 2000 ms, last answer: "),
