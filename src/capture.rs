@@ -8,6 +8,8 @@ use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use nix::sys::socket::{setsockopt, sockopt};
+
 use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::nflog::{
@@ -40,6 +42,10 @@ pub enum CaptureError {
         "cannot subscribe to NFLOG group {group}: {source} (portknock needs root or CAP_NET_ADMIN)"
     )]
     Subscribe { group: u16, source: io::Error },
+    /// The kernel refused the binding to the group itself, as it does when another socket is
+    /// bound to it already (or, less likely here, for a process without CAP_NET_ADMIN).
+    #[error("cannot read knocks: the kernel refused NFLOG group {group} ({error}); another process already reads it in this network namespace, most likely a second portknock daemon with another state directory (see `ss -f netlink -p`, stop it first), or this process lacks CAP_NET_ADMIN")]
+    GroupTaken { group: u16, error: io::Error },
     #[error("the kernel dropped knocks: the NFLOG receive buffer overflowed during a flood")]
     Overrun,
     #[error("reading knocks from the kernel failed: {0}")]
@@ -74,7 +80,14 @@ impl Capture {
                 ConfigNla::QThresh(1),
             ],
         );
-        capture.request(request).map_err(subscribe)?;
+        capture.request(request).map_err(|error| {
+            // nfnetlink_log answers EPERM to a bind to a group that another socket holds.
+            if error.raw_os_error() == Some(libc::EPERM) {
+                CaptureError::GroupTaken { group, error }
+            } else {
+                subscribe(error)
+            }
+        })?;
         Ok(capture)
     }
 
@@ -102,7 +115,8 @@ impl Capture {
     pub fn recv(&mut self, out: &mut Vec<Packet>) -> Result<(), CaptureError> {
         let len = match self.socket.recv(&mut &mut self.buf[..], 0) {
             Ok(len) => len,
-            Err(e) if e.raw_os_error() == Some(ENOBUFS) => return Err(CaptureError::Overrun),
+            // ENOBUFS: the receive buffer overflowed and the kernel dropped messages.
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Err(CaptureError::Overrun),
             Err(e) => return Err(e.into()),
         };
         parse_messages(&self.buf[..len], out);
@@ -116,14 +130,14 @@ impl Capture {
     }
 }
 
-/// `ENOBUFS`: the kernel's word for "your receive buffer overflowed, messages were lost".
-const ENOBUFS: i32 = 105;
-
 fn set_receive_buffer(socket: &Socket, bytes: usize) {
-    // SO_RCVBUFFORCE passes the rmem_max limit for a privileged process; the plain option is
-    // the fallback when it is refused. A smaller buffer only means overruns come sooner, and
-    // those are counted and logged, so neither failure stops the daemon.
-    if socket.set_rx_buf_sz(bytes).is_err() {
+    // SO_RCVBUFFORCE passes the rmem_max limit (212,992 bytes by default, a few hundred knocks)
+    // for a process with CAP_NET_ADMIN; the plain option, capped at rmem_max, is the fallback
+    // when it is refused. A smaller buffer only means overruns come sooner, and those are
+    // counted and logged, so neither failure stops the daemon.
+    if setsockopt(socket, sockopt::RcvBufForce, &bytes).is_err()
+        && setsockopt(socket, sockopt::RcvBuf, &bytes).is_err()
+    {
         tracing::warn!("could not enlarge the NFLOG receive buffer; floods may overrun it sooner");
     }
 }

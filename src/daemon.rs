@@ -21,7 +21,7 @@ use crate::capture::{Capture, CaptureError, Packet};
 use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::config::{Config, Proto};
 use crate::engine::{Engine, Outcome};
-use crate::firewall::{NetlinkError, SetUpdater, NFLOG_GROUP};
+use crate::firewall::{self, NetlinkError, SetUpdater, NFLOG_GROUP};
 use crate::otp;
 use crate::state::{OtpStore, Recorded};
 
@@ -206,6 +206,22 @@ impl Knocks {
             error!("reload refused: the configuration has errors (listed above); still enforcing the previous one");
             return;
         };
+        // Only `portknock apply` with FW_PORTKNOCK=no (or `portknock remove`) takes the table
+        // away. A reload never does: an emptied or truncated portknock.conf reads as the
+        // engine off, and must not open every protected port at the next SIGHUP.
+        if !config.settings.enabled {
+            match firewall::table_exists() {
+                Ok(false) => {}
+                Ok(true) => {
+                    error!("reload refused: portknock.conf has the engine off (FW_PORTKNOCK is not \"yes\"; is the file empty or truncated?), but a reload never removes the rules; still enforcing the previous configuration. To turn portknock off, run `portknock apply` (or `portknock remove`)");
+                    return;
+                }
+                Err(e) => {
+                    error!("reload refused: {e}; still enforcing the previous configuration");
+                    return;
+                }
+            }
+        }
         if let Err(e) = install(&config) {
             error!("reload refused: {e}; still enforcing the previous configuration");
             return;

@@ -629,7 +629,10 @@ mod tests {
             Err(Refused::TooOld)
         );
         assert!(used.is_empty());
-        assert_eq!(used.check_and_record([5u8; 32], MINUTE, MINUTE + 1, 1), Ok(()));
+        assert_eq!(
+            used.check_and_record([5u8; 32], MINUTE, MINUTE + 1, 1),
+            Ok(())
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! Appending costs one small synchronous write per OTP (about 170 µs here against 520 µs for a
 //! whole atomic rewrite), which keeps the OTP path fast; the log is folded into a new snapshot
 //! at start-up and whenever it grows long. A crash mid-append leaves a partial last entry,
-//! which is ignored: that OTP was never granted, because the grant waits for the sync.
+//! which is ignored: that OTP was never granted, because the grant waits for the sync. An
+//! append that fails part-way (a full disk) is cut off again at once, before the next append:
+//! a partial entry in the middle of the log would hide every entry after it at the next start.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -56,12 +58,16 @@ pub struct OtpStore {
     used: UsedOtps,
     log: File,
     logged: usize,
+    /// Set when a failed append may have left a partial entry that could not be cut off yet:
+    /// nothing is appended until the log is back to `logged` whole entries.
+    torn: bool,
 }
 
 impl OtpStore {
     /// Opens the record in `dir` (created with mode 0700 when missing), replays the log into
-    /// the snapshot, forgets what can no longer verify at `now_minute` with `skew`, and starts
-    /// a new log.
+    /// the snapshot as of `now_minute` with `skew`, and starts a new log. OTPs that can no
+    /// longer verify are forgotten at the next [`OtpStore::record`], which raises the floor
+    /// below which every OTP is refused.
     pub fn open(dir: &Path, now_minute: u32, skew: u32) -> Result<OtpStore, StateError> {
         let write_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -90,9 +96,12 @@ impl OtpStore {
         match fs::read(&log_path) {
             Ok(bytes) => {
                 for (mac, minute) in entries(&bytes) {
-                    // Replays (entries already in the snapshot) and expired entries are
-                    // exactly what the record should skip.
-                    let _ = used.check_and_record(mac, minute, now_minute, skew);
+                    // Each entry is replayed as of the minute it was accepted (or `now_minute`
+                    // if the clock has gone back since): an entry that can no longer verify now
+                    // must still be recorded, so that forgetting it later raises the record's
+                    // floor; dropped here, a clock set back to its minute would accept it
+                    // again. Replays (entries already in the snapshot) are skipped.
+                    let _ = used.check_and_record(mac, minute, minute.min(now_minute), skew);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -114,6 +123,7 @@ impl OtpStore {
             used,
             log,
             logged: 0,
+            torn: false,
         };
         store.compact()?;
         Ok(store)
@@ -134,27 +144,49 @@ impl OtpStore {
         now_minute: u32,
         skew: u32,
     ) -> Result<Recorded, StateError> {
+        let log_path = self.dir.join(LOG);
+        let write_err = |source| StateError::Write {
+            path: log_path.clone(),
+            source,
+        };
+        if self.torn {
+            self.cut_log().map_err(write_err)?;
+        }
         let before = self.used.clone();
         if let Err(refused) = self.used.check_and_record(mac, minute, now_minute, skew) {
             return Ok(Recorded::Refused(refused));
         }
-        let log_path = self.dir.join(LOG);
         let appended = self
             .log
             .write_all(&entry(&mac, minute))
             .and_then(|()| self.log.sync_data());
         if let Err(source) = appended {
             self.used = before;
-            return Err(StateError::Write {
-                path: log_path,
-                source,
-            });
+            // A disk that fills up mid-entry leaves part of it written: cut it off now, or
+            // the entries appended after it would be unreadable at the next start.
+            self.torn = self.cut_log().is_err();
+            return Err(write_err(source));
         }
         self.logged += 1;
         if self.logged >= COMPACT_AFTER {
-            self.compact()?;
+            // The OTP is safely in the log already: a snapshot that cannot be written (a full
+            // disk) must not refuse it, only leave the log to grow until one can.
+            if let Err(e) = self.compact() {
+                tracing::warn!(
+                    "{e}; the used-OTP log keeps growing until a snapshot can be written"
+                );
+            }
         }
         Ok(Recorded::New)
+    }
+
+    /// Cuts the log back to its whole entries, dropping what a failed append left behind.
+    fn cut_log(&mut self) -> io::Result<()> {
+        let len = u64::try_from(self.logged * ENTRY).unwrap_or(u64::MAX);
+        self.log.set_len(len)?;
+        self.log.sync_data()?;
+        self.torn = false;
+        Ok(())
     }
 
     /// Writes the whole record as a new snapshot, then empties the log. A crash in between
@@ -172,13 +204,18 @@ impl OtpStore {
             file.write_all(&self.used.to_bytes())?;
             file.sync_all()?;
             fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()?;
-            self.log.set_len(0)?;
-            self.log.sync_all()
+            File::open(&self.dir)?.sync_all()
         };
-        write().map_err(|source| StateError::Write { path, source })?;
+        let write_err = |source| StateError::Write {
+            path: path.clone(),
+            source,
+        };
+        write().map_err(write_err)?;
+        // The snapshot holds everything now: the log may be emptied, torn tail and all.
+        self.log.set_len(0).map_err(write_err)?;
         self.logged = 0;
-        Ok(())
+        self.torn = false;
+        self.log.sync_all().map_err(write_err)
     }
 }
 
@@ -263,13 +300,102 @@ mod tests {
     }
 
     #[test]
-    fn expired_entries_are_forgotten_at_open() {
+    fn expired_entries_are_forgotten_and_stay_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         store.record([7; 32], NOW, NOW, 1).unwrap();
         drop(store);
-        let store = OtpStore::open(dir.path(), NOW + 5, 1).unwrap();
-        assert!(!store.is_used(&[7; 32]));
+        let mut store = OtpStore::open(dir.path(), NOW + 5, 1).unwrap();
+        assert_eq!(
+            store.record([8; 32], NOW + 5, NOW + 5, 1).unwrap(),
+            Recorded::New
+        );
+        assert!(!store.is_used(&[7; 32]), "forgotten once it cannot verify");
+        assert_eq!(
+            store.record([7; 32], NOW, NOW, 1).unwrap(),
+            Recorded::Refused(Refused::TooOld),
+            "but never accepted again, even with the clock set back"
+        );
+    }
+
+    /// The clock jumps forwards past an OTP's window and the daemon restarts; then it jumps
+    /// back to the OTP's minute and the daemon restarts again: the OTP is still refused.
+    #[test]
+    fn a_clock_jump_forwards_and_back_across_restarts_reopens_no_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        assert_eq!(store.record([1; 32], NOW, NOW, 1).unwrap(), Recorded::New);
+        drop(store);
+        // Forwards with nothing accepted there, and with an OTP accepted there.
+        drop(OtpStore::open(dir.path(), NOW + 15, 1).unwrap());
+        let mut store = OtpStore::open(dir.path(), NOW + 15, 1).unwrap();
+        assert_eq!(
+            store.record([2; 32], NOW + 15, NOW + 15, 1).unwrap(),
+            Recorded::New
+        );
+        drop(store);
+        drop(OtpStore::open(dir.path(), NOW + 15, 1).unwrap());
+        let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        assert!(matches!(
+            store.record([1; 32], NOW, NOW, 1).unwrap(),
+            Recorded::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn a_partial_entry_left_by_a_failed_append_is_cut_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        store.record([1; 32], NOW, NOW, 1).unwrap();
+        // What a disk that fills up mid-entry leaves behind, when cutting it off failed too.
+        OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(LOG))
+            .unwrap()
+            .write_all(&[0xAA; 17])
+            .unwrap();
+        store.torn = true;
+        store.record([2; 32], NOW, NOW, 1).unwrap();
+        assert_eq!(
+            fs::metadata(dir.path().join(LOG)).unwrap().len(),
+            2 * ENTRY as u64
+        );
+        drop(store);
+        let store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        assert!(store.is_used(&[1; 32]) && store.is_used(&[2; 32]));
+    }
+
+    #[test]
+    fn a_snapshot_that_cannot_be_written_does_not_refuse_a_logged_otp() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        // A directory where the new snapshot goes: creating it fails, even for root.
+        let tmp = dir.path().join(format!("{SNAPSHOT}.tmp"));
+        fs::create_dir(&tmp).unwrap();
+        for i in 0..COMPACT_AFTER + 2 {
+            let mut mac = [0u8; 32];
+            mac[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            assert_eq!(store.record(mac, NOW, NOW, 1).unwrap(), Recorded::New);
+        }
+        drop(store);
+        fs::remove_dir(&tmp).unwrap();
+        let store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        let mut last = [0u8; 32];
+        last[..8].copy_from_slice(&((COMPACT_AFTER + 1) as u64).to_le_bytes());
+        assert!(store.is_used(&[0; 32]) && store.is_used(&last));
+    }
+
+    #[test]
+    fn the_record_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut store = OtpStore::open(&state, NOW, 1).unwrap();
+        store.record([1; 32], NOW, NOW, 1).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(SNAPSHOT)), 0o600);
+        assert_eq!(mode(&state.join(LOG)), 0o600);
     }
 
     #[test]

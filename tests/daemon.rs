@@ -613,3 +613,52 @@ fn sigterm_leaves_enforcement_in_place_and_secrets_never_reach_the_log() {
         assert!(!log.contains(secret), "secret in the log:\n{log}");
     }
 }
+
+#[test]
+fn the_daemon_runs_with_cap_net_admin_alone() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    lab.write_config(FAST, SIMPLE, ADVANCED);
+    lab.listen(22);
+    // As under the systemd unit: CAP_NET_ADMIN is the only capability it can ever have.
+    lab.start_daemon_via(
+        "setpriv",
+        &[
+            "--bounding-set=-all,+net_admin",
+            "--inh-caps=-all",
+            BIN,
+            "serve",
+        ],
+        &[],
+    );
+    ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+    connect(&lab, 0, SERVER4, 22);
+    assert_only_net_admin(&lab);
+}
+
+/// The daemon's effective, permitted and bounding capability sets hold CAP_NET_ADMIN alone.
+fn assert_only_net_admin(lab: &Lab) {
+    let pid = lab.daemon_pid().expect("daemon runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    for key in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        let value = status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .expect("capability line")
+            .trim();
+        assert_eq!(value, "0000000000001000", "{key} holds CAP_NET_ADMIN alone");
+    }
+}
+
+#[test]
+fn the_daemon_drops_every_capability_but_cap_net_admin_after_set_up() {
+    let Some(lab) = lab(1, FAST) else { return };
+    assert_only_net_admin(&lab);
+    // Still able to do its job: a reload (which runs nft) and a grant.
+    ok(&lab.admin(&["apply"]));
+    assert!(daemon_logged(&lab, "configuration reloaded"));
+    ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+    connect(&lab, 0, SERVER4, 22);
+}

@@ -50,7 +50,7 @@ pub(super) fn parse_simple(
     text: &str,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<Entry<SimpleDoor>> {
-    let empty = "so simple mode protects nothing; add a line like 22:7000,9000,8000 or set \
+    let empty = "but simple mode is on; add a line like 22:7000,9000,8000 or set \
                  FW_PORTKNOCK_SIMPLE=no";
     parse(file, text, diags, empty, simple_door)
 }
@@ -61,8 +61,7 @@ pub(super) fn parse_advanced(
     text: &str,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<Entry<AdvancedDoor>> {
-    let empty =
-        "so advanced mode protects nothing; add a line like 22,2000,OPENSECRET,CLOSESECRET \
+    let empty = "but advanced mode is on; add a line like 22,2000,OPENSECRET,CLOSESECRET \
                  or set FW_PORTKNOCK_ADVANCED=no";
     parse(file, text, diags, empty, advanced_door)
 }
@@ -97,8 +96,10 @@ fn parse<T>(
             entries.push(Entry { line, door });
         }
     }
+    // An error, not a warning: a list emptied by accident must not quietly open its ports
+    // at the next reload.
     if !any {
-        diags.push(Diagnostic::warning(
+        diags.push(Diagnostic::error(
             file,
             None,
             format!("has no door, {empty}"),

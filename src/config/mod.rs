@@ -207,6 +207,44 @@ pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
     })
 }
 
+/// Parses the text of `portknock.conf` of the configuration directory `dir` as [`load`] does,
+/// without reading a file: the settings (a bad value keeps its default) and every problem.
+/// Public for fuzzing.
+pub fn parse_settings(dir: &Path, text: &str) -> (Settings, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let settings = conf::parse(dir, &dir.join(CONF_FILE), text, &mut diags);
+    (settings, diags)
+}
+
+/// Checks the texts of the two door lists of the configuration directory `dir` (named by their
+/// default file names) as [`load`] does, without reading a file; `None` stands for a mode that
+/// is off, whose list is not read. Returns the simple doors, the advanced doors and every
+/// problem, sorted as [`load`] sorts them; the doors may be used only when no problem is an
+/// error. The permission check of the advanced list needs the file and is not made.
+/// Public for fuzzing.
+pub fn parse_lists(
+    dir: &Path,
+    simple_text: Option<&str>,
+    advanced_text: Option<&str>,
+) -> (Vec<SimpleDoor>, Vec<AdvancedDoor>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let mut simple = lists::List::new(&dir.join(SIMPLE_LIST_FILE));
+    let mut advanced = lists::List::new(&dir.join(ADVANCED_LIST_FILE));
+    if let Some(text) = simple_text {
+        simple.entries = lists::parse_simple(&simple.file, text, &mut diags);
+    }
+    if let Some(text) = advanced_text {
+        advanced.entries = lists::parse_advanced(&advanced.file, text, &mut diags);
+    }
+    lists::cross_check(&simple, &advanced, &mut diags);
+    diags.sort_by_key(|d| (d.file != simple.file, d.line));
+    (
+        simple.entries.into_iter().map(|e| e.door).collect(),
+        advanced.entries.into_iter().map(|e| e.door).collect(),
+        diags,
+    )
+}
+
 /// Reads a file as text with its permission bits, taken from the same open file so that the
 /// mode checked is the mode of the content read.
 fn read(path: &Path) -> io::Result<(String, u32)> {

@@ -116,7 +116,9 @@ impl SetUpdater {
         what: &'static str,
     ) -> Result<(), NetlinkError> {
         match self.send(false, set, elem, what) {
-            Err(NetlinkError::Refused { error, .. }) if error.raw_os_error() == Some(ENOENT) => {
+            Err(NetlinkError::Refused { error, .. })
+                if error.raw_os_error() == Some(libc::ENOENT) =>
+            {
                 Ok(())
             }
             other => other,
@@ -211,9 +213,6 @@ impl SetUpdater {
         )))
     }
 }
-
-/// The kernel's answer for an element that is not in the set.
-const ENOENT: i32 = 2;
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

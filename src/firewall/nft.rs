@@ -1,7 +1,9 @@
-//! Installing the policy and reading grants back through `nft`'s JSON interface (the `nftables`
-//! crate runs `nft -j` directly, never through a shell).
+//! Installing the policy and reading grants back through `nft`'s JSON interface: `nft -j` is
+//! run directly, never through a shell (by the `nftables` crate for listings, here for batches).
 
+use std::io::{self, Write};
 use std::net::IpAddr;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nftables::helper::{self, NftablesError};
@@ -50,9 +52,44 @@ pub fn apply(batch: &Batch, what: &'static str) -> Result<(), NftError> {
         what,
         detail: e.to_string(),
     })?;
-    helper::apply_ruleset_raw(&json, helper::DEFAULT_NFT, helper::DEFAULT_ARGS)
-        .map(drop)
-        .map_err(|e| nft_error(what, e))
+    run_batch(&json, what)
+}
+
+/// Runs `nft -j -f -` with `json` on its standard input and waits for it. nft's own messages
+/// are captured for the error, and an nft that stops reading early (it failed, or it was
+/// killed) is reported by what it said and how it ended, not as a broken pipe.
+fn run_batch(json: &str, what: &'static str) -> Result<(), NftError> {
+    let mut child = Command::new("nft")
+        .args(["-j", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| NftError::Missing(e.to_string()))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // Written from a second thread while this one collects nft's output, so neither side can
+    // block the other whatever the sizes.
+    let (written, output) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || stdin.write_all(json.as_bytes()));
+        let output = child.wait_with_output();
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the writer thread panicked")));
+        (written, output)
+    });
+    let output = output.map_err(|e| NftError::Missing(e.to_string()))?;
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    if !output.status.success() {
+        let detail = first_nonempty(&text(&output.stderr), &text(&output.stdout));
+        return Err(NftError::Refused {
+            what,
+            detail: format!("{detail} (nft {})", output.status),
+        });
+    }
+    written.map_err(|e| NftError::Refused {
+        what,
+        detail: format!("nft did not take the whole batch: {e}"),
+    })
 }
 
 /// Whether portknock's table is installed.

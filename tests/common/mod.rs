@@ -89,21 +89,7 @@ impl Lab {
     /// Starts the daemon in the server namespace and waits (bounded) until its table is in
     /// place and it listens for knocks.
     pub fn start_daemon(&mut self) {
-        let log = File::create(self.dir.path().join("daemon.log")).expect("log file");
-        let child = self
-            .server
-            .command(BIN)
-            .args(["serve"])
-            .env("PORTKNOCK_CONFIG_DIR", self.config_dir())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn daemon");
-        self.daemon = Some(child);
-        wait_until(Duration::from_secs(10), || {
-            self.daemon_log().contains("portknock serving")
-        })
-        .unwrap_or_else(|| panic!("daemon did not start; log:\n{}", self.daemon_log()));
+        self.start_daemon_via(BIN, &["serve"], &[]);
     }
 
     pub fn daemon_log(&self) -> String {
@@ -235,4 +221,75 @@ pub fn ip(s: &str) -> IpAddr {
 
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// Fault injection (tests/faults.rs): the daemon under a wrapper, commands with a changed
+/// environment, signals that do not wait, and the kernel's view of the ruleset.
+impl Lab {
+    /// Starts the daemon as `PROGRAM ARGS` with `envs` in the server namespace, for a test that
+    /// wraps `portknock serve` (in a private mount namespace, under libfaketime, ...). The
+    /// wrapper must exec the daemon in the same process, so that [`Lab::daemon_pid`] is its
+    /// pid. Waits (bounded) until it serves.
+    pub fn start_daemon_via(&mut self, program: &str, args: &[&str], envs: &[(&str, &str)]) {
+        let log = File::create(self.dir.path().join("daemon.log")).expect("log file");
+        let child = self
+            .server
+            .command(program)
+            .args(args)
+            .env("PORTKNOCK_CONFIG_DIR", self.config_dir())
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn the wrapped daemon");
+        self.daemon = Some(child);
+        wait_until(Duration::from_secs(10), || {
+            self.daemon_log().contains("portknock serving")
+        })
+        .unwrap_or_else(|| panic!("daemon did not start; log:\n{}", self.daemon_log()));
+    }
+
+    /// Runs `portknock ARGS` in the server namespace with `envs` added to its environment.
+    /// `ip` is run by its absolute path, so `envs` may set a `PATH` without it.
+    pub fn admin_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        Command::new(which("ip"))
+            .args(["netns", "exec", &self.server.name, BIN])
+            .args(args)
+            .env("PORTKNOCK_CONFIG_DIR", self.config_dir())
+            .envs(envs.iter().copied())
+            .output()
+            .expect("run portknock")
+    }
+
+    /// Sends `signal` (e.g. `-STOP`, `-HUP`) to the daemon without waiting for anything.
+    pub fn signal_daemon(&self, signal: &str) {
+        let pid = self.daemon_pid().expect("the daemon runs").to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// `nft list ruleset` in the server namespace: the whole of what the kernel enforces there.
+    pub fn ruleset(&self) -> String {
+        let out = self
+            .server
+            .command("nft")
+            .args(["list", "ruleset"])
+            .output()
+            .expect("nft list ruleset");
+        assert!(out.status.success(), "nft list ruleset failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// The absolute path of `program` on this process's `PATH`.
+pub fn which(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("{program} is not on PATH"))
 }

@@ -175,11 +175,11 @@ fn simple_warnings() {
 fn a_list_without_doors_is_a_warning() {
     assert_eq!(
         simple("# nothing yet\n\n").1,
-        [format!("{S}: warning: has no door, so simple mode protects nothing; add a line like 22:7000,9000,8000 or set FW_PORTKNOCK_SIMPLE=no")]
+        [format!("{S}: error: has no door, but simple mode is on; add a line like 22:7000,9000,8000 or set FW_PORTKNOCK_SIMPLE=no")]
     );
     assert_eq!(
         advanced("").1,
-        [format!("{A}: warning: has no door, so advanced mode protects nothing; add a line like 22,2000,OPENSECRET,CLOSESECRET or set FW_PORTKNOCK_ADVANCED=no")]
+        [format!("{A}: error: has no door, but advanced mode is on; add a line like 22,2000,OPENSECRET,CLOSESECRET or set FW_PORTKNOCK_ADVANCED=no")]
     );
 }
 
@@ -289,7 +289,7 @@ fn same_sequence_twice() {
     assert_eq!(
         both("22:7,9,8\n23:7,9,8/udp 24:7,9,8\n", ""),
         [
-            format!("{A}: warning: has no door, so advanced mode protects nothing; add a line like 22,2000,OPENSECRET,CLOSESECRET or set FW_PORTKNOCK_ADVANCED=no"),
+            format!("{A}: error: has no door, but advanced mode is on; add a line like 22,2000,OPENSECRET,CLOSESECRET or set FW_PORTKNOCK_ADVANCED=no"),
             format!("{S}:2: error: the same knock sequence as the simple door at {S}:1; give each door its own sequence"),
         ]
     );
@@ -309,7 +309,7 @@ fn shared_udp_knock_ports() {
     );
 }
 
-/// Simple doors that pass every check: protected ports below 1000, knock ports above 1001,
+/// One to five simple doors that pass every check: protected ports below 1000, knock ports above 1001,
 /// distinct sequences.
 fn valid_simple() -> impl Strategy<Value = Vec<SimpleDoor>> {
     let knock = (any::<bool>(), 1002..=u16::MAX).prop_map(|(udp, port)| {
@@ -323,7 +323,8 @@ fn valid_simple() -> impl Strategy<Value = Vec<SimpleDoor>> {
         s.dedup();
         s
     });
-    prop::collection::btree_map(1..1000u16, sequence, 0..6)
+    // At least one door: an enabled mode with an empty list is an error.
+    prop::collection::btree_map(1..1000u16, sequence, 1..6)
         .prop_map(|doors| {
             doors
                 .into_iter()

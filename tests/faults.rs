@@ -1,0 +1,890 @@
+//! Fault injection: the real daemon and the real kernel firewall, in network namespaces made by
+//! each test, with one thing broken at a time — the state directory unwritable or full, `nft`
+//! missing or failing, the NFLOG socket overrun by a flood, the configuration deleted or
+//! truncated under a running daemon, two daemons at once, the clock jumping. Each test shows
+//! that portknock fails closed, says why, and recovers once the fault is gone.
+//!
+//! Nothing here touches the host: faults live in the test's namespaces, in a private mount
+//! namespace (the tiny tmpfs), in the test's own temporary directory (`chattr`, files), or in
+//! the daemon's own view of the clock (libfaketime, `apt-get install faketime`).
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use portknock::netns::{client4, client6};
+
+const SIMPLE: &str = "22:7000,9000,8000\n";
+const ADVANCED: &str = "2222,2000,opensecret1,closesecret1\n";
+const FAST: &str = "FW_PORTKNOCK_KNOCK_TIMEOUT=2\nFW_PORTKNOCK_SIMPLE_OPEN=3\n";
+/// Sizes a grant so that it stays for the whole test once made.
+const LONG_OTP: &str = "FW_PORTKNOCK_ADVANCED_OPEN=600\n";
+
+/// A lab with the configuration written and listeners on 22 and 2222, daemon not started.
+fn lab(clients: usize, extra: &str) -> Option<Lab> {
+    lab_with(clients, extra, SIMPLE, ADVANCED)
+}
+
+fn lab_with(clients: usize, extra: &str, simple: &str, advanced: &str) -> Option<Lab> {
+    if !require_root() {
+        return None;
+    }
+    let lab = Lab::new(clients);
+    lab.write_config(extra, simple, advanced);
+    lab.listen(22);
+    lab.listen(2222);
+    Some(lab)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "command failed: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+fn connect(lab: &Lab, i: usize, addr: &str, port: u16) -> TcpStream {
+    let target = SocketAddr::new(ip(addr), port);
+    lab.clients[i]
+        .run(move || TcpStream::connect_timeout(&target, Duration::from_millis(900)))
+        .and_then(std::convert::identity)
+        .unwrap_or_else(|e| panic!("client {i} could not connect to {target}: {e}"))
+}
+
+/// Waits (bounded) until the daemon's log holds `needle` at least `n` times.
+fn logged_times(lab: &Lab, needle: &str, n: usize) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        lab.daemon_log().matches(needle).count() >= n
+    })
+    .is_some()
+}
+
+/// Waits (bounded) until the daemon's log holds one of `needles`.
+fn logged_any(lab: &Lab, needles: &[&str]) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        let log = lab.daemon_log();
+        needles.iter().any(|n| log.contains(n))
+    })
+    .is_some()
+}
+
+fn assert_logged(lab: &Lab, needle: &str, n: usize) {
+    assert!(
+        logged_times(lab, needle, n),
+        "expected {n}× {needle:?} in the daemon log:\n{}",
+        lab.daemon_log()
+    );
+}
+
+/// The OTP payload for `secret`, `source` and `minute`, computed here independently of
+/// portknock's own code (SPEC §3).
+fn otp_payload(secret: &str, source: &str, minute: u32) -> Vec<u8> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    match ip(source) {
+        IpAddr::V4(a) => mac.update(&a.octets()),
+        IpAddr::V6(a) => mac.update(&a.octets()),
+    }
+    mac.update(&minute.to_le_bytes());
+    let mut payload = hex::encode(mac.finalize().into_bytes()).into_bytes();
+    payload.push(b'\n');
+    payload
+}
+
+fn minute_now() -> u32 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    u32::try_from(secs / 60).expect("minute fits")
+}
+
+/// Sends each payload as one UDP datagram from client `i` to `server` port `port`.
+fn send_udp(lab: &Lab, i: usize, server: &str, port: u16, payloads: Vec<Vec<u8>>) {
+    let target = SocketAddr::new(ip(server), port);
+    lab.clients[i]
+        .run(move || {
+            let bind = if target.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let socket = UdpSocket::bind(bind).expect("udp socket");
+            for payload in payloads {
+                socket.send_to(&payload, target).expect("send");
+            }
+        })
+        .expect("inside the client namespace");
+}
+
+/// Sends the open-secret OTP of client `i` (IPv4) for `minute` to the door 2222.
+fn send_otp(lab: &Lab, i: usize, secret: &str, minute: u32) -> Vec<u8> {
+    let payload = otp_payload(secret, &client4(i), minute);
+    send_udp(lab, i, SERVER4, 2000, vec![payload.clone()]);
+    payload
+}
+
+/// Takes back every grant of client `i` on 2222, so that the next connection attempt shows
+/// whether a knock made a new one.
+fn close_2222(lab: &Lab, i: usize) {
+    ok(&lab.admin(&["close", &client4(i), "2222"]));
+    ok(&lab.admin(&["close", &client6(i), "2222"]));
+    assert!(!lab.can_connect(i, SERVER4, 2222));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The state directory unwritable or full.
+
+/// `chattr +i` on a path for as long as it lives: writes fail even for root (which the
+/// permission bits would not stop), also through a descriptor opened before.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> Immutable {
+        let out = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .output()
+            .expect("run chattr (package e2fsprogs)");
+        assert!(
+            out.status.success(),
+            "chattr +i {} failed (does this file system support it?): {}",
+            path.display(),
+            text(&out.stderr)
+        );
+        Immutable(path.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        // Also on failure: an immutable file would outlive the test's temporary directory.
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn an_otp_is_refused_while_the_used_otp_record_cannot_be_written() {
+    let Some(mut lab) = lab(1, LONG_OTP) else {
+        return;
+    };
+    lab.start_daemon();
+    let log = lab.state_dir().join("used-otps.log");
+    let immutable = Immutable::set(&log);
+
+    ok(&lab.client(0, &["otp", SERVER4, "2000", "opensecret1"]));
+    assert_logged(&lab, "OTP refused: cannot record it as used", 1);
+    let daemon_log = lab.daemon_log();
+    assert!(
+        daemon_log.contains(&path_str(&log)) && daemon_log.contains("Operation not permitted"),
+        "the log names the file and the cause:\n{daemon_log}"
+    );
+    assert!(
+        !daemon_log.contains("grant: valid open OTP"),
+        "no grant without the record:\n{daemon_log}"
+    );
+    assert!(
+        !lab.can_connect(0, SERVER4, 2222),
+        "refused, so still closed"
+    );
+
+    // The fault repaired, the same client knocks again (the refused OTP was not spent).
+    drop(immutable);
+    ok(&lab.client(0, &["otp", SERVER4, "2000", "opensecret1"]));
+    assert_logged(&lab, "grant: valid open OTP", 1);
+    connect(&lab, 0, SERVER4, 2222);
+}
+
+/// What the wrapper runs: a private mount namespace with a tiny tmpfs on the state directory,
+/// then the daemon in the same process. The host's mounts never see the tmpfs, and it goes
+/// away with the daemon.
+const ON_TINY_TMPFS: &str =
+    "mount -t tmpfs -o size=16k,mode=0700 portknock-faults \"$0\" && exec \"$1\" serve";
+
+/// Accepted OTPs it takes to fill the first 4 KiB page (x86-64) of the log but for 16 bytes
+/// (40-byte entries): the next entry then straddles the page boundary.
+const ENTRIES_BEFORE_A_PAGE_BOUNDARY: usize = 102;
+const ENTRY: u64 = 40;
+
+#[test]
+fn an_otp_is_refused_while_the_state_directory_is_full_and_no_later_one_is_lost() {
+    let extra = format!("{LONG_OTP}FW_PORTKNOCK_OTP_SKEW=10\n");
+    let Some(mut lab) = lab(2, &extra) else {
+        return;
+    };
+    let state = lab.state_dir();
+    fs::create_dir_all(&state).expect("state dir");
+    let state_arg = path_str(&state);
+    lab.start_daemon_via(
+        "unshare",
+        &[
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            ON_TINY_TMPFS,
+            &state_arg,
+            BIN,
+        ],
+        &[],
+    );
+    let pid = lab.daemon_pid().expect("daemon");
+    let mounts = fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    assert!(
+        mounts.contains(&format!(" {state_arg} ")) && mounts.contains("portknock-faults"),
+        "the daemon sees the tmpfs"
+    );
+    let host = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!host.contains("portknock-faults"), "the host does not");
+    // The daemon's view of its state directory, through its own mount namespace.
+    let view = PathBuf::from(format!("/proc/{pid}/root{state_arg}"));
+    let log_len = || fs::metadata(view.join("used-otps.log")).map_or(0, |m| m.len());
+
+    // 102 distinct valid OTPs: 3 source addresses × 2 secrets × 17 minutes of the window.
+    let now = minute_now();
+    let sources = [
+        (0, client4(0), SERVER4),
+        (0, client6(0), SERVER6),
+        (1, client4(1), SERVER4),
+    ];
+    for (i, source, server) in &sources {
+        let mut payloads = Vec::new();
+        for minute in now - 8..=now + 8 {
+            for secret in ["opensecret1", "closesecret1"] {
+                payloads.push(otp_payload(secret, source, minute));
+            }
+        }
+        send_udp(&lab, *i, server, 2000, payloads);
+    }
+    let full_page = ENTRIES_BEFORE_A_PAGE_BOUNDARY as u64 * ENTRY;
+    wait_until(Duration::from_secs(20), || log_len() == full_page).unwrap_or_else(|| {
+        panic!(
+            "{} bytes logged, not {full_page}; daemon log:\n{}",
+            log_len(),
+            lab.daemon_log()
+        )
+    });
+
+    // Fill what is left of the file system (bounded: it is 16 KiB).
+    let mut filler = fs::File::create(view.join("filler")).expect("filler");
+    let full = (0..64).find_map(|_| filler.write_all(&[0xF1; 1024]).err());
+    let full = full.expect("the tmpfs fills up");
+    assert_eq!(full.raw_os_error(), Some(28), "ENOSPC: {full}");
+
+    // The next OTP cannot be recorded: refused, the reason logged, no grant, and the part of
+    // its entry that fitted on the page is cut off again.
+    let x = otp_payload("opensecret1", &client6(1), minute_now());
+    send_udp(&lab, 1, SERVER6, 2000, vec![x.clone()]);
+    assert_logged(&lab, "OTP refused: cannot record it as used", 1);
+    assert!(lab.daemon_log().contains("No space left on device"));
+    assert!(
+        !lab.can_connect(1, SERVER6, 2222),
+        "no grant without the record"
+    );
+    assert_eq!(log_len(), full_page, "no partial entry is left in the log");
+
+    // Space again: the same OTP is accepted now, and recorded.
+    drop(filler);
+    fs::remove_file(view.join("filler")).expect("remove filler");
+    send_udp(&lab, 1, SERVER6, 2000, vec![x.clone()]);
+    connect(&lab, 1, SERVER6, 2222);
+    assert_eq!(log_len(), full_page + ENTRY);
+
+    // The record as the daemon left it, read by a new daemon (on the ordinary disk): the OTP
+    // accepted after the fault is still known, so its replay is refused.
+    for name in ["used-otps", "used-otps.log"] {
+        fs::copy(view.join(name), state.join(name)).expect("copy the record out");
+    }
+    drop(view);
+    lab.stop_daemon("-TERM");
+    lab.start_daemon();
+    ok(&lab.admin(&["close", &client6(1), "2222"]));
+    assert!(!lab.can_connect(1, SERVER6, 2222));
+    send_udp(&lab, 1, SERVER6, 2000, vec![x]);
+    assert_logged(&lab, "replay", 1);
+    assert!(
+        !lab.can_connect(1, SERVER6, 2222),
+        "the replay did not open"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. `nft` missing or failing.
+
+/// Runs `cmd` and waits at most `limit` for it; a command still running then is killed and
+/// the test fails.
+fn output_within(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "still running after {limit:?}; stderr:\n{}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// `portknock ARGS` in the server namespace with `PATH=path`, bounded in time.
+fn portknock_with_path(lab: &Lab, args: &[&str], path: &Path) -> Output {
+    let mut cmd = Command::new(which("ip"));
+    cmd.args(["netns", "exec", &lab.server.name, BIN])
+        .args(args)
+        .env("PORTKNOCK_CONFIG_DIR", lab.config_dir())
+        .env("PATH", path);
+    output_within(cmd, Duration::from_secs(20))
+}
+
+/// A directory holding an `nft` that hands listings to the real nft and fails every change,
+/// as a kernel or an nft that refuses the batch would: a fault injector, not a stand-in.
+fn failing_nft(lab: &Lab) -> PathBuf {
+    let dir = lab.dir.path().join("failing-nft");
+    fs::create_dir_all(&dir).expect("dir");
+    let script = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = list ] && exec {} \"$@\"; done\n\
+         echo 'Error: Could not process rule: Cannot allocate memory (injected by tests/faults.rs)' >&2\nexit 1\n",
+        path_str(&which("nft"))
+    );
+    let nft = dir.join("nft");
+    fs::write(&nft, script).expect("write fake nft");
+    fs::set_permissions(&nft, fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+fn assert_failed_naming(out: &Output, needles: &[&str]) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit 1; stderr:\n{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn without_a_working_nft_apply_and_serve_fail_clearly_and_change_nothing() {
+    let Some(lab) = lab(1, FAST) else { return };
+    let no_nft = lab.dir.path().join("no-nft");
+    fs::create_dir_all(&no_nft).expect("dir");
+
+    // nft not installed: nothing was there, nothing is.
+    let before = lab.ruleset();
+    for args in [&["apply"][..], &["serve"]] {
+        let out = portknock_with_path(&lab, args, &no_nft);
+        assert_failed_naming(&out, &["cannot run nft", "install the nftables package"]);
+        assert_eq!(lab.ruleset(), before, "{args:?} changed the ruleset");
+    }
+
+    // nft failing: the rules in force stay exactly as they were.
+    ok(&lab.admin(&["apply"]));
+    let installed = lab.ruleset();
+    assert!(installed.contains("table inet portknock"));
+    // Many doors more: the batch is larger than a pipe holds, so an nft that fails without
+    // reading it all leaves portknock writing into a closed pipe.
+    let list = lab.config_dir().join("simple-portknock-list");
+    let mut doors = String::from("22:7000,9000,8000\n23:6000,6002,6001\n");
+    for i in 0..1500 {
+        doors += &format!(
+            "{}:{},{},{}\n",
+            10_000 + i,
+            20_000 + i,
+            40_000 + i,
+            30_000 + i
+        );
+    }
+    fs::write(&list, doors).expect("add doors");
+    let failing = failing_nft(&lab);
+    for args in [&["apply"][..], &["serve"]] {
+        let out = portknock_with_path(&lab, args, &failing);
+        assert_failed_naming(
+            &out,
+            &[
+                "nft refused",
+                "Cannot allocate memory",
+                "nothing was changed",
+            ],
+        );
+        assert_eq!(
+            lab.ruleset(),
+            installed,
+            "{args:?} half-installed something"
+        );
+    }
+    assert!(!lab.can_connect(0, SERVER4, 22), "still enforcing");
+    ok(&lab.admin(&["apply"]));
+    assert!(
+        lab.ruleset().contains("door_23"),
+        "a working nft applies it"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The NFLOG socket overrun by a flood.
+
+/// The daemon's NFLOG socket as `/proc/net/netlink` of its namespace sees it: (receive queue
+/// bytes, drops). Its port id is the daemon's pid: it is the first netlink socket it binds.
+fn nflog_socket(lab: &Lab, pid: u32) -> Option<(u64, u64)> {
+    let out = lab
+        .server
+        .command("cat")
+        .arg("/proc/net/netlink")
+        .output()
+        .expect("cat");
+    text(&out.stdout).lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode; Eth 12 is NETLINK_NETFILTER.
+        (f.len() >= 9 && f[1] == "12" && f[2] == pid.to_string())
+            .then(|| Some((f[4].parse().ok()?, f[8].parse().ok()?)))
+            .flatten()
+    })
+}
+
+/// The receive buffer the kernel gave the daemon's NFLOG socket (`ss`'s `rb`).
+fn nflog_receive_buffer(lab: &Lab, pid: u32) -> Option<u64> {
+    let out = lab
+        .server
+        .command("ss")
+        .args(["-f", "netlink", "-a", "-m"])
+        .output()
+        .expect("ss (package iproute2)");
+    let out = text(&out.stdout);
+    let at = out.find(&format!("/{pid} "))?;
+    let rest = &out[at..];
+    let rb = &rest[rest.find("rb")? + 2..];
+    rb[..rb.find(|c: char| !c.is_ascii_digit())?].parse().ok()
+}
+
+#[test]
+fn a_flood_that_overruns_the_nflog_buffer_is_logged_and_knocks_work_afterwards() {
+    let simple = "22:7000,9000,8000\n24:5000/udp,5002/udp,5001/udp\n";
+    let Some(mut lab) = lab_with(2, FAST, simple, ADVANCED) else {
+        return;
+    };
+    lab.start_daemon();
+    let pid = lab.daemon_pid().expect("daemon");
+    // The daemon asks for 16 MiB whatever net.core.rmem_max says (SO_RCVBUFFORCE).
+    let rb = nflog_receive_buffer(&lab, pid).expect("the daemon's NFLOG socket in ss");
+    assert!(rb >= 16 << 20, "receive buffer {rb} bytes");
+    assert_eq!(
+        nflog_socket(&lab, pid).map(|s| s.1),
+        Some(0),
+        "no drops yet"
+    );
+
+    // The daemon stopped, a flood of first knocks fills its socket until the kernel drops
+    // (bounded: at most 40 bursts of 10,000 datagrams).
+    lab.signal_daemon("-STOP");
+    let target = SocketAddr::new(ip(SERVER4), 5000);
+    let mut sent = 0;
+    for _ in 0..40 {
+        sent += lab.clients[0]
+            .run(move || {
+                let socket = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+                (0..10_000)
+                    .filter(|_| socket.send_to(b"k", target).is_ok())
+                    .count()
+            })
+            .expect("inside the client namespace");
+        if nflog_socket(&lab, pid).is_some_and(|(_, drops)| drops > 0) {
+            break;
+        }
+    }
+    let (queued, drops) = nflog_socket(&lab, pid).expect("socket");
+    assert!(
+        drops > 0,
+        "{sent} knocks sent, {queued} bytes queued, no drop"
+    );
+    lab.signal_daemon("-CONT");
+
+    // The daemon says knocks were lost, drains the rest, and goes on working.
+    assert_logged(&lab, "knocks were lost", 1);
+    assert!(lab.daemon_log().contains("overruns="), "and counts it");
+    let start = Instant::now();
+    wait_until(Duration::from_secs(60), || {
+        nflog_socket(&lab, pid).is_some_and(|(queued, _)| queued == 0)
+    })
+    .expect("the daemon drains what the kernel kept");
+    eprintln!(
+        "{sent} knocks sent, {queued} bytes queued, {drops} dropped, drained in {:?}",
+        start.elapsed()
+    );
+    ok(&lab.client(1, &["knock", SERVER4, "7000", "9000", "8000"]));
+    connect(&lab, 1, SERVER4, 22);
+    ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+    connect(&lab, 0, SERVER4, 22);
+    ok(&lab.client(1, &["otp", SERVER4, "2000", "opensecret1"]));
+    connect(&lab, 1, SERVER4, 2222);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. The configuration deleted or truncated under a running daemon.
+
+#[test]
+fn a_deleted_or_truncated_configuration_is_refused_on_sighup_and_restoring_it_works() {
+    let Some(mut lab) = lab(1, FAST) else { return };
+    lab.start_daemon();
+    let installed = lab.ruleset();
+    let dir = lab.config_dir();
+    let conf = dir.join("portknock.conf");
+    let simple = dir.join("simple-portknock-list");
+    let advanced = dir.join("advanced-portknock-list");
+    let originals: Vec<(PathBuf, Vec<u8>)> = [&conf, &simple, &advanced]
+        .iter()
+        .map(|p| (p.to_path_buf(), fs::read(p).expect("read")))
+        .collect();
+    let restore = || {
+        for (path, bytes) in &originals {
+            fs::write(path, bytes).expect("restore");
+        }
+        fs::set_permissions(&advanced, fs::Permissions::from_mode(0o600)).expect("chmod");
+    };
+
+    type Fault<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let faults: Vec<Fault> = vec![
+        // An emptied portknock.conf reads as the engine off: a reload must not take the
+        // rules away (only `apply` does that).
+        (
+            "portknock.conf truncated to nothing",
+            Box::new(|| fs::write(&conf, "").expect("truncate")),
+        ),
+        (
+            "portknock.conf deleted",
+            Box::new(|| fs::remove_file(&conf).expect("delete")),
+        ),
+        (
+            "simple list deleted",
+            Box::new(|| fs::remove_file(&simple).expect("delete")),
+        ),
+        // An emptied list must not quietly take its doors (and their protection) away.
+        (
+            "simple list truncated to nothing",
+            Box::new(|| fs::write(&simple, "").expect("truncate")),
+        ),
+        (
+            "advanced list cut mid-line",
+            Box::new(|| fs::write(&advanced, "2222,2000,opense").expect("cut")),
+        ),
+    ];
+    for (n, (what, fault)) in faults.iter().enumerate() {
+        fault();
+        lab.signal_daemon("-HUP");
+        assert_logged(&lab, "reload refused", n + 1);
+        assert_eq!(lab.ruleset(), installed, "{what}: the rules changed");
+        assert!(!lab.can_connect(0, SERVER4, 22), "{what}: still closed");
+        ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+        connect(&lab, 0, SERVER4, 22);
+        ok(&lab.admin(&["close", &client4(0), "22"]));
+        restore();
+    }
+    assert!(
+        lab.daemon_log().contains("is the file empty or truncated?"),
+        "the refusal of an emptied portknock.conf says what is wrong"
+    );
+
+    // Restored (and one door more): the next SIGHUP reloads.
+    fs::write(&simple, "22:7000,9000,8000\n23:6000,6002,6001\n").expect("add a door");
+    lab.listen(23);
+    lab.signal_daemon("-HUP");
+    assert_logged(&lab, "configuration reloaded", 1);
+    assert!(lab.ruleset().contains("door_23"));
+    ok(&lab.client(0, &["knock", SERVER4, "6000", "6002", "6001"]));
+    connect(&lab, 0, SERVER4, 23);
+    ok(&lab.client(0, &["otp", SERVER4, "2000", "opensecret1"]));
+    connect(&lab, 0, SERVER4, 2222);
+}
+
+#[test]
+fn engine_off_with_apply_still_removes_the_rules_and_the_daemon_follows() {
+    let Some(mut lab) = lab(1, FAST) else { return };
+    lab.start_daemon();
+    let conf = lab.config_dir().join("portknock.conf");
+    let on = fs::read_to_string(&conf).expect("conf");
+    fs::write(&conf, on.replace("FW_PORTKNOCK=yes", "FW_PORTKNOCK=no")).expect("engine off");
+    // A bare SIGHUP does not remove protection ...
+    lab.signal_daemon("-HUP");
+    assert_logged(&lab, "reload refused", 1);
+    assert!(lab.ruleset().contains("table inet portknock"));
+    // ... `apply` does, and the daemon's reload then agrees.
+    ok(&lab.admin(&["apply"]));
+    assert_logged(&lab, "configuration reloaded", 1);
+    assert!(!lab.ruleset().contains("portknock"));
+    assert!(
+        lab.can_connect(0, SERVER4, 22),
+        "nothing protected with the engine off"
+    );
+    fs::write(&conf, on).expect("engine on");
+    ok(&lab.admin(&["apply"]));
+    assert_logged(&lab, "configuration reloaded", 2);
+    assert!(!lab.can_connect(0, SERVER4, 22));
+    ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+    connect(&lab, 0, SERVER4, 22);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Two daemons at once (one started after the other: tests/daemon.rs).
+
+/// Daemons spawned by a test, killed when it ends however it ends.
+struct Daemons(Vec<Child>);
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn daemons_started_at_the_same_moment_leave_exactly_one_running() {
+    let Some(lab) = lab(1, FAST) else { return };
+    let logs: Vec<PathBuf> = (0..3)
+        .map(|i| lab.dir.path().join(format!("serve{i}.log")))
+        .collect();
+    let mut daemons = Daemons(
+        logs.iter()
+            .map(|log| {
+                lab.server
+                    .command(BIN)
+                    .arg("serve")
+                    .env("PORTKNOCK_CONFIG_DIR", lab.config_dir())
+                    .stdout(Stdio::null())
+                    .stderr(fs::File::create(log).expect("log"))
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect(),
+    );
+    let mut exited = Vec::new();
+    wait_until(Duration::from_secs(15), || {
+        for (i, child) in daemons.0.iter_mut().enumerate() {
+            if !exited.iter().any(|(j, _)| *j == i) {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    exited.push((i, status));
+                }
+            }
+        }
+        exited.len() >= 2
+    })
+    .expect("two of the three daemons give up");
+    let running: Vec<usize> = (0..3)
+        .filter(|i| !exited.iter().any(|(j, _)| j == i))
+        .collect();
+    assert_eq!(running.len(), 1, "exactly one keeps running");
+    for (i, status) in &exited {
+        let stderr = fs::read_to_string(&logs[*i]).expect("log");
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("another portknock daemon already runs"),
+            "{stderr}"
+        );
+    }
+    let survivor = &logs[running[0]];
+    wait_until(Duration::from_secs(10), || {
+        fs::read_to_string(survivor)
+            .unwrap_or_default()
+            .contains("portknock serving")
+    })
+    .expect("the survivor serves");
+    ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+    connect(&lab, 0, SERVER4, 22);
+}
+
+#[test]
+fn a_second_daemon_with_another_state_directory_refuses_and_changes_nothing() {
+    let Some(mut lab) = lab(1, FAST) else { return };
+    lab.start_daemon();
+    let installed = lab.ruleset();
+    // Same namespace, another configuration directory and state directory: the pid-file lock
+    // cannot see the first daemon, the kernel's NFLOG group can.
+    let other = lab.dir.path().join("other");
+    fs::create_dir_all(&other).expect("dir");
+    for name in ["simple-portknock-list", "advanced-portknock-list"] {
+        fs::copy(lab.config_dir().join(name), other.join(name)).expect("copy");
+    }
+    let conf = fs::read_to_string(lab.config_dir().join("portknock.conf")).expect("conf");
+    let conf = conf.replace(
+        &path_str(&lab.state_dir()),
+        &path_str(&lab.dir.path().join("other-state")),
+    );
+    fs::write(other.join("portknock.conf"), conf).expect("conf");
+    let mut cmd = lab.server.command(BIN);
+    cmd.arg("serve").env("PORTKNOCK_CONFIG_DIR", &other);
+    let out = output_within(cmd, Duration::from_secs(20));
+    assert_failed_naming(&out, &["NFLOG group", "another process already reads it"]);
+    assert_eq!(
+        lab.ruleset(),
+        installed,
+        "the second daemon changed nothing"
+    );
+    ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+    connect(&lab, 0, SERVER4, 22);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The clock jumping forwards and backwards.
+
+/// libfaketime, which makes the daemon (and only the daemon) see the time written in a file.
+fn libfaketime() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("faketime"))
+        .collect();
+    dirs.push(PathBuf::from("/usr/lib/faketime"));
+    dirs.into_iter()
+        .map(|d| d.join("libfaketime.so.1"))
+        .find(|p| p.is_file())
+        .expect("libfaketime not found: install it (apt-get install faketime)")
+}
+
+/// The daemon's clock: an offset such as `+15m` or `+0`, written to the file libfaketime reads
+/// at every call (FAKETIME_NO_CACHE), so a running daemon sees the jump at once.
+struct FakeClock {
+    file: PathBuf,
+    lib: String,
+}
+
+impl FakeClock {
+    fn new(lab: &Lab) -> FakeClock {
+        let clock = FakeClock {
+            file: lab.dir.path().join("faketime"),
+            lib: path_str(&libfaketime()),
+        };
+        clock.set("+0");
+        clock
+    }
+
+    fn set(&self, offset: &str) {
+        // Written whole and renamed, so the daemon never reads half an offset.
+        let tmp = self.file.with_extension("tmp");
+        fs::write(&tmp, format!("{offset}\n")).expect("write faketime");
+        fs::rename(&tmp, &self.file).expect("rename faketime");
+    }
+
+    fn start_daemon(&self, lab: &mut Lab) {
+        let file = path_str(&self.file);
+        lab.start_daemon_via(
+            BIN,
+            &["serve"],
+            &[
+                ("LD_PRELOAD", &self.lib),
+                ("FAKETIME_TIMESTAMP_FILE", &file),
+                ("FAKETIME_NO_CACHE", "1"),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ],
+        );
+    }
+}
+
+/// A jump forwards so far that nothing of before is in the window any more.
+const AHEAD: u32 = 15;
+
+#[test]
+fn a_clock_jump_while_running_reopens_no_replay_window() {
+    let Some(mut lab) = lab(1, LONG_OTP) else {
+        return;
+    };
+    let clock = FakeClock::new(&lab);
+    clock.start_daemon(&mut lab);
+
+    let m = minute_now();
+    let p = send_otp(&lab, 0, "opensecret1", m);
+    assert_logged(&lab, "grant: valid open OTP", 1);
+    close_2222(&lab, 0);
+
+    // Forwards: the daemon's minute is now m + 15 — an OTP of that minute opens, which also
+    // makes the daemon forget p (it can no longer verify).
+    clock.set(&format!("+{AHEAD}m"));
+    send_otp(&lab, 0, "opensecret1", m + AHEAD);
+    assert_logged(&lab, "grant: valid open OTP", 2);
+    close_2222(&lab, 0);
+
+    // Back to m: p verifies again, but must not open again.
+    clock.set("+0");
+    send_udp(&lab, 0, SERVER4, 2000, vec![p.clone()]);
+    assert_logged(&lab, "OTP refused", 1);
+    assert!(
+        !lab.can_connect(0, SERVER4, 2222),
+        "the replay did not open"
+    );
+    assert_eq!(lab.daemon_log().matches("grant: valid open OTP").count(), 2);
+
+    // A fresh OTP of the present still opens.
+    send_otp(&lab, 0, "opensecret1", minute_now() + 1);
+    assert_logged(&lab, "grant: valid open OTP", 3);
+    connect(&lab, 0, SERVER4, 2222);
+}
+
+#[test]
+fn a_clock_jump_forwards_and_back_across_restarts_reopens_no_replay_window() {
+    let Some(mut lab) = lab(1, LONG_OTP) else {
+        return;
+    };
+    let clock = FakeClock::new(&lab);
+    clock.start_daemon(&mut lab);
+    let m = minute_now();
+    let p = send_otp(&lab, 0, "opensecret1", m);
+    assert_logged(&lab, "grant: valid open OTP", 1);
+    close_2222(&lab, 0);
+    lab.stop_daemon("-TERM");
+
+    // Restarted with the clock 15 minutes ahead: p is out of the window there.
+    clock.set(&format!("+{AHEAD}m"));
+    clock.start_daemon(&mut lab);
+    send_udp(&lab, 0, SERVER4, 2000, vec![p.clone()]);
+    assert!(
+        logged_any(&lab, &["bad OTP", "replay"]),
+        "{}",
+        lab.daemon_log()
+    );
+    assert!(!lab.can_connect(0, SERVER4, 2222));
+    send_otp(&lab, 0, "opensecret1", m + AHEAD);
+    assert_logged(&lab, "grant: valid open OTP", 1);
+    close_2222(&lab, 0);
+    lab.stop_daemon("-TERM");
+    // Once more ahead (a restart folds the record into a new snapshot).
+    clock.start_daemon(&mut lab);
+    lab.stop_daemon("-TERM");
+
+    // Restarted with the clock back at m: p verifies again, but must not open again.
+    clock.set("+0");
+    clock.start_daemon(&mut lab);
+    send_udp(&lab, 0, SERVER4, 2000, vec![p]);
+    assert!(
+        logged_any(&lab, &["OTP refused", "replay"]),
+        "{}",
+        lab.daemon_log()
+    );
+    assert!(
+        !lab.daemon_log().contains("grant: valid open OTP"),
+        "{}",
+        lab.daemon_log()
+    );
+    assert!(
+        !lab.can_connect(0, SERVER4, 2222),
+        "the replay did not open"
+    );
+}
