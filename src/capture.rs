@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::socket::{setsockopt, sockopt};
 
 use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::nflog::{
     config_request, ConfigCmd, ConfigMode, ConfigNla, PacketNla, ULogMessage,
 };
@@ -142,28 +142,39 @@ fn set_receive_buffer(socket: &Socket, bytes: usize) {
     }
 }
 
+/// The netlink type of an NFLOG packet message: `NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_PACKET`.
+const NFLOG_PACKET: u16 = ((libc::NFNL_SUBSYS_ULOG as u16) << 8) | libc::NFULNL_MSG_PACKET as u16;
+
 /// Parses a buffer of netlink messages from the NFLOG group. Public for fuzzing.
+///
+/// Only NFLOG packet messages are decoded; others are skipped by their header's length. The
+/// decoders of the other netfilter subsystems (nf_tables, conntrack) in netlink-packet-netfilter
+/// 0.4 panic on some malformed attributes, and nothing but a packet message carries a knock.
 pub fn parse_messages(mut bytes: &[u8], out: &mut Vec<Packet>) {
     // Bounded by the buffer: each step consumes at least one netlink header or stops.
     while !bytes.is_empty() {
-        let Ok(msg) = NetlinkMessage::<NetfilterMessage>::deserialize(bytes) else {
+        // Checked: the length field is at least a header and at most the buffer.
+        let Ok(header) = NetlinkBuffer::new_checked(bytes) else {
             return;
         };
-        let len = (msg.header.length as usize).min(bytes.len());
-        if len == 0 {
-            return;
-        }
-        if let NetlinkPayload::InnerMessage(NetfilterMessage {
-            inner: NetfilterMessageInner::ULog(ULogMessage::Packet(nlas)),
-            ..
-        }) = &msg.payload
-        {
-            let payload = nlas.iter().find_map(|nla| match nla {
-                PacketNla::Payload(p) => Some(p.as_slice()),
-                _ => None,
-            });
-            if let Some(packet) = payload.and_then(parse_ip) {
-                out.push(packet);
+        let len = header.length() as usize;
+        if header.message_type() == NFLOG_PACKET {
+            if let Ok(NetlinkMessage {
+                payload:
+                    NetlinkPayload::InnerMessage(NetfilterMessage {
+                        inner: NetfilterMessageInner::ULog(ULogMessage::Packet(nlas)),
+                        ..
+                    }),
+                ..
+            }) = NetlinkMessage::<NetfilterMessage>::deserialize(&bytes[..len])
+            {
+                let payload = nlas.iter().find_map(|nla| match nla {
+                    PacketNla::Payload(p) => Some(p.as_slice()),
+                    _ => None,
+                });
+                if let Some(packet) = payload.and_then(parse_ip) {
+                    out.push(packet);
+                }
             }
         }
         // Netlink messages are 4-byte aligned within a buffer.
@@ -232,6 +243,60 @@ mod tests {
         let packet = parse_ip(&bytes).unwrap();
         assert_eq!(packet.source, IpAddr::V6(src.into()));
         assert_eq!(packet.knock, KnockPort::tcp(7000));
+    }
+
+    /// An NFLOG packet message carrying `packet`, as the kernel frames it (header, netfilter
+    /// header, the payload attribute), padded to 4 bytes.
+    fn nflog_message(packet: &[u8]) -> Vec<u8> {
+        let nla_len = 4 + packet.len();
+        let len = 16 + 4 + nla_len;
+        let mut out = Vec::new();
+        out.extend_from_slice(&(len as u32).to_ne_bytes());
+        out.extend_from_slice(&NFLOG_PACKET.to_ne_bytes());
+        out.extend_from_slice(&[0; 10]); // flags, sequence, port id
+        out.extend_from_slice(&[2, 0, 0xa5, 0xb4]); // AF_INET, version 0, group 42420
+        out.extend_from_slice(&(nla_len as u16).to_ne_bytes());
+        out.extend_from_slice(&9u16.to_ne_bytes()); // NFULA_PAYLOAD
+        out.extend_from_slice(packet);
+        out.resize(len.next_multiple_of(4), 0);
+        out
+    }
+
+    fn syn4() -> Vec<u8> {
+        let builder = PacketBuilder::ipv4([198, 18, 0, 2], [198, 18, 0, 1], 64)
+            .tcp(40000, 7000, 1, 64000)
+            .syn();
+        let mut bytes = Vec::new();
+        builder.write(&mut bytes, &[]).unwrap();
+        bytes
+    }
+
+    /// Found by fuzz/fuzz_targets/capture_nflog.rs: an nf_tables message whose nested attribute
+    /// is shorter than an attribute header made netlink-packet-netfilter panic (slice index out
+    /// of range) when the buffer was decoded whatever its subsystem.
+    const NFTABLES_MESSAGE_THAT_PANICKED: [u8; 27] = [
+        0x1b, 0x00, 0x00, 0x00, 0x0a, 0x0a, 0x00, 0xba, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x01, 0x00, 0x00, 0x06, 0x00, 0x11, 0x00, 0xcf, 0x01, 0x00,
+    ];
+
+    #[test]
+    fn messages_of_other_subsystems_are_skipped_not_decoded() {
+        let mut out = Vec::new();
+        parse_messages(&NFTABLES_MESSAGE_THAT_PANICKED, &mut out);
+        assert!(out.is_empty());
+
+        // A knock after such a message, or after a packet message that does not decode, is
+        // still read.
+        let mut buffer = NFTABLES_MESSAGE_THAT_PANICKED.to_vec();
+        buffer.push(0); // 4-byte alignment
+        let mut broken = nflog_message(&syn4());
+        broken[20..22].copy_from_slice(&3u16.to_ne_bytes()); // attribute shorter than its header
+        buffer.extend_from_slice(&broken);
+        buffer.extend_from_slice(&nflog_message(&syn4()));
+        parse_messages(&buffer, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].knock, KnockPort::tcp(7000));
+        assert_eq!(out[0].source, "198.18.0.2".parse::<IpAddr>().unwrap());
     }
 
     proptest! {

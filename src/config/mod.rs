@@ -208,11 +208,12 @@ pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
 }
 
 /// Parses the text of `portknock.conf` of the configuration directory `dir` as [`load`] does,
-/// without reading a file: the settings (a bad value keeps its default) and every problem.
-/// Public for fuzzing.
+/// without reading a file: the settings (a bad value keeps its default) and every problem,
+/// sorted as [`load`] sorts them. Public for fuzzing.
 pub fn parse_settings(dir: &Path, text: &str) -> (Settings, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let settings = conf::parse(dir, &dir.join(CONF_FILE), text, &mut diags);
+    diags.sort_by_key(|d| d.line);
     (settings, diags)
 }
 

@@ -182,3 +182,29 @@ fn every_problem_of_every_file_at_once_in_file_and_line_order() {
         .join("\n")
     );
 }
+
+#[test]
+fn the_text_parsers_for_fuzzing_report_what_load_reports() {
+    let conf = "FW_PORTKNOCK_SIMPEL=yes\nFW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=yes\n\
+                FW_PORTKNOCK_ADVANCED=yes\nFW_PORTKNOCK_OTP_SKEW=99\n";
+    let simple = "22:7000\n23:7000,7000\n25:7100,7300,7200\n";
+    let advanced = "22,2000,samesame,samesame\n24:1,2,3\n26,2001,openopen,closeclose\n";
+    let dir = dir_with(&[
+        (CONF_FILE, conf),
+        (SIMPLE_LIST_FILE, simple),
+        (ADVANCED_LIST_FILE, advanced),
+    ]);
+    let p = dir.path();
+    let (settings, mut diags) = parse_settings(p, conf);
+    let (simple_doors, advanced_doors, list_diags) = parse_lists(p, Some(simple), Some(advanced));
+    diags.extend(list_diags);
+    assert_eq!(load(p).expect_err("broken").diagnostics, diags);
+    assert!(settings.enabled && settings.simple && settings.advanced);
+    assert_eq!(settings.otp_skew, 1, "a bad value keeps its default");
+    assert_eq!(simple_doors.len(), 2);
+    assert_eq!(advanced_doors.len(), 1);
+
+    // A mode that is off: its list is not read, as `load` does not read it.
+    let (_, _, diags) = parse_lists(p, Some("22:7000,9000,8000\n"), None);
+    assert_eq!(diags, []);
+}

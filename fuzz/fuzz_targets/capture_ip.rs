@@ -1,0 +1,46 @@
+//! `capture::parse_ip`: an IPv4 or IPv6 packet, possibly cut short by the NFLOG copy range,
+//! into a knock.
+//!
+//! Checks: no panic; a knock's source is the address in the header of the IP version the first
+//! nibble names; an IPv4 knock has the protocol byte of its transport and is not a later fragment
+//! (whose bytes are payload, not a transport header that names a port); a TCP knock carries no
+//! payload and a UDP payload fits in the packet after the minimal headers.
+#![no_main]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use libfuzzer_sys::fuzz_target;
+use portknock::capture::parse_ip;
+use portknock::config::Proto;
+
+fuzz_target!(|data: &[u8]| {
+    let Some(packet) = parse_ip(data) else {
+        return;
+    };
+    let version = data[0] >> 4;
+    match packet.source {
+        IpAddr::V4(source) => {
+            assert_eq!(version, 4);
+            assert!(data.len() >= 20);
+            let bytes: [u8; 4] = data[12..16].try_into().unwrap();
+            assert_eq!(source, Ipv4Addr::from(bytes));
+            let fragment_offset = u16::from_be_bytes([data[6], data[7]]) & 0x1fff;
+            assert_eq!(fragment_offset, 0, "a later fragment taken as a knock");
+            let protocol = match packet.knock.proto {
+                Proto::Tcp => 6,
+                Proto::Udp => 17,
+            };
+            assert_eq!(data[9], protocol);
+        }
+        IpAddr::V6(source) => {
+            assert_eq!(version, 6);
+            assert!(data.len() >= 40);
+            let bytes: [u8; 16] = data[8..24].try_into().unwrap();
+            assert_eq!(source, Ipv6Addr::from(bytes));
+        }
+    }
+    match packet.knock.proto {
+        Proto::Tcp => assert!(packet.payload.is_empty()),
+        Proto::Udp => assert!(packet.payload.len() + 28 <= data.len()),
+    }
+});
