@@ -273,18 +273,22 @@ impl Knocks {
                         .grant(source, d.protected, open_for)
                         .and_then(|()| self.kernel.disarm(source, final_knock))
                 }
-                Outcome::Reset { door, was_armed } | Outcome::Expired { door, was_armed } => {
+                Outcome::Reset { door, was_armed } => {
                     let d = &self.config.simple[door];
-                    if matches!(outcome, Outcome::Reset { .. }) {
-                        info!(%source, door = d.protected, "wrong sequence: progress reset");
-                    } else {
-                        info!(%source, door = d.protected, "expired: knocks too slow, sequence restarted");
-                    }
+                    info!(%source, door = d.protected, "wrong sequence: progress reset");
                     if was_armed {
                         self.kernel.disarm(source, d.sequence[d.sequence.len() - 1])
                     } else {
                         Ok(())
                     }
+                }
+                // No disarm: the armed element carries the same timeout as the engine's
+                // progress, so the kernel has already dropped it, and deleting a missing
+                // element aborts a whole nftables transaction (milliseconds under a flood).
+                Outcome::Expired { door, .. } => {
+                    let d = &self.config.simple[door];
+                    info!(%source, door = d.protected, "expired: knocks too slow, sequence restarted");
+                    Ok(())
                 }
                 _ => Ok(()),
             };
