@@ -301,7 +301,11 @@ fn an_otp_is_refused_while_the_state_directory_is_full_and_no_later_one_is_lost(
     drop(filler);
     fs::remove_file(view.join("filler")).expect("remove filler");
     send_udp(&lab, 1, SERVER6, 2000, vec![x.clone()]);
-    connect(&lab, 1, SERVER6, 2222);
+    // A raw datagram has no client pacing: wait (bounded) for the daemon's grant.
+    wait_until(Duration::from_secs(10), || {
+        lab.can_connect(1, SERVER6, 2222)
+    })
+    .expect("the OTP opens once there is space again");
     assert_eq!(log_len(), full_page + ENTRY);
 
     // The record as the daemon left it, read by a new daemon (on the ordinary disk): the OTP
