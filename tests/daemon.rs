@@ -3,14 +3,10 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-
-const SIMPLE: &str = "22:7000,9000,8000\n";
-const ADVANCED: &str = "2222,2000,opensecret1,closesecret1\n";
-const FAST: &str = "FW_PORTKNOCK_KNOCK_TIMEOUT=2\nFW_PORTKNOCK_SIMPLE_OPEN=3\n";
 
 fn lab(clients: usize, extra: &str) -> Option<Lab> {
     if !require_root() {
@@ -24,30 +20,13 @@ fn lab(clients: usize, extra: &str) -> Option<Lab> {
     Some(lab)
 }
 
-fn connect(lab: &Lab, i: usize, addr: &str, port: u16) -> TcpStream {
-    let target = SocketAddr::new(ip(addr), port);
-    lab.clients[i]
-        .run(move || TcpStream::connect_timeout(&target, Duration::from_millis(900)))
-        .and_then(std::convert::identity)
-        .unwrap_or_else(|e| panic!("client {i} could not connect to {target}: {e}"))
-}
-
-fn ok(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "command failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn simple_sequence_opens_for_the_knocker_only_and_expires() {
     let Some(lab) = lab(2, FAST) else { return };
     assert!(!lab.can_connect(0, SERVER4, 22), "closed before any knock");
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
     // Right after the last knock, within less than TCP's first retransmission (1 s).
-    let mut established = connect(&lab, 0, SERVER4, 22);
+    let mut established = lab.connect(0, SERVER4, 22);
     assert!(still_works(&mut established));
     assert!(
         !lab.can_connect(1, SERVER4, 22),
@@ -66,7 +45,7 @@ fn advanced_otp_opens_and_closes() {
     let Some(lab) = lab(1, "") else { return };
     assert!(!lab.can_connect(0, SERVER4, 2222));
     ok(&lab.client(0, &["otp", SERVER4, "2000", "opensecret1"]));
-    let mut established = connect(&lab, 0, SERVER4, 2222);
+    let mut established = lab.connect(0, SERVER4, 2222);
     ok(&lab.client(0, &["otp", SERVER4, "2000", "closesecret1"]));
     assert!(
         !lab.can_connect(0, SERVER4, 2222),
@@ -107,7 +86,7 @@ fn wrong_order_does_not_open_but_retransmissions_do() {
             "knock", SERVER4, "7000", "7000", "9000", "9000", "8000", "8000",
         ],
     ));
-    connect(&lab, 0, SERVER4, 22);
+    lab.connect(0, SERVER4, 22);
 }
 
 #[test]
@@ -170,7 +149,7 @@ fn strict_reset_on_an_interleaved_wrong_knock() {
     ok(&lab.client(0, &["knock", SERVER4, "1", "2", "5", "3", "4"]));
     assert!(!lab.can_connect(0, SERVER4, 22));
     ok(&lab.client(0, &["knock", SERVER4, "1", "2", "3", "4", "5"]));
-    connect(&lab, 0, SERVER4, 22);
+    lab.connect(0, SERVER4, 22);
 }
 
 #[test]
@@ -361,7 +340,7 @@ sys.stdout.write(hmac.new(b"opensecret1", msg, hashlib.sha256).hexdigest() + "\n
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(daemon_logged(&lab, "grant: valid open OTP"));
-    connect(&lab, 0, SERVER4, 2222);
+    lab.connect(0, SERVER4, 2222);
 }
 
 #[test]
@@ -370,9 +349,9 @@ fn both_modes_work_over_ipv6() {
     assert!(!lab.can_connect(0, SERVER6, 22));
     assert!(!lab.can_connect(0, SERVER6, 2222));
     ok(&lab.client(0, &["knock", "-6", SERVER6, "7000", "9000", "8000"]));
-    connect(&lab, 0, SERVER6, 22);
+    lab.connect(0, SERVER6, 22);
     ok(&lab.client(0, &["otp", "-6", SERVER6, "2000", "opensecret1"]));
-    connect(&lab, 0, SERVER6, 2222);
+    lab.connect(0, SERVER6, 2222);
     assert!(!lab.can_connect(1, SERVER6, 22));
     assert!(!lab.can_connect(1, SERVER6, 2222));
 }
@@ -388,7 +367,7 @@ fn ipv6_knocks_are_ignored_when_off_but_ports_stay_closed() {
         "no IPv6 knock, and no IPv6 bypass"
     );
     ok(&lab.client(0, &["knock", "-4", SERVER4, "7000", "9000", "8000"]));
-    connect(&lab, 0, SERVER4, 22);
+    lab.connect(0, SERVER4, 22);
 }
 
 fn status_grants(lab: &Lab) -> Vec<(String, u64, String)> {
@@ -438,7 +417,7 @@ fn status_json_lists_exactly_the_grants_and_open_close_work() {
             ("198.18.0.3".to_string(), 2222, "advanced".to_string()),
         ]
     );
-    connect(&lab, 1, SERVER4, 2222);
+    lab.connect(1, SERVER4, 2222);
     ok(&lab.admin(&["close", "198.18.0.3", "2222"]));
     assert!(!lab.can_connect(1, SERVER4, 2222));
     assert_eq!(
@@ -461,7 +440,7 @@ fn apply_changes_doors_keeps_grants_and_refuses_broken_edits() {
     };
     lab.listen(23);
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
-    connect(&lab, 0, SERVER4, 22);
+    lab.connect(0, SERVER4, 22);
 
     // Add a door: the grant of the unchanged door survives, the new door works at once.
     let list = lab.config_dir().join("simple-portknock-list");
@@ -473,10 +452,10 @@ fn apply_changes_doors_keeps_grants_and_refuses_broken_edits() {
         status_grants(&lab),
         vec![("198.18.0.2".to_string(), 22, "simple".to_string())]
     );
-    connect(&lab, 0, SERVER4, 22);
+    lab.connect(0, SERVER4, 22);
     assert!(!lab.can_connect(1, SERVER4, 23));
     ok(&lab.client(1, &["knock", SERVER4, "6000", "6002", "6001"]));
-    connect(&lab, 1, SERVER4, 23);
+    lab.connect(1, SERVER4, 23);
 
     // A broken edit changes nothing, for apply and for a SIGHUP alike.
     let before = nft_list(&lab, &["chain", "inet", "portknock", "input"])
@@ -531,7 +510,7 @@ fn a_killed_daemon_fails_closed_and_a_restart_picks_up() {
         !lab.can_connect(0, SERVER4, 2222),
         "protected ports stay closed without the daemon"
     );
-    connect(&lab, 0, SERVER4, 22);
+    lab.connect(0, SERVER4, 22);
     wait_until(Duration::from_secs(10), || !lab.can_connect(0, SERVER4, 22))
         .expect("the grant expires on time with the daemon dead");
     lab.start_daemon();
@@ -540,9 +519,9 @@ fn a_killed_daemon_fails_closed_and_a_restart_picks_up() {
         vec![("198.18.0.3".to_string(), 22, "simple".to_string())],
         "grants survive a restart"
     );
-    connect(&lab, 1, SERVER4, 22);
+    lab.connect(1, SERVER4, 22);
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
-    connect(&lab, 0, SERVER4, 22);
+    lab.connect(0, SERVER4, 22);
 }
 
 #[test]
@@ -597,7 +576,7 @@ fn serve_refuses_a_broken_configuration_and_a_missing_privilege() {
 fn sigterm_leaves_enforcement_in_place_and_secrets_never_reach_the_log() {
     let Some(mut lab) = lab(1, "") else { return };
     ok(&lab.client(0, &["otp", SERVER4, "2000", "opensecret1"]));
-    connect(&lab, 0, SERVER4, 2222);
+    lab.connect(0, SERVER4, 2222);
     ok(&lab.client(0, &["otp", SERVER4, "2000", "closesecret1"]));
     ok(&lab.client(0, &["otp", SERVER4, "2000", "wrongsecret"]));
     assert!(daemon_logged(&lab, "bad OTP"));
@@ -634,7 +613,7 @@ fn the_daemon_runs_with_cap_net_admin_alone() {
         &[],
     );
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
-    connect(&lab, 0, SERVER4, 22);
+    lab.connect(0, SERVER4, 22);
     assert_only_net_admin(&lab);
 }
 
@@ -660,5 +639,5 @@ fn the_daemon_drops_every_capability_but_cap_net_admin_after_set_up() {
     ok(&lab.admin(&["apply"]));
     assert!(daemon_logged(&lab, "configuration reloaded"));
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
-    connect(&lab, 0, SERVER4, 22);
+    lab.connect(0, SERVER4, 22);
 }

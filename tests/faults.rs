@@ -12,7 +12,7 @@ mod common;
 
 use std::fs;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -21,9 +21,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::*;
 use portknock::netns::{client4, client6};
 
-const SIMPLE: &str = "22:7000,9000,8000\n";
-const ADVANCED: &str = "2222,2000,opensecret1,closesecret1\n";
-const FAST: &str = "FW_PORTKNOCK_KNOCK_TIMEOUT=2\nFW_PORTKNOCK_SIMPLE_OPEN=3\n";
 /// Sizes a grant so that it stays for the whole test once made.
 const LONG_OTP: &str = "FW_PORTKNOCK_ADVANCED_OPEN=600\n";
 
@@ -45,23 +42,6 @@ fn lab_with(clients: usize, extra: &str, simple: &str, advanced: &str) -> Option
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "command failed: {}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-fn connect(lab: &Lab, i: usize, addr: &str, port: u16) -> TcpStream {
-    let target = SocketAddr::new(ip(addr), port);
-    lab.clients[i]
-        .run(move || TcpStream::connect_timeout(&target, Duration::from_millis(900)))
-        .and_then(std::convert::identity)
-        .unwrap_or_else(|e| panic!("client {i} could not connect to {target}: {e}"))
 }
 
 /// Waits (bounded) until the daemon's log holds `needle` at least `n` times.
@@ -205,7 +185,7 @@ fn an_otp_is_refused_while_the_used_otp_record_cannot_be_written() {
     drop(immutable);
     ok(&lab.client(0, &["otp", SERVER4, "2000", "opensecret1"]));
     assert_logged(&lab, "grant: valid open OTP", 1);
-    connect(&lab, 0, SERVER4, 2222);
+    lab.connect(0, SERVER4, 2222);
 }
 
 /// What the wrapper runs: a private mount namespace with a tiny tmpfs on the state directory,
@@ -534,11 +514,11 @@ fn a_flood_that_overruns_the_nflog_buffer_is_logged_and_knocks_work_afterwards()
         start.elapsed()
     );
     ok(&lab.client(1, &["knock", SERVER4, "7000", "9000", "8000"]));
-    connect(&lab, 1, SERVER4, 22);
+    lab.connect(1, SERVER4, 22);
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
-    connect(&lab, 0, SERVER4, 22);
+    lab.connect(0, SERVER4, 22);
     ok(&lab.client(1, &["otp", SERVER4, "2000", "opensecret1"]));
-    connect(&lab, 1, SERVER4, 2222);
+    lab.connect(1, SERVER4, 2222);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -597,7 +577,7 @@ fn a_deleted_or_truncated_configuration_is_refused_on_sighup_and_restoring_it_wo
         assert_eq!(lab.ruleset(), installed, "{what}: the rules changed");
         assert!(!lab.can_connect(0, SERVER4, 22), "{what}: still closed");
         ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
-        connect(&lab, 0, SERVER4, 22);
+        lab.connect(0, SERVER4, 22);
         ok(&lab.admin(&["close", &client4(0), "22"]));
         restore();
     }
@@ -613,9 +593,9 @@ fn a_deleted_or_truncated_configuration_is_refused_on_sighup_and_restoring_it_wo
     assert_logged(&lab, "configuration reloaded", 1);
     assert!(lab.ruleset().contains("door_23"));
     ok(&lab.client(0, &["knock", SERVER4, "6000", "6002", "6001"]));
-    connect(&lab, 0, SERVER4, 23);
+    lab.connect(0, SERVER4, 23);
     ok(&lab.client(0, &["otp", SERVER4, "2000", "opensecret1"]));
-    connect(&lab, 0, SERVER4, 2222);
+    lab.connect(0, SERVER4, 2222);
 }
 
 #[test]
@@ -642,7 +622,7 @@ fn engine_off_with_apply_still_removes_the_rules_and_the_daemon_follows() {
     assert_logged(&lab, "configuration reloaded", 2);
     assert!(!lab.can_connect(0, SERVER4, 22));
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
-    connect(&lab, 0, SERVER4, 22);
+    lab.connect(0, SERVER4, 22);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -712,7 +692,7 @@ fn daemons_started_at_the_same_moment_leave_exactly_one_running() {
     })
     .expect("the survivor serves");
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
-    connect(&lab, 0, SERVER4, 22);
+    lab.connect(0, SERVER4, 22);
 }
 
 #[test]
@@ -743,7 +723,7 @@ fn a_second_daemon_with_another_state_directory_refuses_and_changes_nothing() {
         "the second daemon changed nothing"
     );
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
-    connect(&lab, 0, SERVER4, 22);
+    lab.connect(0, SERVER4, 22);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -839,7 +819,7 @@ fn a_clock_jump_while_running_reopens_no_replay_window() {
     // A fresh OTP of the present still opens.
     send_otp(&lab, 0, "opensecret1", minute_now() + 1);
     assert_logged(&lab, "grant: valid open OTP", 3);
-    connect(&lab, 0, SERVER4, 2222);
+    lab.connect(0, SERVER4, 2222);
 }
 
 #[test]

@@ -18,6 +18,22 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_portknock");
 pub use portknock::netns::{Netns, Network, SERVER4, SERVER6};
 
+/// The lab's usual doors: SSH behind a three-port sequence, 2222 behind OTPs.
+pub const SIMPLE: &str = "22:7000,9000,8000\n";
+pub const ADVANCED: &str = "2222,2000,opensecret1,closesecret1\n";
+/// Short timeouts, so that expiry can be watched within a test.
+pub const FAST: &str = "FW_PORTKNOCK_KNOCK_TIMEOUT=2\nFW_PORTKNOCK_SIMPLE_OPEN=3\n";
+
+/// Asserts that a command succeeded, showing its output when not.
+pub fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Fails the test loudly when not root: these tests need the real kernel firewall.
 /// `PORTKNOCK_SKIP_ROOT_TESTS=1` turns that into a loud skip for unprivileged local runs.
 pub fn require_root() -> bool {
@@ -133,6 +149,16 @@ impl Lab {
             .args(args)
             .output()
             .expect("run client")
+    }
+
+    /// A new TCP connection from client `i` to `addr:port`, made within less than TCP's first
+    /// retransmission (1 s): a dropped first SYN fails it.
+    pub fn connect(&self, i: usize, addr: &str, port: u16) -> TcpStream {
+        let target = SocketAddr::new(ip(addr), port);
+        self.clients[i]
+            .run(move || TcpStream::connect_timeout(&target, Duration::from_millis(900)))
+            .and_then(std::convert::identity)
+            .unwrap_or_else(|e| panic!("client {i} could not connect to {target}: {e}"))
     }
 
     /// Whether client `i` can open a new TCP connection to `addr:port` (one bounded attempt).
