@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -222,56 +221,17 @@ fn immediate_connect_after_the_last_knock_over_ipv4_and_ipv6() {
     }
 }
 
-/// The OTP payload for `secret`, `source` and `minute`, computed here independently of
-/// portknock's own code.
-fn reference_payload(secret: &str, source: &str, minute: u32) -> Vec<u8> {
-    use hmac::{KeyInit, Mac};
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
-    match ip(source) {
-        std::net::IpAddr::V4(a) => mac.update(&a.octets()),
-        std::net::IpAddr::V6(a) => mac.update(&a.octets()),
-    }
-    mac.update(&minute.to_le_bytes());
-    let mut payload = hex::encode(mac.finalize().into_bytes()).into_bytes();
-    payload.push(b'\n');
-    payload
-}
-
-fn this_minute() -> u32 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    u32::try_from(secs / 60).expect("minute fits")
-}
-
-/// Sends `payload` as one UDP datagram from client `i` to the knock port 2000.
-fn send_udp(lab: &Lab, i: usize, server: &str, payload: Vec<u8>) {
-    let target = SocketAddr::new(ip(server), 2000);
-    lab.clients[i]
-        .run(move || {
-            let bind = if target.is_ipv4() {
-                "0.0.0.0:0"
-            } else {
-                "[::]:0"
-            };
-            let socket = std::net::UdpSocket::bind(bind).expect("udp socket");
-            socket.send_to(&payload, target).expect("send");
-        })
-        .expect("inside the client namespace");
-}
-
 #[test]
 fn otp_replays_are_refused_from_anywhere_and_after_a_restart() {
     let Some(mut lab) = lab(2, "") else { return };
-    let payload = reference_payload("opensecret1", "198.18.0.2", this_minute());
-    send_udp(&lab, 0, SERVER4, payload.clone());
+    let payload = otp_payload("opensecret1", "198.18.0.2", minute_now());
+    send_udp(&lab, 0, SERVER4, 2000, vec![payload.clone()]);
     assert!(daemon_logged(&lab, "grant: valid open OTP"));
     ok(&lab.admin(&["close", "198.18.0.2", "2222"]));
     assert!(!lab.can_connect(0, SERVER4, 2222));
 
-    send_udp(&lab, 0, SERVER4, payload.clone());
-    send_udp(&lab, 1, SERVER4, payload.clone());
+    send_udp(&lab, 0, SERVER4, 2000, vec![payload.clone()]);
+    send_udp(&lab, 1, SERVER4, 2000, vec![payload.clone()]);
     wait_until(Duration::from_secs(5), || {
         lab.daemon_log().matches("replay").count() >= 2
     })
@@ -287,7 +247,7 @@ fn otp_replays_are_refused_from_anywhere_and_after_a_restart() {
 
     lab.stop_daemon("-TERM");
     lab.start_daemon();
-    send_udp(&lab, 0, SERVER4, payload);
+    send_udp(&lab, 0, SERVER4, 2000, vec![payload]);
     assert!(daemon_logged(&lab, "replay"), "refused after a restart too");
     assert!(!lab.can_connect(0, SERVER4, 2222));
 }
@@ -301,13 +261,15 @@ fn otp_outside_the_skew_window_is_refused() {
         &lab,
         0,
         SERVER4,
-        reference_payload("opensecret1", "198.18.0.2", this_minute() - 3),
+        2000,
+        vec![otp_payload("opensecret1", "198.18.0.2", minute_now() - 3)],
     );
     send_udp(
         &lab,
         0,
         SERVER4,
-        reference_payload("opensecret1", "198.18.0.2", this_minute() + 3),
+        2000,
+        vec![otp_payload("opensecret1", "198.18.0.2", minute_now() + 3)],
     );
     wait_until(Duration::from_secs(5), || {
         lab.daemon_log().matches("bad OTP").count() >= 2
@@ -319,7 +281,8 @@ fn otp_outside_the_skew_window_is_refused() {
         &lab,
         0,
         SERVER4,
-        reference_payload("opensecret1", "203.0.113.5", this_minute()),
+        2000,
+        vec![otp_payload("opensecret1", "203.0.113.5", minute_now())],
     );
     assert!(!lab.can_connect(0, SERVER4, 2222));
 }

@@ -12,11 +12,11 @@ mod common;
 
 use std::fs;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::*;
 use portknock::netns::{client4, client6};
@@ -67,47 +67,6 @@ fn assert_logged(lab: &Lab, needle: &str, n: usize) {
         "expected {n}× {needle:?} in the daemon log:\n{}",
         lab.daemon_log()
     );
-}
-
-/// The OTP payload for `secret`, `source` and `minute`, computed here independently of
-/// portknock's own code (SPEC §3).
-fn otp_payload(secret: &str, source: &str, minute: u32) -> Vec<u8> {
-    use hmac::{KeyInit, Mac};
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
-    match ip(source) {
-        IpAddr::V4(a) => mac.update(&a.octets()),
-        IpAddr::V6(a) => mac.update(&a.octets()),
-    }
-    mac.update(&minute.to_le_bytes());
-    let mut payload = hex::encode(mac.finalize().into_bytes()).into_bytes();
-    payload.push(b'\n');
-    payload
-}
-
-fn minute_now() -> u32 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    u32::try_from(secs / 60).expect("minute fits")
-}
-
-/// Sends each payload as one UDP datagram from client `i` to `server` port `port`.
-fn send_udp(lab: &Lab, i: usize, server: &str, port: u16, payloads: Vec<Vec<u8>>) {
-    let target = SocketAddr::new(ip(server), port);
-    lab.clients[i]
-        .run(move || {
-            let bind = if target.is_ipv4() {
-                "0.0.0.0:0"
-            } else {
-                "[::]:0"
-            };
-            let socket = UdpSocket::bind(bind).expect("udp socket");
-            for payload in payloads {
-                socket.send_to(&payload, target).expect("send");
-            }
-        })
-        .expect("inside the client namespace");
 }
 
 /// Sends the open-secret OTP of client `i` (IPv4) for `minute` to the door 2222.

@@ -319,3 +319,45 @@ pub fn which(program: &str) -> PathBuf {
         .find(|path| path.is_file())
         .unwrap_or_else(|| panic!("{program} is not on PATH"))
 }
+
+/// The OTP payload for `secret`, `source` and `minute`, computed here independently of
+/// portknock's own code (SPEC §3).
+pub fn otp_payload(secret: &str, source: &str, minute: u32) -> Vec<u8> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    match ip(source) {
+        IpAddr::V4(a) => mac.update(&a.octets()),
+        IpAddr::V6(a) => mac.update(&a.octets()),
+    }
+    mac.update(&minute.to_le_bytes());
+    let mut payload = hex::encode(mac.finalize().into_bytes()).into_bytes();
+    payload.push(b'\n');
+    payload
+}
+
+/// The current Unix minute, as OTPs count it.
+pub fn minute_now() -> u32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    u32::try_from(secs / 60).expect("minute fits")
+}
+
+/// Sends each payload as one UDP datagram from client `i` to `server` port `port`.
+pub fn send_udp(lab: &Lab, i: usize, server: &str, port: u16, payloads: Vec<Vec<u8>>) {
+    let target = SocketAddr::new(ip(server), port);
+    lab.clients[i]
+        .run(move || {
+            let bind = if target.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let socket = std::net::UdpSocket::bind(bind).expect("udp socket");
+            for payload in payloads {
+                socket.send_to(&payload, target).expect("send");
+            }
+        })
+        .expect("inside the client namespace");
+}
