@@ -342,6 +342,7 @@ impl Knocks {
                 self.kernel.revoke(source, door.protected)
             };
             log_kernel_error(result);
+            self.store.flush();
             return;
         }
         info!(%source, port = packet.knock.port, "bad OTP: no door's secret matches this source and minute");

@@ -580,17 +580,27 @@ fn the_daemon_runs_with_cap_net_admin_alone() {
     assert_only_net_admin(&lab);
 }
 
-/// The daemon's effective, permitted and bounding capability sets hold CAP_NET_ADMIN alone.
+/// The effective, permitted and bounding capability sets of each of the daemon's threads
+/// (capabilities belong to threads) hold CAP_NET_ADMIN alone.
 fn assert_only_net_admin(lab: &Lab) {
     let pid = lab.daemon_pid().expect("daemon runs");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    for key in ["CapEff:", "CapPrm:", "CapBnd:"] {
-        let value = status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .expect("capability line")
-            .trim();
-        assert_eq!(value, "0000000000001000", "{key} holds CAP_NET_ADMIN alone");
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads");
+    for task in tasks {
+        let path = task.expect("thread").path().join("status");
+        let status = std::fs::read_to_string(&path).expect("status");
+        for key in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            let value = status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .expect("capability line")
+                .trim();
+            assert_eq!(
+                value,
+                "0000000000001000",
+                "{key} of {} holds CAP_NET_ADMIN alone",
+                path.display()
+            );
+        }
     }
 }
 
@@ -598,9 +608,18 @@ fn assert_only_net_admin(lab: &Lab) {
 fn the_daemon_drops_every_capability_but_cap_net_admin_after_set_up() {
     let Some(lab) = lab(1, FAST) else { return };
     assert_only_net_admin(&lab);
-    // Still able to do its job: a reload (which runs nft) and a grant.
+    // Still able to do its job: a reload (which runs nft), a grant, and an OTP grant, which
+    // starts the thread that flushes the used-OTP record.
     ok(&lab.admin(&["apply"]));
     assert!(daemon_logged(&lab, "configuration reloaded"));
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
     lab.connect(0, SERVER4, 22);
+    ok(&lab.client(0, &["otp", SERVER4, "2000", "opensecret1"]));
+    lab.connect(0, SERVER4, 2222);
+    let pid = lab.daemon_pid().expect("daemon runs");
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the daemon's threads")
+        .count();
+    assert!(threads >= 2, "the flush thread runs ({threads} threads)");
+    assert_only_net_admin(&lab);
 }
