@@ -245,9 +245,12 @@ pub fn status(dir: &Path, json: bool) -> u8 {
 
 /// `portknock open SOURCE PORT [--for SECONDS]` and `portknock close SOURCE PORT`.
 pub fn manual(source: std::net::IpAddr, port: u16, open_for: Option<Duration>) -> u8 {
-    let result = firewall::SetUpdater::open().and_then(|mut nl| match open_for {
-        Some(d) => nl.grant(source, port, d),
-        None => nl.revoke(source, port),
+    let result = firewall::SetUpdater::open().and_then(|mut nl| {
+        match open_for {
+            Some(d) => nl.grant(source, port, d),
+            None => nl.revoke(source, port),
+        }
+        nl.commit()
     });
     match (result, open_for) {
         (Ok(()), Some(d)) => {

@@ -25,6 +25,9 @@ use crate::config::KnockPort;
 const RECV_BUFFER: usize = 16 << 20;
 /// Bytes of packet copied per knock: the IPv6 header, a UDP header and a 65-byte OTP fit.
 const COPY_RANGE: u32 = 256;
+/// Most datagrams one [`Capture::recv`] takes: enough for one kernel update to cover many
+/// knocks under a flood, few enough that the first of them is not kept waiting.
+pub const DRAIN: usize = 64;
 
 /// One knock as the daemon sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,17 +112,26 @@ impl Capture {
         }
     }
 
-    /// Blocks until knocks arrive and appends them to `out`. Messages that are not knock
-    /// packets, or packets that cannot be parsed, are skipped: nothing a sender puts on the
-    /// wire can make this fail or panic.
+    /// Blocks until knocks arrive, then takes what else is queued already (at most
+    /// [`DRAIN`] datagrams in all), and appends the knocks to `out`; the caller then handles
+    /// them together and updates the kernel once. Messages that are not knock packets, or
+    /// packets that cannot be parsed, are skipped: nothing a sender puts on the wire can make
+    /// this fail or panic. On an overrun, `out` keeps the knocks read before it.
     pub fn recv(&mut self, out: &mut Vec<Packet>) -> Result<(), CaptureError> {
-        let len = match self.socket.recv(&mut &mut self.buf[..], 0) {
-            Ok(len) => len,
-            // ENOBUFS: the receive buffer overflowed and the kernel dropped messages.
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Err(CaptureError::Overrun),
-            Err(e) => return Err(e.into()),
-        };
-        parse_messages(&self.buf[..len], out);
+        let mut flags = 0;
+        for _ in 0..DRAIN {
+            let len = match self.socket.recv(&mut &mut self.buf[..], flags) {
+                Ok(len) => len,
+                Err(e) if flags != 0 && e.kind() == io::ErrorKind::WouldBlock => break,
+                // ENOBUFS: the receive buffer overflowed and the kernel dropped messages.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    return Err(CaptureError::Overrun)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            parse_messages(&self.buf[..len], out);
+            flags = libc::MSG_DONTWAIT;
+        }
         Ok(())
     }
 

@@ -19,9 +19,9 @@ use tracing::{debug, error, info, warn};
 use crate::admin::{install, load_reporting};
 use crate::capture::{Capture, CaptureError, Packet};
 use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::config::{Config, Proto};
+use crate::config::{Config, KnockPort, Proto};
 use crate::engine::{Engine, Outcome};
-use crate::firewall::{self, NetlinkError, SetUpdater, NFLOG_GROUP};
+use crate::firewall::{self, SetUpdater, NFLOG_GROUP};
 use crate::otp;
 use crate::state::{OtpStore, Recorded};
 
@@ -171,6 +171,9 @@ fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         for packet in &batch {
             knocks.handle(packet);
         }
+        if let Err(e) = knocks.kernel.commit() {
+            error!("{e}");
+        }
     }
     info!("portknock stopping; the rules stay in force and grants run out on their own");
     Ok(())
@@ -181,6 +184,8 @@ fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
 struct Knocks {
     config: Config,
     engine: Engine,
+    /// For each simple door, the final knock the kernel grants on, if any.
+    kernel_finals: Vec<Option<KnockPort>>,
     store: OtpStore,
     kernel: SetUpdater,
 }
@@ -190,6 +195,7 @@ impl Knocks {
         install(&config)?;
         Ok(Knocks {
             engine: engine_for(&config),
+            kernel_finals: firewall::kernel_finals(&config.simple),
             store: OtpStore::open(
                 &config.settings.state_dir,
                 otp::epoch_minute(unix_now()),
@@ -227,6 +233,7 @@ impl Knocks {
             return;
         }
         self.engine = engine_for(&config);
+        self.kernel_finals = firewall::kernel_finals(&config.simple);
         self.config = config;
         info!(
             simple = self.config.simple.len(),
@@ -258,41 +265,38 @@ impl Knocks {
         let timeout = self.config.settings.knock_timeout;
         let open_for = self.config.settings.simple_open;
         for outcome in self.engine.knock(source, packet.knock, Instant::now()) {
-            let result = match outcome {
-                Outcome::Armed { door, final_knock } => {
-                    let port = self.config.simple[door].protected;
-                    self.kernel.arm(source, final_knock, port, timeout)
+            match outcome {
+                Outcome::Armed { door, final_knock } if self.kernel_finals[door].is_some() => {
+                    self.kernel.arm(source, final_knock, timeout);
                 }
                 Outcome::Opened { door } => {
                     let d = &self.config.simple[door];
                     info!(%source, door = d.protected, "grant: simple sequence complete");
-                    let final_knock = d.sequence[d.sequence.len() - 1];
                     // The kernel has granted already when the final knock was armed in time;
-                    // granting here too covers a final knock that beat the arming.
-                    self.kernel
-                        .grant(source, d.protected, open_for)
-                        .and_then(|()| self.kernel.disarm(source, final_knock))
+                    // granting here too covers a final knock that beat the arming, and the
+                    // doors the kernel cannot grant.
+                    self.kernel.grant(source, d.protected, open_for);
+                    if let (Some(final_knock), true) =
+                        (self.kernel_finals[door], d.sequence.len() > 1)
+                    {
+                        self.kernel.disarm(source, final_knock);
+                    }
                 }
                 Outcome::Reset { door, was_armed } => {
                     let d = &self.config.simple[door];
                     info!(%source, door = d.protected, "wrong sequence: progress reset");
-                    if was_armed {
-                        self.kernel.disarm(source, d.sequence[d.sequence.len() - 1])
-                    } else {
-                        Ok(())
+                    if let (Some(final_knock), true) = (self.kernel_finals[door], was_armed) {
+                        self.kernel.disarm(source, final_knock);
                     }
                 }
                 // No disarm: the armed element carries the same timeout as the engine's
-                // progress, so the kernel has already dropped it, and deleting a missing
-                // element aborts a whole nftables transaction (milliseconds under a flood).
+                // progress, so the kernel has already dropped it.
                 Outcome::Expired { door, .. } => {
                     let d = &self.config.simple[door];
                     info!(%source, door = d.protected, "expired: knocks too slow, sequence restarted");
-                    Ok(())
                 }
-                _ => Ok(()),
-            };
-            log_kernel_error(result);
+                _ => {}
+            }
         }
     }
 
@@ -333,15 +337,14 @@ impl Knocks {
                     return;
                 }
             }
-            let result = if open {
+            if open {
                 info!(%source, door = door.protected, "grant: valid open OTP");
                 self.kernel
-                    .grant(source, door.protected, self.config.settings.advanced_open)
+                    .grant(source, door.protected, self.config.settings.advanced_open);
             } else {
                 info!(%source, door = door.protected, "close: valid close OTP");
-                self.kernel.revoke(source, door.protected)
-            };
-            log_kernel_error(result);
+                self.kernel.revoke(source, door.protected);
+            }
             self.store.flush();
             return;
         }
@@ -355,12 +358,6 @@ fn engine_for(config: &Config) -> Engine {
         config.settings.knock_timeout,
         config.settings.max_sources,
     )
-}
-
-fn log_kernel_error(result: Result<(), NetlinkError>) {
-    if let Err(e) = result {
-        error!("{e}");
-    }
 }
 
 fn unix_now() -> u64 {

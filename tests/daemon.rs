@@ -89,6 +89,37 @@ fn wrong_order_does_not_open_but_retransmissions_do() {
 }
 
 #[test]
+fn doors_sharing_a_final_knock_open_only_their_own_door() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new(2);
+    // 22 and 23 both end on 8000, so the daemon grants them itself; 24 opens on one knock, in
+    // the kernel.
+    let simple = "22:7000,9000,8000\n23:6000,8000\n24:5000\n";
+    lab.write_config(FAST, simple, ADVANCED);
+    for port in [22, 23, 24] {
+        lab.listen(port);
+    }
+    lab.start_daemon();
+
+    ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+    wait_until(Duration::from_secs(5), || lab.can_connect(0, SERVER4, 22))
+        .expect("the daemon opens 22");
+    assert!(!lab.can_connect(0, SERVER4, 23), "23 was not knocked");
+    ok(&lab.client(1, &["knock", SERVER4, "6000", "8000"]));
+    wait_until(Duration::from_secs(5), || lab.can_connect(1, SERVER4, 23))
+        .expect("the daemon opens 23");
+    assert!(!lab.can_connect(1, SERVER4, 22), "22 was not knocked");
+    // 22's first knock and then the shared final knock opens neither door.
+    ok(&lab.client(1, &["knock", SERVER4, "7000", "8000"]));
+    assert!(!lab.can_connect(1, SERVER4, 22));
+    ok(&lab.client(0, &["knock", SERVER4, "5000"]));
+    lab.connect(0, SERVER4, 24);
+    assert!(!lab.can_connect(1, SERVER4, 24));
+}
+
+#[test]
 fn verify_tells_a_shut_door_from_an_open_one() {
     let Some(lab) = lab(1, FAST) else { return };
     let out = lab.client(

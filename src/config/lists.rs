@@ -305,6 +305,36 @@ pub(super) fn cross_check(
         knocks: vec![KnockPort::udp(e.door.knock_port)],
     });
     let doors: Vec<Door> = simple_doors.chain(advanced_doors).collect();
+
+    // Allowed, but the kernel cannot tell such doors apart on their final knock, so the daemon
+    // grants them itself, a moment after the knock (firewall::kernel_finals).
+    let mut finals: HashMap<KnockPort, &Door> = HashMap::new();
+    for door in doors.iter().filter(|d| d.mode == "simple") {
+        let Some(last) = door.knocks.last() else {
+            continue;
+        };
+        match finals.entry(*last) {
+            // The same whole sequence is an error, reported below.
+            Slot::Occupied(first) if first.get().knocks == door.knocks => {}
+            Slot::Occupied(first) => {
+                let first = first.get().describe();
+                diags.push(Diagnostic::warning(
+                    door.file,
+                    Some(door.line),
+                    format!(
+                        "ends on {last} as {first} does: the kernel cannot tell the two apart on \
+                         that knock, so the daemon opens both itself, and a connection made at \
+                         once after the knock may wait a second for TCP to retry; give each door \
+                         a final knock port of its own"
+                    ),
+                ));
+            }
+            Slot::Vacant(slot) => {
+                slot.insert(door);
+            }
+        }
+    }
+
     let mut error = |door: &Door, message: String| {
         diags.push(Diagnostic::error(door.file, Some(door.line), message));
     };

@@ -10,5 +10,5 @@ pub use netlink::{NetlinkError, SetUpdater};
 pub use nft::{apply, grants, table_exists, NftError};
 pub use privilege::{keep_only_net_admin, require_net_admin, DropError, NoPrivilege};
 pub use ruleset::{
-    door_chain, remove_batch, Batch, Family, Grant, Policy, SimpleGate, NFLOG_GROUP, TABLE,
+    kernel_finals, remove_batch, Batch, Family, Grant, Policy, SimpleGate, NFLOG_GROUP, TABLE,
 };

@@ -1,24 +1,32 @@
-//! Per-knock updates of the grant and armed sets over netlink: one nfnetlink batch per change,
-//! no process spawned, acknowledged by the kernel before the call returns.
+//! Per-knock updates of the grant and armed sets over netlink, no process spawned.
+//!
+//! Changes are queued and sent as one nfnetlink transaction by [`SetUpdater::commit`]: the
+//! daemon commits once per read of knock packets, so a flood of knocks costs one commit per
+//! read, not one per knock (each commit walks every chain of the ruleset in the kernel).
 
 use std::io;
+use std::mem;
 use std::net::IpAddr;
+use std::slice;
 use std::time::Duration;
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
 use netlink_packet_netfilter::nftables::{
     DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
-    SetElementMessage, Verdict, VerdictAttribute,
+    SetElementMessage,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
 
-use super::ruleset::{door_chain, Family, TABLE};
+use super::ruleset::{Family, TABLE};
 use crate::config::{KnockPort, Proto};
 
 /// `NFNL_SUBSYS_NFTABLES`: the subsystem a batch is addressed to.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// How long to wait for the kernel's answer to a transaction, which comes at once: only a
+/// kernel that stops answering reaches it.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What went wrong talking to the kernel's nftables over netlink.
 #[derive(Debug, thiserror::Error)]
@@ -38,11 +46,24 @@ pub enum NetlinkError {
     Decode(String),
 }
 
+/// One queued change of a set element.
+#[derive(Debug)]
+struct Change {
+    /// Add (or refresh) the element; otherwise delete it.
+    add: bool,
+    set: &'static str,
+    key: Vec<u8>,
+    timeout: Option<Duration>,
+    /// What the change does, for the error message.
+    what: &'static str,
+}
+
 /// A netlink socket that changes elements of portknock's sets.
 pub struct SetUpdater {
     socket: Socket,
     seq: u32,
     rx: Vec<u8>,
+    pending: Vec<Change>,
 }
 
 impl SetUpdater {
@@ -50,156 +71,162 @@ impl SetUpdater {
     pub fn open() -> Result<SetUpdater, NetlinkError> {
         let mut socket = Socket::new(NETLINK_NETFILTER).map_err(NetlinkError::Open)?;
         socket.bind_auto().map_err(NetlinkError::Open)?;
+        socket2::SockRef::from(&socket)
+            .set_read_timeout(Some(ANSWER_TIMEOUT))
+            .map_err(NetlinkError::Open)?;
         Ok(SetUpdater {
             socket,
             seq: 0,
-            rx: vec![0; 8192],
+            rx: vec![0; 64 * 1024],
+            pending: Vec::new(),
         })
     }
 
-    /// Grants (source, port) for `open_for`, refreshing the timeout of an existing grant.
-    pub fn grant(
-        &mut self,
-        source: IpAddr,
-        port: u16,
-        open_for: Duration,
-    ) -> Result<(), NetlinkError> {
-        let family = Family::of(source);
-        let elem = vec![
-            SetElementAttribute::Key(DataAttribute::Value(grant_key(source, port))),
-            SetElementAttribute::Timeout(millis(open_for)),
-        ];
-        self.send(true, family.granted(), elem, "add a grant")
+    /// Queues a grant of (source, port) for `open_for`, refreshing the timeout of an existing
+    /// grant.
+    pub fn grant(&mut self, source: IpAddr, port: u16, open_for: Duration) {
+        self.pending.push(Change {
+            add: true,
+            set: Family::of(source).granted(),
+            key: source_port_key(source, port),
+            timeout: Some(open_for),
+            what: "add a grant",
+        });
     }
 
-    /// Removes the grant of (source, port); a grant that is not there is not an error.
-    pub fn revoke(&mut self, source: IpAddr, port: u16) -> Result<(), NetlinkError> {
-        let elem = vec![SetElementAttribute::Key(DataAttribute::Value(grant_key(
-            source, port,
-        )))];
-        self.delete_ignoring_absent(Family::of(source).granted(), elem, "remove a grant")
+    /// Queues the removal of the grant of (source, port); a grant that is not there is not an
+    /// error.
+    pub fn revoke(&mut self, source: IpAddr, port: u16) {
+        self.pending.push(Change {
+            add: false,
+            set: Family::of(source).granted(),
+            key: source_port_key(source, port),
+            timeout: None,
+            what: "remove a grant",
+        });
     }
 
-    /// Arms the final knock of a simple door for `source`: until `within` passes, that knock
-    /// makes the kernel itself grant `protected`.
-    pub fn arm(
-        &mut self,
-        source: IpAddr,
-        final_knock: KnockPort,
-        protected: u16,
-        within: Duration,
-    ) -> Result<(), NetlinkError> {
-        let elem = vec![
-            SetElementAttribute::Key(DataAttribute::Value(armed_key(source, final_knock))),
-            SetElementAttribute::Data(DataAttribute::Verdict(vec![
-                VerdictAttribute::Code(Verdict::Jump),
-                VerdictAttribute::Chain(door_chain(protected)),
-            ])),
-            SetElementAttribute::Timeout(millis(within)),
-        ];
-        self.send(true, Family::of(source).armed(), elem, "arm a final knock")
+    /// Queues arming `final_knock` for `source`: until `within` passes, that knock makes the
+    /// kernel itself grant the door ending on it.
+    pub fn arm(&mut self, source: IpAddr, final_knock: KnockPort, within: Duration) {
+        self.pending.push(Change {
+            add: true,
+            set: Family::of(source).armed(),
+            key: armed_key(source, final_knock),
+            timeout: Some(within),
+            what: "arm a final knock",
+        });
     }
 
-    /// Takes back an armed final knock; one that already expired is not an error.
-    pub fn disarm(&mut self, source: IpAddr, final_knock: KnockPort) -> Result<(), NetlinkError> {
-        let elem = vec![SetElementAttribute::Key(DataAttribute::Value(armed_key(
-            source,
-            final_knock,
-        )))];
-        self.delete_ignoring_absent(Family::of(source).armed(), elem, "disarm a final knock")
+    /// Queues taking back an armed door. Only for an element that is there: a delete of a
+    /// missing element makes the kernel abort the whole transaction, and the changes are then
+    /// sent again one by one.
+    pub fn disarm(&mut self, source: IpAddr, final_knock: KnockPort) {
+        self.pending.push(Change {
+            add: false,
+            set: Family::of(source).armed(),
+            key: armed_key(source, final_knock),
+            timeout: None,
+            what: "disarm a final knock",
+        });
     }
 
-    fn delete_ignoring_absent(
-        &mut self,
-        set: &str,
-        elem: Vec<SetElementAttribute>,
-        what: &'static str,
-    ) -> Result<(), NetlinkError> {
-        match self.send(false, set, elem, what) {
-            Err(NetlinkError::Refused { error, .. })
-                if error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(())
+    /// Sends the queued changes as one transaction and waits for the kernel's answer.
+    ///
+    /// One refused change aborts the whole transaction (a delete of an element the kernel has
+    /// just expired, say); the changes are then sent again one by one, so that each succeeds or
+    /// fails alone, and the first error is returned. Deleting what is not there is not an
+    /// error then.
+    pub fn commit(&mut self) -> Result<(), NetlinkError> {
+        let changes = mem::take(&mut self.pending);
+        match self.transact(&changes) {
+            Err(_) if changes.len() > 1 => {
+                let mut first_error = Ok(());
+                for change in &changes {
+                    let result = self.transact(slice::from_ref(change));
+                    if first_error.is_ok() {
+                        first_error = result;
+                    }
+                }
+                first_error
             }
-            other => other,
+            result => result,
         }
     }
 
-    /// Sends one element change as a batch and waits for the kernel's acknowledgement.
-    fn send(
-        &mut self,
-        add: bool,
-        set: &str,
-        elem: Vec<SetElementAttribute>,
-        what: &'static str,
-    ) -> Result<(), NetlinkError> {
+    /// Sends `changes` as one nfnetlink batch. Only the last change asks for an
+    /// acknowledgement; the kernel reports every refused change before that, in order.
+    fn transact(&mut self, changes: &[Change]) -> Result<(), NetlinkError> {
+        let Some(last) = changes.len().checked_sub(1) else {
+            return Ok(());
+        };
         let control = |inner: ControlMessage| {
             NetlinkMessage::from(NetfilterMessage::new(
                 NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
                 inner,
             ))
         };
-        let message = SetElementMessage {
-            attributes: vec![
-                SetElementList::Table(TABLE.to_string()),
-                SetElementList::Set(set.to_string()),
-                SetElementList::Elements(vec![ListAttribute::Element(elem)]),
-            ],
-        };
-        let inner = if add {
-            NfTablesMessage::NewSetElement(message)
-        } else {
-            NfTablesMessage::DeleteSetElement(message)
-        };
-        let change = NetlinkMessage::from(NetfilterMessage::new(
-            NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
-            inner,
-        ));
-        // Only the change asks for an acknowledgement: the kernel then answers with exactly one
-        // message, success or the error that refused it.
-        let change_flags = NLM_F_REQUEST | NLM_F_ACK | if add { NLM_F_CREATE } else { 0 };
-        let batch = [
-            (control(ControlMessage::BatchBegin), NLM_F_REQUEST),
-            (change, change_flags),
-            (control(ControlMessage::BatchEnd), NLM_F_REQUEST),
-        ];
-        let mut bytes = Vec::with_capacity(256);
-        let mut ack_seq = 0;
-        for (mut msg, flags) in batch {
+        let mut messages = Vec::with_capacity(changes.len() + 2);
+        messages.push((control(ControlMessage::BatchBegin), NLM_F_REQUEST));
+        for (i, change) in changes.iter().enumerate() {
+            let ack = if i == last { NLM_F_ACK } else { 0 };
+            let create = if change.add { NLM_F_CREATE } else { 0 };
+            messages.push((element_message(change), NLM_F_REQUEST | ack | create));
+        }
+        messages.push((control(ControlMessage::BatchEnd), NLM_F_REQUEST));
+        let first_seq = self.seq.wrapping_add(2);
+        let mut bytes = Vec::with_capacity(128 * messages.len());
+        for (mut msg, flags) in messages {
             self.seq = self.seq.wrapping_add(1);
             msg.header.flags = flags;
             msg.header.sequence_number = self.seq;
-            if flags & NLM_F_ACK != 0 {
-                ack_seq = self.seq;
-            }
             msg.finalize();
             let start = bytes.len();
             bytes.resize(start + msg.buffer_len(), 0);
             msg.serialize(&mut bytes[start..]);
         }
+        let last_seq = self.seq.wrapping_sub(1);
         self.socket.send(&bytes, 0)?;
-        self.wait_ack(ack_seq, what)
+        self.wait_answer(first_seq, last_seq, changes)
     }
 
-    fn wait_ack(&mut self, seq: u32, what: &'static str) -> Result<(), NetlinkError> {
-        // Bounded: the kernel answers a batch at once; stray messages of older sequence
-        // numbers (none are expected) are skipped a limited number of times.
-        for _ in 0..16 {
-            let len = self.socket.recv(&mut &mut self.rx[..], 0)?;
+    /// Reads the kernel's answers up to the acknowledgement of `last_seq`, returning the first
+    /// refusal among `changes` (numbered from `first_seq`).
+    fn wait_answer(
+        &mut self,
+        first_seq: u32,
+        last_seq: u32,
+        changes: &[Change],
+    ) -> Result<(), NetlinkError> {
+        let mut refused = None;
+        // Bounded: one answer per change at most, plus a few strays of older transactions.
+        for _ in 0..changes.len() + 16 {
+            let len = match self.socket.recv(&mut &mut self.rx[..], 0) {
+                Ok(len) => len,
+                Err(e) => return Err(refused.unwrap_or(NetlinkError::Io(e))),
+            };
             let mut offset = 0;
             while offset < len {
                 let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&self.rx[offset..len])
                     .map_err(|e| NetlinkError::Decode(e.to_string()))?;
                 let msg_len = msg.header.length as usize;
-                if msg.header.sequence_number == seq {
-                    if let NetlinkPayload::Error(err) = msg.payload {
-                        return match err.code {
-                            None => Ok(()),
-                            Some(code) => Err(NetlinkError::Refused {
-                                what,
-                                error: io::Error::from_raw_os_error(-code.get()),
-                            }),
-                        };
+                let seq = msg.header.sequence_number;
+                let index = seq.wrapping_sub(first_seq) as usize;
+                if let (NetlinkPayload::Error(err), Some(change)) =
+                    (msg.payload, changes.get(index))
+                {
+                    if let Some(code) = err.code {
+                        let error = io::Error::from_raw_os_error(-code.get());
+                        let absent = error.raw_os_error() == Some(libc::ENOENT);
+                        if !(changes.len() == 1 && !change.add && absent) {
+                            refused.get_or_insert(NetlinkError::Refused {
+                                what: change.what,
+                                error,
+                            });
+                        }
+                    }
+                    if seq == last_seq {
+                        return refused.map_or(Ok(()), Err);
                     }
                 }
                 if msg_len == 0 {
@@ -208,10 +235,36 @@ impl SetUpdater {
                 offset += msg_len;
             }
         }
-        Err(NetlinkError::Decode(format!(
-            "no acknowledgement from the kernel when trying to {what}"
-        )))
+        Err(refused.unwrap_or_else(|| {
+            NetlinkError::Decode("no acknowledgement from the kernel for a set update".into())
+        }))
     }
+}
+
+/// The nfnetlink message of one change.
+fn element_message(change: &Change) -> NetlinkMessage<NetfilterMessage> {
+    let mut elem = vec![SetElementAttribute::Key(DataAttribute::Value(
+        change.key.clone(),
+    ))];
+    if let Some(timeout) = change.timeout {
+        elem.push(SetElementAttribute::Timeout(millis(timeout)));
+    }
+    let message = SetElementMessage {
+        attributes: vec![
+            SetElementList::Table(TABLE.to_string()),
+            SetElementList::Set(change.set.to_string()),
+            SetElementList::Elements(vec![ListAttribute::Element(elem)]),
+        ],
+    };
+    let inner = if change.add {
+        NfTablesMessage::NewSetElement(message)
+    } else {
+        NfTablesMessage::DeleteSetElement(message)
+    };
+    NetlinkMessage::from(NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
+        inner,
+    ))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -220,7 +273,7 @@ fn millis(d: Duration) -> u64 {
 
 /// Key of `granted4`/`granted6`: address . port, each field padded to a 32-bit register as the
 /// kernel lays out concatenations.
-fn grant_key(source: IpAddr, port: u16) -> Vec<u8> {
+fn source_port_key(source: IpAddr, port: u16) -> Vec<u8> {
     let mut key = addr_bytes(source);
     key.extend_from_slice(&port.to_be_bytes());
     key.extend_from_slice(&[0, 0]);
@@ -254,14 +307,14 @@ mod tests {
     #[test]
     fn keys_are_register_padded() {
         let v4: IpAddr = "198.18.0.2".parse().unwrap();
-        assert_eq!(grant_key(v4, 22), vec![198, 18, 0, 2, 0, 22, 0, 0]);
+        assert_eq!(source_port_key(v4, 22), vec![198, 18, 0, 2, 0, 22, 0, 0]);
         let knock = KnockPort::udp(0x1f40);
         assert_eq!(
             armed_key(v4, knock),
             vec![198, 18, 0, 2, 17, 0, 0, 0, 0x1f, 0x40, 0, 0]
         );
         let v6: IpAddr = "fd00:5eed::2".parse().unwrap();
-        assert_eq!(grant_key(v6, 22).len(), 20);
+        assert_eq!(source_port_key(v6, 22).len(), 20);
         assert_eq!(armed_key(v6, knock).len(), 24);
     }
 }

@@ -5,12 +5,23 @@
 //! - `granted4`/`granted6`: (source, port) grants, each element with its own timeout, so the
 //!   kernel expires grants even when the daemon is dead;
 //! - `knock_tcp`/`knock_udp`: the ports whose packets the daemon observes (NFLOG);
-//! - `armed4`/`armed6`: verdict maps (source, protocol, final knock port) → `jump door_P`, armed
-//!   by the daemon once a source's sequence lacks only its final knock, so that the final knock
-//!   grants synchronously in the packet path and the client's next SYN is never dropped;
-//! - one tiny chain `door_P` per simple door that writes the grant.
+//! - `armed4`/`armed6`: (source, protocol, final knock port) of the simple doors whose sequence
+//!   that source has knocked but for the final knock, added by the daemon with the knock
+//!   timeout, so that the final knock grants synchronously in the packet path and the client's
+//!   next SYN is never dropped;
+//! - `finals`: a verdict map (protocol, port) → `jump final_PROTO_PORT`, with one small chain
+//!   per door that ends on a knock port of its own: "armed? grant".
+//!
+//! The map is filled here, once; at run time the daemon only adds plain set elements. A
+//! verdict element added at run time (a jump) makes the kernel re-validate the whole table at
+//! the commit, a walk over every element of the map: under a flood of first knocks that is
+//! quadratic, and it cost most of the daemon's time in an earlier design.
+//!
+//! A final knock that several doors end on cannot tell the kernel which door is armed (nft
+//! cannot look up a key holding a constant, nor feed a map lookup into a set key), so such
+//! doors are granted by the daemon alone; `check` warns about them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -18,7 +29,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 
-use crate::config::{Config, Proto};
+use crate::config::{Config, KnockPort, Proto, SimpleDoor};
 
 /// The table portknock owns; nothing outside it is ever touched.
 pub const TABLE: &str = "portknock";
@@ -33,11 +44,30 @@ const MAX_GRANTS: u32 = 1 << 20;
 /// `ct state` is known and our drop comes first whatever else the host has.
 const PRIORITY: i32 = -10;
 
-/// A simple door as the kernel needs it: which port to open, and for how long.
+/// A simple door as the kernel needs it: which port to open, on which knock, and for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimpleGate {
     pub protected: u16,
+    /// The last knock of the sequence, when the kernel grants on it (see [`kernel_finals`]).
+    pub kernel_final: Option<KnockPort>,
+    /// Whether the final knock grants only sources the daemon armed: true for sequences of two
+    /// knocks or more, false for a one-knock door, which any knock opens.
+    pub armed: bool,
     pub open_for: Duration,
+}
+
+/// For each door, its final knock if the kernel grants on it: when no other door ends on the
+/// same knock port. The daemon arms only these.
+pub fn kernel_finals(doors: &[SimpleDoor]) -> Vec<Option<KnockPort>> {
+    let last = |d: &SimpleDoor| d.sequence[d.sequence.len() - 1];
+    let mut ending: BTreeMap<KnockPort, usize> = BTreeMap::new();
+    for door in doors {
+        *ending.entry(last(door)).or_default() += 1;
+    }
+    doors
+        .iter()
+        .map(|d| Some(last(d)).filter(|knock| ending[knock] == 1))
+        .collect()
 }
 
 /// A (source, port) grant with the time it has left.
@@ -83,8 +113,11 @@ impl Policy {
             simple: config
                 .simple
                 .iter()
-                .map(|d| SimpleGate {
+                .zip(kernel_finals(&config.simple))
+                .map(|(d, kernel_final)| SimpleGate {
                     protected: d.protected,
+                    kernel_final,
+                    armed: d.sequence.len() > 1,
                     open_for: config.settings.simple_open,
                 })
                 .collect(),
@@ -120,8 +153,12 @@ impl Policy {
             port_set("knock_udp"),
             grant_set("granted4", "ipv4_addr"),
             grant_set("granted6", "ipv6_addr"),
-            armed_map("armed4", "ipv4_addr"),
-            armed_map("armed6", "ipv6_addr"),
+            armed_set("armed4", "ipv4_addr"),
+            armed_set("armed6", "ipv6_addr"),
+            json!({"add": {"map": {
+                "family": "inet", "table": TABLE, "name": "finals",
+                "type": ["inet_proto", "inet_service"], "map": "verdict",
+            }}}),
         ];
         for (name, ports) in [
             ("protected", &protected),
@@ -181,19 +218,14 @@ impl Policy {
             "knock",
             vec![json!({"log": {"group": NFLOG_GROUP, "snaplen": SNAPLEN}})],
         ));
-        for family in [Family::V4, Family::V6] {
-            cmds.push(rule(
-                "knock",
-                vec![
-                    nfproto(family.nfproto()),
-                    json!({"vmap": {
-                        "key": {"concat": [saddr(family), {"meta": {"key": "l4proto"}},
-                                           {"payload": {"protocol": "th", "field": "dport"}}]},
-                        "data": format!("@{}", family.armed()),
-                    }}),
-                ],
-            ));
-        }
+        cmds.push(rule(
+            "knock",
+            vec![json!({"vmap": {
+                "key": {"concat": [{"meta": {"key": "l4proto"}},
+                                   {"payload": {"protocol": "th", "field": "dport"}}]},
+                "data": "@finals",
+            }})],
+        ));
 
         cmds.push(rule(
             "guard",
@@ -216,30 +248,32 @@ impl Policy {
         }
         cmds.push(rule("guard", vec![json!({"drop": null})]));
 
+        let finals = self.simple.iter().filter_map(|gate| {
+            let knock = gate.kernel_final?;
+            Some(Door {
+                knock,
+                chain: final_chain(knock),
+                protected: gate.protected,
+                armed: gate.armed,
+                open_for: gate.open_for.as_secs(),
+            })
+        });
         Batch {
             commands: cmds,
-            doors: self
-                .simple
-                .iter()
-                .map(|gate| Door {
-                    chain: door_chain(gate.protected),
-                    protected: gate.protected,
-                    open_for: gate.open_for.as_secs(),
-                })
-                .collect(),
+            finals: finals.collect(),
         }
     }
 }
 
 /// One nft JSON batch, serialized as `{"nftables": [...]}`.
 ///
-/// The few dozen fixed commands are JSON values; the commands of the simple doors, which can
+/// The few dozen fixed commands are JSON values; the chains of the final knocks, which can
 /// number tens of thousands, are typed values that serialize straight to text: building them
 /// as a JSON tree took half a second for 10,000 doors.
 #[derive(Debug)]
 pub struct Batch {
     commands: Vec<Value>,
-    doors: Vec<Door>,
+    finals: Vec<Door>,
 }
 
 impl Serialize for Batch {
@@ -254,12 +288,12 @@ struct Commands<'a>(&'a Batch);
 
 impl Serialize for Commands<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let Batch { commands, doors } = self.0;
-        let mut seq = s.serialize_seq(Some(commands.len() + 3 * doors.len()))?;
+        let Batch { commands, finals } = self.0;
+        let mut seq = s.serialize_seq(Some(commands.len() + 3 * finals.len() + 1))?;
         for cmd in commands {
             seq.serialize_element(cmd)?;
         }
-        for door in doors {
+        for door in finals {
             seq.serialize_element(&Add {
                 add: ChainObject {
                     chain: NamedChain {
@@ -273,30 +307,50 @@ impl Serialize for Commands<'_> {
                 seq.serialize_element(&door.grant_rule(family))?;
             }
         }
+        // After the chains: an element that jumps to a chain not yet added is refused.
+        if !finals.is_empty() {
+            let elem = finals
+                .iter()
+                .map(|door| {
+                    json!([{"concat": [door.knock.proto.to_string(), door.knock.port]},
+                           jump(&door.chain)])
+                })
+                .collect();
+            seq.serialize_element(&elements("finals", elem))?;
+        }
         seq.end()
     }
 }
 
-/// A simple door's chain: `door_P`, with one rule per address family that writes the grant
-/// `(source, P)` with the door's open time. The armed maps jump here on a final knock.
+/// A simple door whose final knock the kernel grants on: its chain `final_PROTO_PORT`, which
+/// `finals` jumps to, grants (source, protected) for `open_for` seconds if the daemon armed
+/// the source (always, for a one-knock door).
 #[derive(Debug)]
 struct Door {
+    knock: KnockPort,
     chain: String,
     protected: u16,
+    armed: bool,
     open_for: u64,
 }
 
 impl Door {
     fn grant_rule(&self, family: Family) -> Add<RuleObject<'_>> {
+        let saddr = || PayloadExpr {
+            payload: PayloadField {
+                protocol: family.ip_protocol(),
+                field: "saddr",
+            },
+        };
         Add {
             add: RuleObject {
                 rule: DoorRule {
                     family: "inet",
                     table: TABLE,
                     chain: &self.chain,
-                    expr: (
-                        NfprotoIs {
-                            r#match: NfprotoMatch {
+                    expr: DoorExprs {
+                        nfproto: NfprotoIs {
+                            r#match: Match {
                                 op: "==",
                                 left: MetaExpr {
                                     meta: MetaKey { key: "nfproto" },
@@ -304,32 +358,64 @@ impl Door {
                                 right: family.nfproto(),
                             },
                         },
-                        UpdateGrant {
+                        armed: self.armed.then(|| ArmedIs {
+                            r#match: Match {
+                                op: "==",
+                                left: KnockConcat {
+                                    concat: (
+                                        saddr(),
+                                        MetaExpr {
+                                            meta: MetaKey { key: "l4proto" },
+                                        },
+                                        PayloadExpr {
+                                            payload: PayloadField {
+                                                protocol: "th",
+                                                field: "dport",
+                                            },
+                                        },
+                                    ),
+                                },
+                                right: family.armed_ref(),
+                            },
+                        }),
+                        update: UpdateGrant {
                             set: SetUpdate {
                                 op: "update",
                                 set: family.granted_ref(),
                                 elem: ElemWrap {
                                     elem: Elem {
                                         val: Concat {
-                                            concat: (
-                                                PayloadExpr {
-                                                    payload: PayloadField {
-                                                        protocol: family.ip_protocol(),
-                                                        field: "saddr",
-                                                    },
-                                                },
-                                                self.protected,
-                                            ),
+                                            concat: (saddr(), self.protected),
                                         },
                                         timeout: self.open_for,
                                     },
                                 },
                             },
                         },
-                    ),
+                    },
                 },
             },
         }
+    }
+}
+
+/// A door rule's expressions: the address family, the armed check (not for a one-knock door),
+/// the grant.
+struct DoorExprs {
+    nfproto: NfprotoIs,
+    armed: Option<ArmedIs>,
+    update: UpdateGrant,
+}
+
+impl Serialize for DoorExprs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(2 + usize::from(self.armed.is_some())))?;
+        seq.serialize_element(&self.nfproto)?;
+        if let Some(armed) = &self.armed {
+            seq.serialize_element(armed)?;
+        }
+        seq.serialize_element(&self.update)?;
+        seq.end()
     }
 }
 
@@ -357,16 +443,24 @@ struct DoorRule<'a> {
     family: &'static str,
     table: &'static str,
     chain: &'a str,
-    expr: (NfprotoIs, UpdateGrant),
+    expr: DoorExprs,
 }
 #[derive(Serialize)]
 struct NfprotoIs {
-    r#match: NfprotoMatch,
+    r#match: Match<MetaExpr>,
 }
 #[derive(Serialize)]
-struct NfprotoMatch {
+struct ArmedIs {
+    r#match: Match<KnockConcat>,
+}
+#[derive(Serialize)]
+struct KnockConcat {
+    concat: (PayloadExpr, MetaExpr, PayloadExpr),
+}
+#[derive(Serialize)]
+struct Match<L> {
     op: &'static str,
-    left: MetaExpr,
+    left: L,
     right: &'static str,
 }
 #[derive(Serialize)]
@@ -417,13 +511,13 @@ pub fn remove_batch() -> Batch {
             json!({"add": {"table": table()}}),
             json!({"delete": {"table": table()}}),
         ],
-        doors: Vec::new(),
+        finals: Vec::new(),
     }
 }
 
-/// Name of the chain that grants a simple door's protected port.
-pub fn door_chain(protected: u16) -> String {
-    format!("door_{protected}")
+/// Name of the chain that grants the doors ending on `knock`.
+fn final_chain(knock: KnockPort) -> String {
+    format!("final_{}_{}", knock.proto, knock.port)
 }
 
 /// Address family of a source, naming its sets.
@@ -452,6 +546,13 @@ impl Family {
         match self {
             Family::V4 => "armed4",
             Family::V6 => "armed6",
+        }
+    }
+
+    fn armed_ref(self) -> &'static str {
+        match self {
+            Family::V4 => "@armed4",
+            Family::V6 => "@armed6",
         }
     }
 
@@ -498,10 +599,12 @@ fn grant_set(name: &str, addr: &str) -> Value {
     }}})
 }
 
-fn armed_map(name: &str, addr: &str) -> Value {
-    json!({"add": {"map": {
+/// An armed set: (source, protocol, final knock port), each with the knock timeout. As large
+/// as the grant sets, so that a flood of spoofed partial sequences cannot fill it.
+fn armed_set(name: &str, addr: &str) -> Value {
+    json!({"add": {"set": {
         "family": "inet", "table": TABLE, "name": name,
-        "type": [addr, "inet_proto", "inet_service"], "map": "verdict", "flags": ["timeout"],
+        "type": [addr, "inet_proto", "inet_service"], "flags": ["timeout"], "size": MAX_GRANTS,
     }}})
 }
 
@@ -537,14 +640,24 @@ mod tests {
 
     fn policy() -> Policy {
         Policy {
-            simple: vec![SimpleGate {
-                protected: 22,
-                open_for: Duration::from_secs(30),
-            }],
+            simple: vec![
+                gate(22, Some(KnockPort::udp(8000)), true),
+                gate(23, None, true),
+                gate(24, Some(KnockPort::tcp(7000)), false),
+            ],
             advanced: vec![2222],
             knock_tcp: [7000, 9000].into(),
             knock_udp: [8000, 2000].into(),
             ipv6_knocks: true,
+        }
+    }
+
+    fn gate(protected: u16, kernel_final: Option<KnockPort>, armed: bool) -> SimpleGate {
+        SimpleGate {
+            protected,
+            kernel_final,
+            armed,
+            open_for: Duration::from_secs(30),
         }
     }
 
@@ -588,35 +701,93 @@ mod tests {
         assert_eq!(kept[1]["name"], "granted6");
     }
 
+    fn rules_of<'a>(batch: &'a Value, chain: &str) -> Vec<&'a Value> {
+        commands(batch)
+            .iter()
+            .filter_map(|c| c["add"].get("rule"))
+            .filter(|r| r["chain"] == chain)
+            .collect()
+    }
+
     #[test]
-    fn every_simple_door_gets_its_grant_chain_with_the_open_time() {
-        let batch = serde_json::to_value(policy().install_batch(&[])).unwrap();
-        let text = batch.to_string();
-        assert!(text.contains(r#""name":"door_22""#));
-        assert!(text.contains(r#""timeout":30"#));
-        assert!(
-            !text.contains("door_2222"),
-            "advanced doors are granted by the daemon only"
+    fn the_kernel_grants_on_final_knocks_that_one_door_ends_on() {
+        let door = |protected, sequence: &[KnockPort]| SimpleDoor {
+            protected,
+            sequence: sequence.to_vec(),
+        };
+        let (t, u) = (KnockPort::tcp, KnockPort::udp);
+        let doors = [
+            door(22, &[t(7000), t(9000), t(8000)]),
+            door(23, &[t(6000), t(8000)]),
+            door(24, &[t(8000), u(8000)]),
+            door(25, &[t(5000)]),
+        ];
+        assert_eq!(
+            kernel_finals(&doors),
+            [None, None, Some(u(8000)), Some(t(5000))],
+            "22 and 23 both end on tcp/8000; a final knock elsewhere in a sequence is no clash"
         );
     }
 
     #[test]
-    fn a_door_rule_is_the_nft_json_of_an_update_statement() {
+    fn each_door_with_a_final_knock_of_its_own_gets_a_chain_behind_it() {
+        let batch = serde_json::to_value(policy().install_batch(&[])).unwrap();
+        let finals: Vec<&Value> = commands(&batch)
+            .iter()
+            .filter_map(|c| c["add"].get("element"))
+            .filter(|e| e["name"] == "finals")
+            .collect();
+        assert_eq!(
+            finals[0]["elem"],
+            json!([
+                [{"concat": ["udp", 8000]}, {"jump": {"target": "final_udp_8000"}}],
+                [{"concat": ["tcp", 7000]}, {"jump": {"target": "final_tcp_7000"}}],
+            ]),
+            "door 23 shares its final knock: the daemon grants it"
+        );
+        let udp = rules_of(&batch, "final_udp_8000");
+        assert_eq!(udp.len(), 2, "IPv4 and IPv6");
+        let granted: Vec<&Value> = udp
+            .iter()
+            .map(|r| &r["expr"][2]["set"]["elem"]["elem"]["val"]["concat"][1])
+            .collect();
+        assert_eq!(granted, [&json!(22), &json!(22)]);
+        let text = batch.to_string();
+        assert!(!text.contains("final_tcp_2000") && !text.contains("2222,"));
+    }
+
+    #[test]
+    fn a_door_rule_grants_an_armed_source_for_the_open_time() {
         let door = Door {
-            chain: door_chain(22),
+            knock: KnockPort::tcp(8000),
+            chain: final_chain(KnockPort::tcp(8000)),
             protected: 22,
+            armed: true,
             open_for: 30,
         };
+        let saddr = json!({"payload": {"protocol": "ip6", "field": "saddr"}});
         assert_eq!(
             serde_json::to_value(door.grant_rule(Family::V6)).unwrap(),
-            json!({"add": {"rule": {"family": "inet", "table": "portknock", "chain": "door_22",
+            json!({"add": {"rule": {"family": "inet", "table": "portknock", "chain": "final_tcp_8000",
             "expr": [
                 {"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": "ipv6"}},
+                {"match": {"op": "==", "left": {"concat": [saddr, {"meta": {"key": "l4proto"}},
+                    {"payload": {"protocol": "th", "field": "dport"}}]}, "right": "@armed6"}},
                 {"set": {"op": "update", "set": "@granted6", "elem": {"elem": {
-                    "val": {"concat": [{"payload": {"protocol": "ip6", "field": "saddr"}}, 22]},
+                    "val": {"concat": [saddr, 22]},
                     "timeout": 30}}}}
             ]}}})
         );
+    }
+
+    #[test]
+    fn a_one_knock_door_grants_whoever_knocks() {
+        let batch = serde_json::to_value(policy().install_batch(&[])).unwrap();
+        for rule in rules_of(&batch, "final_tcp_7000") {
+            let expr = rule["expr"].as_array().unwrap();
+            assert_eq!(expr.len(), 2, "no armed check: {expr:?}");
+            assert!(expr[1].get("set").is_some());
+        }
     }
 
     #[test]
@@ -639,15 +810,12 @@ mod tests {
             commands(&serde_json::to_value(p.install_batch(&[])).unwrap())
                 .iter()
                 .filter_map(|c| c["add"].get("rule"))
-                .filter(|r| !r["chain"].as_str().unwrap().starts_with("door_"))
+                .filter(|r| !r["chain"].as_str().unwrap().starts_with("final_"))
                 .count()
         };
         let mut many = policy();
         many.simple = (1..=1000)
-            .map(|port| SimpleGate {
-                protected: port,
-                open_for: Duration::from_secs(30),
-            })
+            .map(|port| gate(port, Some(KnockPort::tcp(port + 1000)), true))
             .collect();
         assert_eq!(rules(&policy()), rules(&many));
     }

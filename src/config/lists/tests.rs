@@ -296,6 +296,30 @@ fn same_sequence_twice() {
 }
 
 #[test]
+fn doors_ending_on_the_same_knock_are_warned_about() {
+    assert_eq!(
+        both(
+            "22:7,9,8\n23:9,6,8\n24:9/udp,8\n",
+            "80,2000,openopen,closeclose\n"
+        ),
+        [
+            format!(
+            "{S}:2: warning: ends on tcp/8 as the simple door at {S}:1 does: the kernel cannot \
+             tell the two apart on that knock, so the daemon opens both itself, and a connection \
+             made at once after the knock may wait a second for TCP to retry; give each door a \
+             final knock port of its own"
+        ),
+            format!(
+            "{S}:3: warning: ends on tcp/8 as the simple door at {S}:1 does: the kernel cannot \
+             tell the two apart on that knock, so the daemon opens both itself, and a connection \
+             made at once after the knock may wait a second for TCP to retry; give each door a \
+             final knock port of its own"
+        )
+        ]
+    );
+}
+
+#[test]
 fn shared_udp_knock_ports() {
     assert_eq!(
         both(
