@@ -154,10 +154,12 @@ fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
             Ok(()) => {}
             Err(CaptureError::Overrun) => {
                 overruns += 1;
-                warn!(
-                    overruns,
-                    "knocks were lost: the NFLOG buffer overflowed (flood?); carrying on"
-                );
+                if knocks.lines.allow(Instant::now()) {
+                    warn!(
+                        overruns,
+                        "knocks were lost: the NFLOG buffer overflowed (flood?); carrying on"
+                    );
+                }
             }
             Err(CaptureError::Io(e))
                 if matches!(
@@ -188,6 +190,8 @@ struct Knocks {
     kernel_finals: Vec<Option<KnockPort>>,
     store: OtpStore,
     kernel: SetUpdater,
+    /// The budget of the lines that junk can cause.
+    lines: LineBudget,
 }
 
 impl Knocks {
@@ -202,6 +206,7 @@ impl Knocks {
                 config.settings.otp_skew,
             )?,
             kernel: SetUpdater::open()?,
+            lines: LineBudget::new(JUNK_LINES_PER_SECOND, Instant::now()),
             config,
         })
     }
@@ -264,7 +269,8 @@ impl Knocks {
         let source = packet.source;
         let timeout = self.config.settings.knock_timeout;
         let open_for = self.config.settings.simple_open;
-        for outcome in self.engine.knock(source, packet.knock, Instant::now()) {
+        let now = Instant::now();
+        for outcome in self.engine.knock(source, packet.knock, now) {
             match outcome {
                 Outcome::Armed { door, final_knock } if self.kernel_finals[door].is_some() => {
                     self.kernel.arm(source, final_knock, timeout);
@@ -284,7 +290,9 @@ impl Knocks {
                 }
                 Outcome::Reset { door, was_armed } => {
                     let d = &self.config.simple[door];
-                    info!(%source, door = d.protected, "wrong sequence: progress reset");
+                    if self.lines.allow(now) {
+                        info!(%source, door = d.protected, "wrong sequence: progress reset");
+                    }
                     if let (Some(final_knock), true) = (self.kernel_finals[door], was_armed) {
                         self.kernel.disarm(source, final_knock);
                     }
@@ -293,7 +301,9 @@ impl Knocks {
                 // progress, so the kernel has already dropped it.
                 Outcome::Expired { door, .. } => {
                     let d = &self.config.simple[door];
-                    info!(%source, door = d.protected, "expired: knocks too slow, sequence restarted");
+                    if self.lines.allow(now) {
+                        info!(%source, door = d.protected, "expired: knocks too slow, sequence restarted");
+                    }
                 }
                 _ => {}
             }
@@ -303,11 +313,15 @@ impl Knocks {
     fn handle_otp(&mut self, packet: &Packet) {
         let source = packet.source;
         let Some(mac) = otp::parse_payload(&packet.payload) else {
-            info!(%source, port = packet.knock.port, "bad OTP: the datagram is not a 64-hex-digit one-time password");
+            if self.lines.allow(Instant::now()) {
+                info!(%source, port = packet.knock.port, "bad OTP: the datagram is not a 64-hex-digit one-time password");
+            }
             return;
         };
         if self.store.is_used(&mac) {
-            warn!(%source, port = packet.knock.port, "replay: this OTP was used before; refused");
+            if self.lines.allow(Instant::now()) {
+                warn!(%source, port = packet.knock.port, "replay: this OTP was used before; refused");
+            }
             return;
         }
         let now = otp::epoch_minute(unix_now());
@@ -329,7 +343,9 @@ impl Knocks {
             match self.store.record(mac, minute, now, skew) {
                 Ok(Recorded::New) => {}
                 Ok(Recorded::Refused(why)) => {
-                    warn!(%source, door = door.protected, "OTP refused: {why}");
+                    if self.lines.allow(Instant::now()) {
+                        warn!(%source, door = door.protected, "OTP refused: {why}");
+                    }
                     return;
                 }
                 Err(e) => {
@@ -348,7 +364,54 @@ impl Knocks {
             self.store.flush();
             return;
         }
-        info!(%source, port = packet.knock.port, "bad OTP: no door's secret matches this source and minute");
+        if self.lines.allow(Instant::now()) {
+            info!(%source, port = packet.knock.port, "bad OTP: no door's secret matches this source and minute");
+        }
+    }
+}
+
+/// Most lines per second about knocks that open nothing (wrong sequences, bad OTPs, replays,
+/// NFLOG overruns). Grants and closes are always logged.
+const JUNK_LINES_PER_SECOND: u32 = 20;
+
+/// A per-second budget of log lines: junk costs an attacker nothing to send, and one line per
+/// junk packet would flood the journal and cost the daemon more than the packet itself.
+struct LineBudget {
+    per_second: u32,
+    window: Instant,
+    used: u32,
+    held: u64,
+}
+
+impl LineBudget {
+    fn new(per_second: u32, now: Instant) -> LineBudget {
+        LineBudget {
+            per_second,
+            window: now,
+            used: 0,
+            held: 0,
+        }
+    }
+
+    /// Whether one more line may be written at `now`. The first call in a new second reports
+    /// how many lines the last one held back.
+    fn allow(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
+            if self.held > 0 {
+                warn!(
+                    held = self.held,
+                    "more knocks that open nothing than the log takes (a flood?): lines held back"
+                );
+            }
+            *self = LineBudget::new(self.per_second, now);
+        }
+        let allowed = self.used < self.per_second;
+        if allowed {
+            self.used += 1;
+        } else {
+            self.held += 1;
+        }
+        allowed
     }
 }
 
@@ -365,4 +428,21 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_budget_holds_back_past_its_limit_and_refills_each_second() {
+        let start = Instant::now();
+        let mut lines = LineBudget::new(3, start);
+        let allowed = (0..10).filter(|_| lines.allow(start)).count();
+        assert_eq!((allowed, lines.held), (3, 7));
+        let later = start + Duration::from_millis(999);
+        assert!(!lines.allow(later), "still the same second");
+        assert!(lines.allow(start + Duration::from_secs(1)), "a new second");
+        assert_eq!(lines.held, 0);
+    }
 }
