@@ -397,6 +397,37 @@ fn nft_list(lab: &Lab, what: &[&str]) -> String {
 }
 
 #[test]
+fn a_transaction_the_kernel_refuses_is_sent_again_change_by_change() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new(1);
+    lab.write_config(FAST, SIMPLE, ADVANCED);
+    ok(&lab.admin(&["apply"]));
+    // The revoke of a grant that does not exist makes the kernel abort the whole transaction;
+    // the two grants around it must still be made.
+    let result = lab
+        .server
+        .run(|| {
+            let mut kernel = portknock::firewall::SetUpdater::open()?;
+            let open_for = Duration::from_secs(60);
+            kernel.grant(ip("198.18.0.7"), 22, open_for);
+            kernel.revoke(ip("198.18.0.8"), 22);
+            kernel.grant(ip("fd00:5eed::7"), 2222, open_for);
+            kernel.commit()
+        })
+        .expect("inside the server namespace");
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(
+        status_grants(&lab),
+        vec![
+            ("198.18.0.7".to_string(), 22, "simple".to_string()),
+            ("fd00:5eed::7".to_string(), 2222, "advanced".to_string()),
+        ]
+    );
+}
+
+#[test]
 fn status_json_lists_exactly_the_grants_and_open_close_work() {
     let Some(lab) = lab(2, "FW_PORTKNOCK_SIMPLE_OPEN=60\n") else {
         return;
