@@ -173,9 +173,7 @@ fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
         for packet in &batch {
             knocks.handle(packet);
         }
-        if let Err(e) = knocks.kernel.commit() {
-            error!("{e}");
-        }
+        commit(&mut knocks.kernel);
     }
     info!("portknock stopping; the rules stay in force and grants run out on their own");
     Ok(())
@@ -353,15 +351,22 @@ impl Knocks {
                     return;
                 }
             }
+            // In force before it is logged, in a transaction of its own (what earlier knocks
+            // of this read changed goes first), so that its outcome is its own.
+            commit(&mut self.kernel);
             if open {
-                info!(%source, door = door.protected, "grant: valid open OTP");
                 self.kernel
                     .grant(source, door.protected, self.config.settings.advanced_open);
             } else {
-                info!(%source, door = door.protected, "close: valid close OTP");
                 self.kernel.revoke(source, door.protected);
             }
+            let made = self.kernel.commit();
             self.store.flush();
+            match (made, open) {
+                (Ok(()), true) => info!(%source, door = door.protected, "grant: valid open OTP"),
+                (Ok(()), false) => info!(%source, door = door.protected, "close: valid close OTP"),
+                (Err(e), _) => error!(%source, door = door.protected, "valid OTP, but {e}"),
+            }
             return;
         }
         if self.lines.allow(Instant::now()) {
@@ -412,6 +417,13 @@ impl LineBudget {
             self.held += 1;
         }
         allowed
+    }
+}
+
+/// Sends the queued set changes to the kernel as one transaction.
+fn commit(kernel: &mut SetUpdater) {
+    if let Err(e) = kernel.commit() {
+        error!("{e}");
     }
 }
 
