@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 use portknock::config::{KnockPort, SimpleDoor};
+use portknock::engine::reference::{justified, Reference};
 use portknock::engine::{DoorId, Engine, Outcome, MAX_DOORS_PER_SOURCE};
 
 const PORTS: [KnockPort; 7] = [
@@ -127,12 +128,8 @@ fuzz_target!(|data: &[u8]| {
     let exact = distinct.len() <= max_sources && doors.len() <= MAX_DOORS_PER_SOURCE;
 
     let mut engine = Engine::new(&doors, timeout, max_sources);
-    let mut reference = Reference {
-        seqs: &seqs,
-        timeout,
-        state: HashMap::new(),
-    };
-    let mut history: HashMap<IpAddr, Vec<(KnockPort, u64)>> = HashMap::new();
+    let mut reference = Reference::new(seqs.clone(), timeout);
+    let mut history: HashMap<IpAddr, Vec<(KnockPort, Instant)>> = HashMap::new();
     let start = Instant::now();
     let mut t = 0u64;
     for (i, &(source, knock, gap)) in knocks.iter().enumerate() {
@@ -141,7 +138,7 @@ fuzz_target!(|data: &[u8]| {
         let got = engine.knock(source, knock, now).to_vec();
         let canonical = source.to_canonical();
         let mine = history.entry(canonical).or_default();
-        mine.push((knock, t));
+        mine.push((knock, now));
 
         assert!(engine.tracked_sources() <= max_sources);
         for outcome in &got {
@@ -158,7 +155,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Outcome::Progress { step, .. } => assert!(step >= 1 && step + 1 < seq.len()),
                 Outcome::Opened { .. } => assert!(
-                    justified(mine, seq, timeout_ms),
+                    justified(mine, seq, timeout),
                     "knock {i}: unjustified open of door {door} {seq:?} by {source}: {mine:?}"
                 ),
                 _ => {}
@@ -167,8 +164,7 @@ fuzz_target!(|data: &[u8]| {
         if exact {
             let want = reference.knock(canonical, knock, now);
             assert_eq!(got, want, "knock {i} from {source} on {knock}");
-            let tracked: HashSet<IpAddr> = reference.state.keys().map(|k| k.0).collect();
-            assert_eq!(engine.tracked_sources(), tracked.len());
+            assert_eq!(engine.tracked_sources(), reference.tracked_sources());
         }
     }
 });
@@ -181,110 +177,5 @@ fn door_of(outcome: &Outcome) -> DoorId {
         | Outcome::Reset { door, .. }
         | Outcome::Retransmit { door }
         | Outcome::Expired { door, .. } => door,
-    }
-}
-
-/// Whether the last of `history` (one source's knocks with their times in ms) completes `seq`:
-/// knocks `i_0 < i_1 < ... < i_{n-1}` = the last exist with the ports of `seq` in order, each
-/// within the timeout of the one before, and every knock of a port of `seq` between `i_k` and
-/// `i_{k+1}` is a repeat of `seq[k]`. Independent of the engine's state machine.
-fn justified(history: &[(KnockPort, u64)], seq: &[KnockPort], timeout_ms: u64) -> bool {
-    let mine: Vec<(KnockPort, u64)> = history
-        .iter()
-        .copied()
-        .filter(|(k, _)| seq.contains(k))
-        .collect();
-    let (n, last) = (seq.len(), mine.len() - 1);
-    if n == 0 || mine[last].0 != seq[n - 1] {
-        return false;
-    }
-    // `reach[i]`: knock `i` can be `i_k` for the current `k`.
-    let mut reach = vec![false; mine.len()];
-    reach[last] = true;
-    for k in (0..n - 1).rev() {
-        let mut next = vec![false; mine.len()];
-        for j in (0..mine.len()).filter(|&j| reach[j]) {
-            let mut r = j;
-            while r > 0 && mine[r - 1].0 == seq[k] {
-                r -= 1;
-                if mine[j].1 - mine[r].1 <= timeout_ms {
-                    next[r] = true;
-                }
-            }
-        }
-        reach = next;
-    }
-    reach.contains(&true)
-}
-
-/// SPEC §2 for every (source, door), written out without the engine's data structures: no
-/// bound on sources or doors, so it matches the engine only while the engine forgets nothing.
-struct Reference<'a> {
-    seqs: &'a [Vec<KnockPort>],
-    timeout: Duration,
-    /// (source, door) → knocks right so far, time of the last one that counted.
-    state: HashMap<(IpAddr, DoorId), (usize, Instant)>,
-}
-
-impl Reference<'_> {
-    fn knock(&mut self, source: IpAddr, knock: KnockPort, now: Instant) -> Vec<Outcome> {
-        let mut out = Vec::new();
-        for (door, seq) in self.seqs.iter().enumerate() {
-            if !seq.contains(&knock) {
-                continue;
-            }
-            let n = seq.len();
-            let armed = |s: usize| n >= 2 && s == n - 1;
-            let key = (source, door);
-            let mut current = self.state.get(&key).copied();
-            if let Some((s, last)) = current {
-                if now.duration_since(last) > self.timeout {
-                    out.push(Outcome::Expired {
-                        door,
-                        was_armed: armed(s),
-                    });
-                    self.state.remove(&key);
-                    current = None;
-                }
-            }
-            let next = match current {
-                // The expected next port advances.
-                Some((s, _)) if seq[s] == knock => s + 1,
-                // A repeat of the port just knocked is a retransmission.
-                Some((s, _)) if seq[s - 1] == knock => {
-                    out.push(Outcome::Retransmit { door });
-                    continue;
-                }
-                // Another port of the door resets; the first port starts over.
-                Some((s, _)) => {
-                    self.state.remove(&key);
-                    out.push(Outcome::Reset {
-                        door,
-                        was_armed: armed(s),
-                    });
-                    if seq[0] != knock {
-                        continue;
-                    }
-                    1
-                }
-                None if seq[0] == knock => 1,
-                None => continue,
-            };
-            if next == n {
-                self.state.remove(&key);
-                out.push(Outcome::Opened { door });
-            } else {
-                self.state.insert(key, (next, now));
-                out.push(if armed(next) {
-                    Outcome::Armed {
-                        door,
-                        final_knock: seq[n - 1],
-                    }
-                } else {
-                    Outcome::Progress { door, step: next }
-                });
-            }
-        }
-        out
     }
 }

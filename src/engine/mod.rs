@@ -301,6 +301,9 @@ impl Step<'_> {
     }
 }
 
+#[cfg(any(test, feature = "reference-model"))]
+pub mod reference;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,108 +777,18 @@ mod tests {
         );
     }
 
-    /// The rules of SPEC §2 written as plainly as possible: every door checked on every knock,
-    /// one map entry per (source, door), no bounds.
-    struct Reference {
-        doors: Vec<Vec<KnockPort>>,
-        state: HashMap<(IpAddr, DoorId), (usize, Instant)>,
-    }
+    type Event = (IpAddr, KnockPort, Instant);
 
-    impl Reference {
-        fn knock(&mut self, source: IpAddr, knock: KnockPort, now: Instant) -> Vec<Outcome> {
-            let mut out = Vec::new();
-            for (door, seq) in self.doors.iter().enumerate() {
-                if !seq.contains(&knock) {
-                    continue;
-                }
-                let n = seq.len();
-                let armed = |s: usize| n >= 2 && s == n - 1;
-                let key = (source, door);
-                let mut current = self.state.get(&key).copied();
-                if let Some((s, last)) = current {
-                    if now.duration_since(last) > TIMEOUT {
-                        out.push(Expired {
-                            door,
-                            was_armed: armed(s),
-                        });
-                        self.state.remove(&key);
-                        current = None;
-                    }
-                }
-                let next = match current {
-                    Some((s, _)) if seq[s] == knock => s + 1,
-                    Some((s, _)) if seq[s - 1] == knock => {
-                        out.push(Retransmit { door });
-                        continue;
-                    }
-                    Some((s, _)) => {
-                        self.state.remove(&key);
-                        out.push(Reset {
-                            door,
-                            was_armed: armed(s),
-                        });
-                        if seq[0] != knock {
-                            continue;
-                        }
-                        1
-                    }
-                    None if seq[0] == knock => 1,
-                    None => continue,
-                };
-                if next == n {
-                    self.state.remove(&key);
-                    out.push(Opened { door });
-                } else {
-                    self.state.insert(key, (next, now));
-                    out.push(if armed(next) {
-                        Armed {
-                            door,
-                            final_knock: seq[n - 1],
-                        }
-                    } else {
-                        Progress { door, step: next }
-                    });
-                }
-            }
-            out
-        }
-    }
-
-    /// Whether `events[i]` (a knock by `source`) ends `seq` knocked in order, each knock within
-    /// the timeout of the previous one, with nothing but repeats of the port just knocked among
-    /// the door's ports in between. Independent of the engine's state machine.
+    /// Whether `events[i]` completes `seq` for its source (see [`reference::justified`]).
     fn justified(events: &[Event], i: usize, seq: &[KnockPort]) -> bool {
         let source = events[i].0;
-        let mine: Vec<(KnockPort, Instant)> = events[..=i]
+        let history: Vec<(KnockPort, Instant)> = events[..=i]
             .iter()
-            .filter(|e| e.0 == source && seq.contains(&e.1))
+            .filter(|e| e.0 == source)
             .map(|e| (e.1, e.2))
             .collect();
-        let n = seq.len();
-        let mut j = mine.len() - 1;
-        if mine[j].0 != seq[n - 1] {
-            return false;
-        }
-        for k in (0..n - 1).rev() {
-            let mut r = j;
-            while r > 0 && mine[r - 1].0 == seq[k] {
-                r -= 1;
-            }
-            if r == j {
-                return false;
-            }
-            // Earlier copies of the first port are not part of the sequence; of any later
-            // port they are, so its first copy is the one that counted.
-            let w = if k == 0 { j - 1 } else { r };
-            if mine[j].1.duration_since(mine[w].1) > TIMEOUT {
-                return false;
-            }
-            j = w;
-        }
-        true
+        reference::justified(&history, seq, TIMEOUT)
     }
-
-    type Event = (IpAddr, KnockPort, Instant);
 
     const POOL: [KnockPort; 5] = [
         KnockPort::tcp(1),
@@ -957,7 +870,7 @@ mod tests {
         fn engine_matches_the_reference((seqs, chunks) in doors_and_chunks()) {
             let events = expand(&seqs, &chunks);
             let mut engine = Engine::new(&simple_doors(&seqs), TIMEOUT, 1000);
-            let mut reference = Reference { doors: seqs.clone(), state: HashMap::new() };
+            let mut reference = reference::Reference::new(seqs.clone(), TIMEOUT);
             for (i, &(source, knock, now)) in events.iter().enumerate() {
                 let got = engine.knock(source, knock, now).to_vec();
                 prop_assert_eq!(&got, &reference.knock(source, knock, now), "event {}", i);
