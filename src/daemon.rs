@@ -280,9 +280,7 @@ impl Knocks {
                     // granting here too covers a final knock that beat the arming, and the
                     // doors the kernel cannot grant.
                     self.kernel.grant(source, d.protected, open_for);
-                    if let (Some(final_knock), true) =
-                        (self.kernel_finals[door], d.sequence.len() > 1)
-                    {
+                    if let Some(final_knock) = self.kernel_finals[door] {
                         self.kernel.disarm(source, final_knock);
                     }
                 }
