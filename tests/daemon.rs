@@ -89,6 +89,26 @@ fn wrong_order_does_not_open_but_retransmissions_do() {
 }
 
 #[test]
+fn doors_whose_final_knocks_share_a_kernel_chain_open_only_their_own_door() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new(2);
+    // 8000 and 7744 are equal modulo 256: their grant rules share one chain in the kernel.
+    let simple = "22:7000,9000,8000\n23:6000,6002,7744\n";
+    lab.write_config(FAST, simple, ADVANCED);
+    lab.listen(22);
+    lab.listen(23);
+    lab.start_daemon();
+    ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+    lab.connect(0, SERVER4, 22);
+    assert!(!lab.can_connect(0, SERVER4, 23));
+    ok(&lab.client(1, &["knock", SERVER4, "6000", "6002", "7744"]));
+    lab.connect(1, SERVER4, 23);
+    assert!(!lab.can_connect(1, SERVER4, 22));
+}
+
+#[test]
 fn doors_sharing_a_final_knock_open_only_their_own_door() {
     if !require_root() {
         return;
