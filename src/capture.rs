@@ -19,12 +19,12 @@ use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, Netfilte
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
 
 use crate::config::KnockPort;
+use crate::firewall::SNAPLEN;
 
 /// Receive buffer asked of the kernel: a burst of some 50,000 knocks waits here while the
 /// daemon works, instead of being dropped.
 const RECV_BUFFER: usize = 16 << 20;
-/// Bytes of packet copied per knock: the IPv6 header, a UDP header and a 65-byte OTP fit.
-const COPY_RANGE: u32 = 256;
+
 /// Most datagrams one [`Capture::recv`] takes: enough for one kernel update to cover many
 /// knocks under a flood, few enough that the first of them is not kept waiting.
 pub const DRAIN: usize = 64;
@@ -62,7 +62,7 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Subscribes to `group`, asking for the first `COPY_RANGE` bytes of each packet.
+    /// Subscribes to `group`, asking for the first [`SNAPLEN`] bytes of each packet.
     pub fn open(group: u16) -> Result<Capture, CaptureError> {
         let subscribe = |source| CaptureError::Subscribe { group, source };
         let mut socket = Socket::new(NETLINK_NETFILTER).map_err(subscribe)?;
@@ -77,7 +77,7 @@ impl Capture {
             group,
             vec![
                 ConfigCmd::Bind.into(),
-                ConfigMode::new_packet(COPY_RANGE).into(),
+                ConfigMode::new_packet(SNAPLEN).into(),
                 // The kernel's default batches 100 packets or waits a second before it sends:
                 // a knock must reach the daemon at once.
                 ConfigNla::QThresh(1),

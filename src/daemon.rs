@@ -5,12 +5,13 @@
 //! never holds enforcement itself: if it dies, the kernel keeps every port closed and lets
 //! grants run out on their own (fail-closed).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -183,9 +184,7 @@ fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
 /// and the netlink socket that writes grants.
 struct Knocks {
     config: Config,
-    engine: Engine,
-    /// For each simple door, the final knock the kernel grants on, if any.
-    kernel_finals: Vec<Option<KnockPort>>,
+    doors: Doors,
     store: OtpStore,
     kernel: SetUpdater,
     /// The budget of the lines that junk can cause.
@@ -196,11 +195,10 @@ impl Knocks {
     fn start(config: Config) -> anyhow::Result<Knocks> {
         install(&config)?;
         Ok(Knocks {
-            engine: engine_for(&config),
-            kernel_finals: firewall::kernel_finals(&config.simple),
+            doors: Doors::new(&config),
             store: OtpStore::open(
                 &config.settings.state_dir,
-                otp::epoch_minute(unix_now()),
+                otp::current_minute().unwrap_or(0),
                 config.settings.otp_skew,
             )?,
             kernel: SetUpdater::open()?,
@@ -235,8 +233,7 @@ impl Knocks {
             error!("reload refused: {e}; still enforcing the previous configuration");
             return;
         }
-        self.engine = engine_for(&config);
-        self.kernel_finals = firewall::kernel_finals(&config.simple);
+        self.doors = Doors::new(&config);
         self.config = config;
         info!(
             simple = self.config.simple.len(),
@@ -250,16 +247,13 @@ impl Knocks {
         if packet.source.is_ipv6() && !self.config.settings.ipv6 {
             return;
         }
-        if packet.knock.proto == Proto::Udp
-            && self
-                .config
-                .advanced
-                .iter()
-                .any(|d| d.knock_port == packet.knock.port)
-        {
-            self.handle_otp(packet);
-        } else {
-            self.handle_simple(packet);
+        let otp_door = match packet.knock.proto {
+            Proto::Udp => self.doors.by_otp_port.get(&packet.knock.port).copied(),
+            Proto::Tcp => None,
+        };
+        match otp_door {
+            Some(door) => self.handle_otp(packet, door),
+            None => self.handle_simple(packet),
         }
     }
 
@@ -268,9 +262,11 @@ impl Knocks {
         let timeout = self.config.settings.knock_timeout;
         let open_for = self.config.settings.simple_open;
         let now = Instant::now();
-        for outcome in self.engine.knock(source, packet.knock, now) {
+        for outcome in self.doors.engine.knock(source, packet.knock, now) {
             match outcome {
-                Outcome::Armed { door, final_knock } if self.kernel_finals[door].is_some() => {
+                Outcome::Armed { door, final_knock }
+                    if self.doors.kernel_finals[door].is_some() =>
+                {
                     self.kernel.arm(source, final_knock, timeout);
                 }
                 Outcome::Opened { door } => {
@@ -280,7 +276,7 @@ impl Knocks {
                     // granting here too covers a final knock that beat the arming, and the
                     // doors the kernel cannot grant.
                     self.kernel.grant(source, d.protected, open_for);
-                    if let Some(final_knock) = self.kernel_finals[door] {
+                    if let Some(final_knock) = self.doors.kernel_finals[door] {
                         self.kernel.disarm(source, final_knock);
                     }
                 }
@@ -289,7 +285,7 @@ impl Knocks {
                     if self.lines.allow(now) {
                         info!(%source, door = d.protected, "wrong sequence: progress reset");
                     }
-                    if let (Some(final_knock), true) = (self.kernel_finals[door], was_armed) {
+                    if let (Some(final_knock), true) = (self.doors.kernel_finals[door], was_armed) {
                         self.kernel.disarm(source, final_knock);
                     }
                 }
@@ -306,7 +302,8 @@ impl Knocks {
         }
     }
 
-    fn handle_otp(&mut self, packet: &Packet) {
+    /// An OTP datagram to the knock port of advanced door `door`.
+    fn handle_otp(&mut self, packet: &Packet, door: usize) {
         let source = packet.source;
         let Some(mac) = otp::parse_payload(&packet.payload) else {
             if self.lines.allow(Instant::now()) {
@@ -320,55 +317,51 @@ impl Knocks {
             }
             return;
         }
-        let now = otp::epoch_minute(unix_now());
+        // A clock before 1970 verifies nothing: minute 0 is out of every client's window.
+        let now = otp::current_minute().unwrap_or(0);
         let skew = self.config.settings.otp_skew;
-        for door in self
-            .config
-            .advanced
-            .iter()
-            .filter(|d| d.knock_port == packet.knock.port)
-        {
-            let (open, minute) = match (
-                otp::verify(&door.open_secret, source, &mac, now, skew),
-                otp::verify(&door.close_secret, source, &mac, now, skew),
-            ) {
-                (Some(m), _) => (true, m),
-                (None, Some(m)) => (false, m),
-                (None, None) => continue,
-            };
-            match self.store.record(mac, minute, now, skew) {
-                Ok(Recorded::New) => {}
-                Ok(Recorded::Refused(why)) => {
-                    if self.lines.allow(Instant::now()) {
-                        warn!(%source, door = door.protected, "OTP refused: {why}");
-                    }
-                    return;
+        let door = &self.config.advanced[door];
+        let (open, minute) = match (
+            otp::verify(&door.open_secret, source, &mac, now, skew),
+            otp::verify(&door.close_secret, source, &mac, now, skew),
+        ) {
+            (Some(m), _) => (true, m),
+            (None, Some(m)) => (false, m),
+            (None, None) => {
+                if self.lines.allow(Instant::now()) {
+                    info!(%source, door = door.protected, "bad OTP: neither secret matches this source and minute");
                 }
-                Err(e) => {
-                    error!(%source, door = door.protected, "OTP refused: cannot record it as used ({e}); no grant without the record");
-                    return;
+                return;
+            }
+        };
+        match self.store.record(mac, minute, now, skew) {
+            Ok(Recorded::New) => {}
+            Ok(Recorded::Refused(why)) => {
+                if self.lines.allow(Instant::now()) {
+                    warn!(%source, door = door.protected, "OTP refused: {why}");
                 }
+                return;
             }
-            // In force before it is logged, in a transaction of its own (what earlier knocks
-            // of this read changed goes first), so that its outcome is its own.
-            commit(&mut self.kernel);
-            if open {
-                self.kernel
-                    .grant(source, door.protected, self.config.settings.advanced_open);
-            } else {
-                self.kernel.revoke(source, door.protected);
+            Err(e) => {
+                error!(%source, door = door.protected, "OTP refused: cannot record it as used ({e}); no grant without the record");
+                return;
             }
-            let made = self.kernel.commit();
-            self.store.flush();
-            match (made, open) {
-                (Ok(()), true) => info!(%source, door = door.protected, "grant: valid open OTP"),
-                (Ok(()), false) => info!(%source, door = door.protected, "close: valid close OTP"),
-                (Err(e), _) => error!(%source, door = door.protected, "valid OTP, but {e}"),
-            }
-            return;
         }
-        if self.lines.allow(Instant::now()) {
-            info!(%source, port = packet.knock.port, "bad OTP: no door's secret matches this source and minute");
+        // In force before it is logged, in a transaction of its own (what earlier knocks of
+        // this read changed goes first), so that its outcome is its own.
+        commit(&mut self.kernel);
+        if open {
+            self.kernel
+                .grant(source, door.protected, self.config.settings.advanced_open);
+        } else {
+            self.kernel.revoke(source, door.protected);
+        }
+        let made = self.kernel.commit();
+        self.store.flush();
+        match (made, open) {
+            (Ok(()), true) => info!(%source, door = door.protected, "grant: valid open OTP"),
+            (Ok(()), false) => info!(%source, door = door.protected, "close: valid close OTP"),
+            (Err(e), _) => error!(%source, door = door.protected, "valid OTP, but {e}"),
         }
     }
 }
@@ -425,19 +418,33 @@ fn commit(kernel: &mut SetUpdater) {
     }
 }
 
-fn engine_for(config: &Config) -> Engine {
-    Engine::new(
-        &config.simple,
-        config.settings.knock_timeout,
-        config.settings.max_sources,
-    )
+/// What the daemon derives from the doors of the configuration in force.
+struct Doors {
+    /// The knock state of simple doors.
+    engine: Engine,
+    /// For each simple door, the final knock the kernel grants on, if any.
+    kernel_finals: Vec<Option<KnockPort>>,
+    /// Advanced doors by knock port (the configuration allows one door per port).
+    by_otp_port: HashMap<u16, usize>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+impl Doors {
+    fn new(config: &Config) -> Doors {
+        Doors {
+            engine: Engine::new(
+                &config.simple,
+                config.settings.knock_timeout,
+                config.settings.max_sources,
+            ),
+            kernel_finals: firewall::kernel_finals(&config.simple),
+            by_otp_port: config
+                .advanced
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.knock_port, i))
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]

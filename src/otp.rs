@@ -13,7 +13,8 @@
 //! The daemon's flow for one datagram is: [`parse_payload`]; if [`UsedOtps::is_used`], log a
 //! replay (this catches copies from any address, which would otherwise just fail to verify);
 //! else [`verify`] with the open and the close secret; on a match
-//! [`UsedOtps::check_and_record`], persist [`UsedOtps::to_bytes`], and only then grant.
+//! [`UsedOtps::check_and_record`] and write it to disk (`state::OtpStore::record`), and only
+//! then grant.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -37,6 +38,14 @@ pub const PAYLOAD_LEN: usize = 2 * MAC_LEN + 1;
 /// wrap every client will also make.
 pub fn epoch_minute(unix_secs: u64) -> u32 {
     (unix_secs / 60) as u32
+}
+
+/// The current minute by the system clock, or `None` when the clock is before 1970.
+pub fn current_minute() -> Option<u32> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(epoch_minute(now.as_secs()))
 }
 
 /// The OTP of `secret` for a knock from `source` during `minute`.
@@ -153,7 +162,7 @@ fn nibble(c: u8) -> Option<u8> {
 ///
 /// An entry lives at most `2 * skew + 1` minutes, so with the default skew of 1 this allows a
 /// sustained ~360 accepted knocks per second, far beyond any real use, while keeping the record
-/// under 3 MiB in memory and 2.4 MB on disk (it is rewritten before every grant).
+/// under 3 MiB in memory and 2.4 MB on disk.
 pub const MAX_ENTRIES: usize = 65_536;
 
 /// Why [`UsedOtps::check_and_record`] refused an OTP.
@@ -211,8 +220,8 @@ pub struct UsedOtps {
     used: HashMap<[u8; MAC_LEN], u32>,
     /// OTPs of a minute below this are refused: the record may have forgotten them.
     floor: u32,
-    /// The smallest minute in `used` (`u32::MAX` when empty), so that pruning, a full scan,
-    /// only runs when something has actually expired.
+    /// At most the smallest minute in `used` (`u32::MAX` when empty), so that pruning, a full
+    /// scan, only runs when something may have expired.
     oldest: u32,
 }
 
@@ -271,6 +280,12 @@ impl UsedOtps {
         self.used.insert(mac, minute);
         self.oldest = self.oldest.min(minute);
         Ok(())
+    }
+
+    /// Takes back `mac`, recorded by [`UsedOtps::check_and_record`] but never granted (its
+    /// record could not be written), so that it may be tried again.
+    pub fn forget(&mut self, mac: &[u8; MAC_LEN]) {
+        self.used.remove(mac);
     }
 
     /// How many OTPs are remembered.

@@ -7,13 +7,14 @@
 //!
 //! An entry is written to the log (a `write` into the kernel's page cache) before the grant the
 //! OTP earns is made, and `fdatasync`ed right after it by a thread of its own
-//! ([`OtpStore::record`], then [`OtpStore::flush`]), so the daemon never waits for the disk. The write is what makes a replay fail after the daemon restarts or is
-//! killed: the kernel keeps the page whatever happens to the process, and a full or read-only
+//! ([`OtpStore::record`], then [`OtpStore::flush`]), so no grant waits for the disk. The write
+//! is what makes a replay fail after the daemon restarts or is killed: the kernel keeps the page whatever happens to the process, and a full or read-only
 //! disk refuses the write, so the OTP is refused too. Waiting for the sync before the grant
 //! would add a disk flush (about 190 µs on this machine's SSD, hundreds of milliseconds on a busy
 //! cloud disk) to every OTP's knock-to-open time, long enough for the client's first SYN to be
 //! dropped; what it would buy is only a power cut within that flush. The log is folded into a
-//! new snapshot at start-up and whenever it grows long, after the grant as well. A crash
+//! new snapshot at start-up and, after a grant, every 1,024 entries: that one
+//! snapshot (three syncs) is written on the daemon's own thread, once per thousand OTPs. A crash
 //! mid-append leaves a partial last entry, which is ignored. An append that fails part-way (a
 //! full disk) is cut off again at once, before the next append: a partial entry in the middle
 //! of the log would hide every entry after it at the next start.
@@ -167,12 +168,11 @@ impl OtpStore {
         if self.torn {
             self.cut_log().map_err(write_err)?;
         }
-        let before = self.used.clone();
         if let Err(refused) = self.used.check_and_record(mac, minute, now_minute, skew) {
             return Ok(Recorded::Refused(refused));
         }
         if let Err(source) = self.log.write_all(&entry(&mac, minute)) {
-            self.used = before;
+            self.used.forget(&mac);
             // A disk that fills up mid-entry leaves part of it written: cut it off now, or
             // the entries appended after it would be unreadable at the next start.
             self.torn = self.cut_log().is_err();
@@ -414,6 +414,18 @@ mod tests {
             store.record([1; 32], NOW, NOW, 1).unwrap(),
             Recorded::Refused(_)
         ));
+    }
+
+    #[test]
+    fn an_otp_whose_entry_cannot_be_written_stays_unrecorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        store.record([1; 32], NOW, NOW, 1).unwrap();
+        // A read-only descriptor: every append fails.
+        store.log = File::open(dir.path().join(LOG)).unwrap();
+        assert!(store.record([2; 32], NOW, NOW, 1).is_err());
+        assert!(!store.is_used(&[2; 32]), "refused now, may be tried again");
+        assert!(store.is_used(&[1; 32]), "what was recorded before stays");
     }
 
     #[test]

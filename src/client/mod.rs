@@ -13,7 +13,7 @@ use std::fmt;
 use std::io::{self, IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::cli::{KnockArgs, OtpArgs, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::config::{KnockPort, Proto, Secret};
@@ -420,10 +420,7 @@ fn current_payload(
     secret: &Secret,
     source: IpAddr,
 ) -> Result<([u8; otp::PAYLOAD_LEN], u32), ClientError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| ClientError::Clock)?;
-    let minute = otp::epoch_minute(now.as_secs());
+    let minute = otp::current_minute().ok_or(ClientError::Clock)?;
     Ok((otp::payload(secret, source, minute), minute))
 }
 

@@ -84,8 +84,8 @@ pub enum Outcome {
     Expired {
         /// The door.
         door: DoorId,
-        /// Only the final knock was missing: disarm (the kernel element should have timed out
-        /// already).
+        /// Only the final knock was missing. Nothing to disarm: the kernel element carries the
+        /// same timeout and has expired already.
         was_armed: bool,
     },
 }

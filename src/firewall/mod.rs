@@ -10,5 +10,6 @@ pub use netlink::{NetlinkError, SetUpdater};
 pub use nft::{apply, grants, table_exists, NftError};
 pub use privilege::{keep_only_net_admin, require_net_admin, DropError, NoPrivilege};
 pub use ruleset::{
-    kernel_finals, remove_batch, Batch, Family, Grant, Policy, SimpleGate, NFLOG_GROUP, TABLE,
+    kernel_finals, remove_batch, Batch, Family, Grant, Policy, SimpleGate, NFLOG_GROUP, SNAPLEN,
+    TABLE,
 };

@@ -46,16 +46,46 @@ pub enum NetlinkError {
     Decode(String),
 }
 
+/// What a queued change does.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Grant,
+    Revoke,
+    Arm,
+    Disarm,
+}
+
 /// One queued change of a set element.
 #[derive(Debug)]
 struct Change {
-    /// Add (or refresh) the element; otherwise delete it.
-    add: bool,
-    set: &'static str,
+    op: Op,
+    family: Family,
     key: Vec<u8>,
     timeout: Option<Duration>,
+}
+
+impl Change {
+    /// Adds (or refreshes) the element; otherwise deletes it.
+    fn adds(&self) -> bool {
+        matches!(self.op, Op::Grant | Op::Arm)
+    }
+
+    fn set(&self) -> &'static str {
+        match self.op {
+            Op::Grant | Op::Revoke => self.family.granted(),
+            Op::Arm | Op::Disarm => self.family.armed(),
+        }
+    }
+
     /// What the change does, for the error message.
-    what: &'static str,
+    fn what(&self) -> &'static str {
+        match self.op {
+            Op::Grant => "add a grant",
+            Op::Revoke => "remove a grant",
+            Op::Arm => "arm a final knock",
+            Op::Disarm => "disarm a final knock",
+        }
+    }
 }
 
 /// A netlink socket that changes elements of portknock's sets.
@@ -85,49 +115,44 @@ impl SetUpdater {
     /// Queues a grant of (source, port) for `open_for`, refreshing the timeout of an existing
     /// grant.
     pub fn grant(&mut self, source: IpAddr, port: u16, open_for: Duration) {
-        self.pending.push(Change {
-            add: true,
-            set: Family::of(source).granted(),
-            key: source_port_key(source, port),
-            timeout: Some(open_for),
-            what: "add a grant",
-        });
+        self.queue(
+            Op::Grant,
+            source,
+            source_port_key(source, port),
+            Some(open_for),
+        );
     }
 
     /// Queues the removal of the grant of (source, port); a grant that is not there is not an
     /// error.
     pub fn revoke(&mut self, source: IpAddr, port: u16) {
-        self.pending.push(Change {
-            add: false,
-            set: Family::of(source).granted(),
-            key: source_port_key(source, port),
-            timeout: None,
-            what: "remove a grant",
-        });
+        self.queue(Op::Revoke, source, source_port_key(source, port), None);
     }
 
     /// Queues arming `final_knock` for `source`: until `within` passes, that knock makes the
     /// kernel itself grant the door ending on it.
     pub fn arm(&mut self, source: IpAddr, final_knock: KnockPort, within: Duration) {
-        self.pending.push(Change {
-            add: true,
-            set: Family::of(source).armed(),
-            key: armed_key(source, final_knock),
-            timeout: Some(within),
-            what: "arm a final knock",
-        });
+        self.queue(
+            Op::Arm,
+            source,
+            armed_key(source, final_knock),
+            Some(within),
+        );
     }
 
-    /// Queues taking back an armed door. Only for an element that is there: a delete of a
-    /// missing element makes the kernel abort the whole transaction, and the changes are then
-    /// sent again one by one.
+    /// Queues taking back the armed `final_knock` of `source`. Only for an element that is
+    /// there: a delete of a missing element makes the kernel abort the whole transaction, and
+    /// the changes are then sent again one by one.
     pub fn disarm(&mut self, source: IpAddr, final_knock: KnockPort) {
+        self.queue(Op::Disarm, source, armed_key(source, final_knock), None);
+    }
+
+    fn queue(&mut self, op: Op, source: IpAddr, key: Vec<u8>, timeout: Option<Duration>) {
         self.pending.push(Change {
-            add: false,
-            set: Family::of(source).armed(),
-            key: armed_key(source, final_knock),
-            timeout: None,
-            what: "disarm a final knock",
+            op,
+            family: Family::of(source),
+            key,
+            timeout,
         });
     }
 
@@ -140,7 +165,8 @@ impl SetUpdater {
     pub fn commit(&mut self) -> Result<(), NetlinkError> {
         let changes = mem::take(&mut self.pending);
         match self.transact(&changes) {
-            Err(_) if changes.len() > 1 => {
+            // Only a refusal: after an I/O error the changes would just meet it again.
+            Err(NetlinkError::Refused { .. }) if changes.len() > 1 => {
                 let mut first_error = Ok(());
                 for change in &changes {
                     let result = self.transact(slice::from_ref(change));
@@ -170,7 +196,7 @@ impl SetUpdater {
         messages.push((control(ControlMessage::BatchBegin), NLM_F_REQUEST));
         for (i, change) in changes.iter().enumerate() {
             let ack = if i == last { NLM_F_ACK } else { 0 };
-            let create = if change.add { NLM_F_CREATE } else { 0 };
+            let create = if change.adds() { NLM_F_CREATE } else { 0 };
             messages.push((element_message(change), NLM_F_REQUEST | ack | create));
         }
         messages.push((control(ControlMessage::BatchEnd), NLM_F_REQUEST));
@@ -218,9 +244,9 @@ impl SetUpdater {
                     if let Some(code) = err.code {
                         let error = io::Error::from_raw_os_error(-code.get());
                         let absent = error.raw_os_error() == Some(libc::ENOENT);
-                        if !(changes.len() == 1 && !change.add && absent) {
+                        if !(changes.len() == 1 && !change.adds() && absent) {
                             refused.get_or_insert(NetlinkError::Refused {
-                                what: change.what,
+                                what: change.what(),
                                 error,
                             });
                         }
@@ -252,11 +278,11 @@ fn element_message(change: &Change) -> NetlinkMessage<NetfilterMessage> {
     let message = SetElementMessage {
         attributes: vec![
             SetElementList::Table(TABLE.to_string()),
-            SetElementList::Set(change.set.to_string()),
+            SetElementList::Set(change.set().to_string()),
             SetElementList::Elements(vec![ListAttribute::Element(elem)]),
         ],
     };
-    let inner = if change.add {
+    let inner = if change.adds() {
         NfTablesMessage::NewSetElement(message)
     } else {
         NfTablesMessage::DeleteSetElement(message)

@@ -39,7 +39,7 @@ pub const TABLE: &str = "portknock";
 pub const NFLOG_GROUP: u16 = 42420;
 /// Bytes of each knock packet copied to the daemon: IPv6 header, UDP header and the 65-byte OTP
 /// fit with room to spare.
-const SNAPLEN: u32 = 256;
+pub const SNAPLEN: u32 = 256;
 /// Most grants per address family at once.
 const MAX_GRANTS: u32 = 1 << 20;
 /// Base-chain priority: before the usual `filter` chains (0), after conntrack (-200), so that
@@ -217,8 +217,8 @@ impl Policy {
             "knock",
             vec![json!({"log": {"group": NFLOG_GROUP, "snaplen": SNAPLEN}})],
         ));
-        // One armed check for every door, here, rather than one in each door's chain: a
-        // rule less per door halves the time nft takes to load 10,000 doors' worth of them.
+        // One armed check for every door, here, rather than one in each door's grant rule:
+        // shorter rules per door cut the time nft takes to load 10,000 of them by a third.
         let l4proto = || json!({"meta": {"key": "l4proto"}});
         let dport = || json!({"payload": {"protocol": "th", "field": "dport"}});
         for family in [Family::V4, Family::V6] {
@@ -446,13 +446,9 @@ impl Serialize for FinalsElem<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for door in self.0 {
-            let proto = match door.knock.proto {
-                Proto::Tcp => "tcp",
-                Proto::Udp => "udp",
-            };
             seq.serialize_element(&(
                 KnockValue {
-                    concat: (proto, door.knock.port),
+                    concat: (door.knock.proto.name(), door.knock.port),
                 },
                 JumpVerdict {
                     jump: JumpTarget {
