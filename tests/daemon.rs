@@ -58,11 +58,14 @@ fn advanced_otp_opens_and_closes() {
 
 /// Runs a shell command line inside client namespace `i` (for third-party clients).
 fn sh(lab: &Lab, i: usize, script: &str) -> std::process::Output {
-    lab.clients[i]
-        .command("bash")
-        .args(["-c", script])
-        .output()
-        .expect("run bash")
+    let mut cmd = lab.clients[i].command("bash");
+    cmd.args(["-c", script]);
+    output_within(cmd)
+}
+
+/// `timeout SECONDS` for a shell connection that must beat TCP's first retransmission.
+fn within_retransmit() -> String {
+    format!("timeout {}", BEFORE_SYN_RETRANSMIT.as_secs_f64())
 }
 
 fn daemon_logged(lab: &Lab, needle: &str) -> bool {
@@ -133,11 +136,15 @@ fn doors_sharing_a_final_knock_open_only_their_own_door() {
     assert!(!lab.can_connect(1, SERVER4, 22), "22 was not knocked");
     // 22's first knock and then the shared final knock opens neither door.
     ok(&lab.client(1, &["knock", SERVER4, "7000", "8000"]));
+    assert!(daemon_logged(&lab, "wrong sequence"), "the daemon saw it");
     assert!(!lab.can_connect(1, SERVER4, 22));
     ok(&lab.client(0, &["knock", SERVER4, "5000"]));
     wait_until(Duration::from_secs(5), || lab.can_connect(0, SERVER4, 24))
         .expect("the daemon opens 24");
-    assert!(!lab.can_connect(1, SERVER4, 24));
+    assert!(
+        !lab.can_connect(1, SERVER4, 24),
+        "only for the source that knocked"
+    );
 }
 
 #[test]
@@ -221,7 +228,7 @@ fn third_party_clients_knock_too() {
     let out = sh(
         &lab,
         0,
-        "for p in 7000 9000 8000; do (exec 3<>/dev/tcp/198.18.0.1/$p) 2>/dev/null; done; exec 3<>/dev/tcp/198.18.0.1/22 && echo open",
+        "for p in 7000 9000 8000; do (exec 3<>/dev/tcp/198.18.0.1/$p) 2>/dev/null; done; timeout 5 bash -c 'exec 3<>/dev/tcp/198.18.0.1/22' && echo open",
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -231,11 +238,15 @@ fn third_party_clients_knock_too() {
     // knockd's `knock` client followed at once by a connection: the first SYN must not be lost.
     wait_until(Duration::from_secs(10), || !lab.can_connect(0, SERVER4, 22))
         .expect("grant expired");
-    let out = sh(&lab, 0, "knock 198.18.0.1 7000 9000 8000 && timeout 0.9 bash -c 'exec 3<>/dev/tcp/198.18.0.1/22' && echo open");
+    let script = format!(
+        "knock 198.18.0.1 7000 9000 8000 && {} bash -c 'exec 3<>/dev/tcp/198.18.0.1/22' && echo open",
+        within_retransmit()
+    );
+    let out = sh(&lab, 0, &script);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "open",
-        "knock && connect within 0.9 s"
+        "knock && connect before TCP's retransmission"
     );
     // netcat's zero-I/O scan mode.
     wait_until(Duration::from_secs(10), || !lab.can_connect(0, SERVER4, 22))
@@ -253,22 +264,24 @@ fn immediate_connect_after_the_last_knock_over_ipv4_and_ipv6() {
     let Some(lab) = lab(1, FAST) else { return };
     for (flag, server) in [("-4", SERVER4), ("-6", SERVER6)] {
         let script = format!(
-            "{BIN} knock {flag} {server} 7000 9000 8000 >/dev/null && timeout 0.5 bash -c 'exec 3<>/dev/tcp/{server}/22' && echo open"
+            "{BIN} knock {flag} {server} 7000 9000 8000 >/dev/null && {} bash -c 'exec 3<>/dev/tcp/{server}/22' && echo open",
+            within_retransmit()
         );
         let out = sh(&lab, 0, &script);
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
             "open",
-            "{flag}: connect within 0.5 s of the last knock"
+            "{flag}: connect before TCP's retransmission after the last knock"
         );
         let script = format!(
-            "{BIN} otp {flag} {server} 2000 opensecret1 >/dev/null 2>&1 && timeout 0.5 bash -c 'exec 3<>/dev/tcp/{server}/2222' && echo open"
+            "{BIN} otp {flag} {server} 2000 opensecret1 >/dev/null 2>&1 && {} bash -c 'exec 3<>/dev/tcp/{server}/2222' && echo open",
+            within_retransmit()
         );
         let out = sh(&lab, 0, &script);
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
             "open",
-            "{flag}: connect within 0.5 s of the OTP"
+            "{flag}: connect before TCP's retransmission after the OTP"
         );
     }
 }
@@ -336,6 +349,10 @@ fn otp_outside_the_skew_window_is_refused() {
         2000,
         vec![otp_payload("opensecret1", "203.0.113.5", minute_now())],
     );
+    wait_until(Duration::from_secs(5), || {
+        lab.daemon_log().matches("bad OTP").count() >= 3
+    })
+    .expect("refused as a bad OTP");
     assert!(!lab.can_connect(0, SERVER4, 2222));
 }
 
@@ -414,6 +431,7 @@ fn nft_list(lab: &Lab, what: &[&str]) -> String {
         .args(what)
         .output()
         .expect("nft");
+    assert!(out.status.success(), "nft list {what:?} failed");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

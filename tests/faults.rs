@@ -268,39 +268,6 @@ fn an_otp_is_refused_while_the_state_directory_is_full_and_no_later_one_is_lost(
 // ---------------------------------------------------------------------------------------------
 // 2. `nft` missing or failing.
 
-/// Runs `cmd` and waits at most `limit` for it; a command still running then is killed and
-/// the test fails.
-fn output_within(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "still running after {limit:?}; stderr:\n{}",
-                text(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
-}
-
-/// `portknock ARGS` in the server namespace with `PATH=path`, bounded in time.
-fn portknock_with_path(lab: &Lab, args: &[&str], path: &Path) -> Output {
-    let mut cmd = Command::new(which("ip"));
-    cmd.args(["netns", "exec", &lab.server.name, BIN])
-        .args(args)
-        .env("PORTKNOCK_CONFIG_DIR", lab.config_dir())
-        .env("PATH", path);
-    output_within(cmd, Duration::from_secs(20))
-}
-
 /// A directory holding an `nft` that hands listings to the real nft and fails every change,
 /// as a kernel or an nft that refuses the batch would: a fault injector, not a stand-in.
 fn failing_nft(lab: &Lab) -> PathBuf {
@@ -334,7 +301,7 @@ fn without_a_working_nft_apply_and_serve_fail_clearly_and_change_nothing() {
     // nft not installed: nothing was there, nothing is.
     let before = lab.ruleset();
     for args in [&["apply"][..], &["serve"]] {
-        let out = portknock_with_path(&lab, args, &no_nft);
+        let out = lab.admin_env(args, &[("PATH", &path_str(&no_nft))]);
         assert_failed_naming(&out, &["cannot run nft", "install the nftables package"]);
         assert_eq!(lab.ruleset(), before, "{args:?} changed the ruleset");
     }
@@ -359,7 +326,7 @@ fn without_a_working_nft_apply_and_serve_fail_clearly_and_change_nothing() {
     fs::write(&list, doors).expect("add doors");
     let failing = failing_nft(&lab);
     for args in [&["apply"][..], &["serve"]] {
-        let out = portknock_with_path(&lab, args, &failing);
+        let out = lab.admin_env(args, &[("PATH", &path_str(&failing))]);
         assert_failed_naming(
             &out,
             &[
@@ -674,7 +641,7 @@ fn a_second_daemon_with_another_state_directory_refuses_and_changes_nothing() {
     fs::write(other.join("portknock.conf"), conf).expect("conf");
     let mut cmd = lab.server.command(BIN);
     cmd.arg("serve").env("PORTKNOCK_CONFIG_DIR", &other);
-    let out = output_within(cmd, Duration::from_secs(20));
+    let out = output_within(cmd);
     assert_failed_naming(&out, &["NFLOG group", "another process already reads it"]);
     assert_eq!(
         lab.ruleset(),

@@ -19,6 +19,8 @@ fn host_snapshot() -> String {
             .args(&args[1..])
             .output()
             .expect("snapshot command");
+        // A failed listing would make both snapshots empty, and equal.
+        assert!(out.status.success(), "{args:?} failed");
         snap.push_str(&String::from_utf8_lossy(&out.stdout));
     }
     snap

@@ -321,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn warnings_never_show_the_secret() {
+    fn warnings_say_how_the_secret_is_exposed() {
         let text = SecretWarning::OnCommandLine.to_string();
         assert!(text.contains("ps, /proc"), "{text}");
         let text = SecretWarning::FileReadableByOthers {

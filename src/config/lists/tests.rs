@@ -172,7 +172,7 @@ fn simple_warnings() {
 }
 
 #[test]
-fn a_list_without_doors_is_a_warning() {
+fn a_list_without_doors_is_an_error() {
     assert_eq!(
         simple("# nothing yet\n\n").1,
         [format!("{S}: error: has no door, but simple mode is on; add a line like 22:7000,9000,8000 or set FW_PORTKNOCK_SIMPLE=no")]
