@@ -4,17 +4,17 @@
 
 use std::fs::{self, File};
 use std::io::{IsTerminal, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cli::{EXIT_FAILURE, EXIT_OK};
-use crate::netns::{client4, Netns, Network, SERVER4};
+use crate::netns::{client4, wait_until, Netns, Network, SERVER4};
 
 const SIMPLE_DOOR: u16 = 22;
 const SEQUENCE: [&str; 3] = ["7000", "9000", "8000"];
@@ -44,7 +44,10 @@ enum Step {
     Port(u16, bool, &'static str),
     /// Run the real client with these arguments.
     Client(Vec<String>, &'static str),
-    /// Replay the open password from the client.
+    /// Run the real `otp` client with these arguments, keeping the datagram it sends for the
+    /// eavesdropper of [`Step::Replay`].
+    CapturedOtp(Vec<String>, &'static str),
+    /// Send the captured datagram again, as an eavesdropper would.
     Replay,
 }
 
@@ -53,11 +56,13 @@ enum Step {
 struct Demo {
     style: Style,
     net: Network,
-    dir: PathBuf,
+    dir: DemoDir,
     daemon: Child,
     log_seen: usize,
     failures: usize,
     interrupted: Arc<AtomicBool>,
+    /// The open password's datagram, as an eavesdropper saw it.
+    captured: Option<Vec<u8>>,
 }
 
 /// `portknock demo`.
@@ -97,8 +102,11 @@ impl Demo {
             )
         );
         let net = Network::new("pkdemo", 1)?;
-        let dir = std::env::temp_dir().join(format!("portknock-demo-{}", std::process::id()));
-        write_config(&dir)?;
+        // Owned before anything is written into it: it holds secrets, and a set-up that fails
+        // half-way must not leave them behind.
+        let dir =
+            DemoDir(std::env::temp_dir().join(format!("portknock-demo-{}", std::process::id())));
+        write_config(&dir.0)?;
         for port in [SIMPLE_DOOR, ADVANCED_DOOR] {
             listen(&net.server, port)?;
         }
@@ -107,9 +115,9 @@ impl Demo {
             .server
             .command(&exe.to_string_lossy())
             .arg("serve")
-            .env("PORTKNOCK_CONFIG_DIR", dir.join("etc"))
+            .env("PORTKNOCK_CONFIG_DIR", dir.0.join("etc"))
             .stdout(Stdio::null())
-            .stderr(File::create(dir.join("daemon.log"))?)
+            .stderr(File::create(dir.0.join("daemon.log"))?)
             .spawn()?;
         let mut demo = Demo {
             style,
@@ -118,14 +126,15 @@ impl Demo {
             daemon,
             log_seen: 0,
             failures: 0,
+            captured: None,
             interrupted,
         };
-        let started = Instant::now();
-        while !demo.log().contains("portknock serving") {
-            if started.elapsed() > Duration::from_secs(10) {
-                anyhow::bail!("the daemon did not start; its log:\n{}", demo.log());
-            }
-            thread::sleep(Duration::from_millis(20));
+        let serving = wait_until(Duration::from_secs(10), || {
+            // A daemon that died at once does not start later.
+            demo.log().contains("portknock serving") || !matches!(demo.daemon.try_wait(), Ok(None))
+        });
+        if serving.is_none() || !demo.log().contains("portknock serving") {
+            anyhow::bail!("the daemon did not start; its log:\n{}", demo.log());
         }
         println!(
             "server {SERVER4} (namespace {}): daemon running, TCP services on ports {SIMPLE_DOOR} and {ADVANCED_DOOR}",
@@ -143,6 +152,7 @@ impl Demo {
     fn story(&mut self) -> u8 {
         let secret = |name: &str| {
             self.dir
+                .0
                 .join("etc")
                 .join(name)
                 .to_string_lossy()
@@ -163,7 +173,7 @@ impl Demo {
             ),
             Step::Port(SIMPLE_DOOR, true, "port 22 opened for this client"),
             Step::Port(ADVANCED_DOOR, false, "port 2222 is closed"),
-            Step::Client(
+            Step::CapturedOtp(
                 otp(secret("open.secret")),
                 "advanced mode: one UDP datagram with this minute's one-time password",
             ),
@@ -184,6 +194,10 @@ impl Demo {
             match step {
                 Step::Port(port, open, what) => self.expect_port(port, open, what),
                 Step::Client(args, why) => self.client(&args, why),
+                Step::CapturedOtp(args, why) => {
+                    self.captured = self.capture(&args);
+                    self.client(&args, why);
+                }
                 Step::Replay => self.replay(),
             }
         }
@@ -253,40 +267,47 @@ impl Demo {
         self.verdict(connected == open, &text);
     }
 
+    /// The datagram `portknock ARGS` sends: the password is the same for a whole minute, so
+    /// `--print` within the minute the client sends in gives the very bytes an eavesdropper
+    /// would capture. Close to the end of a minute, waits for the next one first.
+    fn capture(&self, args: &[String]) -> Option<Vec<u8>> {
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() % 60);
+        if second >= 55 {
+            thread::sleep(Duration::from_secs(60 - second));
+        }
+        let exe = std::env::current_exe().ok()?;
+        let out = self.net.clients[0]
+            .command(&exe.to_string_lossy())
+            .args(args)
+            .arg("--print")
+            .output()
+            .ok()?;
+        out.status.success().then_some(out.stdout)
+    }
+
     /// An eavesdropper sends the open password it saw again, from the same address.
     fn replay(&mut self) {
         self.command_line(
-            &format!("portknock otp {SERVER4} {OTP_PORT} --secret-file open.secret --print | socat - UDP:{SERVER4}:{OTP_PORT}"),
+            &format!("socat - UDP:{SERVER4}:{OTP_PORT} < the-open-datagram-captured-above"),
             "an eavesdropper replays the open password it captured",
         );
-        let exe = match std::env::current_exe() {
-            Ok(exe) => exe,
-            Err(e) => return self.verdict(false, &format!("cannot find this program: {e}")),
+        let Some(payload) = self.captured.take() else {
+            return self.verdict(false, "no datagram was captured");
         };
-        let secret = self.dir.join("etc/open.secret");
-        let printed = self.net.clients[0]
-            .command(&exe.to_string_lossy())
-            .args(["otp", SERVER4, OTP_PORT, "--print", "--secret-file"])
-            .arg(&secret)
-            .output();
-        let payload = match printed {
-            Ok(out) if out.status.success() => out.stdout,
-            _ => return self.verdict(false, "could not print the payload"),
-        };
-        let target = SocketAddr::new(SERVER4.parse().expect("constant address"), 2000);
+        let port = OTP_PORT.parse().expect("constant port");
+        let target = SocketAddr::new(SERVER4.parse().expect("constant address"), port);
         let sent = self.net.clients[0]
-            .run(move || UdpSocket::bind("0.0.0.0:0").and_then(|s| s.send_to(&payload, target)))
+            .run(move || crate::client::net::send_datagram(None, target, &payload))
             .and_then(std::convert::identity);
-        let started = Instant::now();
-        while !self.log().contains("replay") && started.elapsed() < Duration::from_secs(3) {
-            thread::sleep(Duration::from_millis(20));
-        }
-        let refused = sent.is_ok() && self.log().contains("replay");
+        let seen = wait_until(Duration::from_secs(3), || self.log().contains("replay"));
+        let refused = sent.is_ok() && seen.is_some();
         self.verdict(refused, "the daemon recognised the replay and refused it");
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+        fs::read_to_string(self.dir.0.join("daemon.log")).unwrap_or_default()
     }
 
     /// Prints the daemon's log lines that appeared since the last call.
@@ -302,10 +323,19 @@ impl Demo {
 }
 
 impl Drop for Demo {
+    /// The daemon goes first; the fields (namespaces, then the directory) follow.
     fn drop(&mut self) {
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
-        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The demo's temporary directory (configuration, secrets, state, log), removed on drop.
+struct DemoDir(PathBuf);
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
     }
 }
 

@@ -10,6 +10,7 @@ use std::io;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use nix::sched::{setns, CloneFlags};
 
@@ -165,4 +166,17 @@ impl Network {
             clients: list,
         })
     }
+}
+
+/// Calls `f` every 20 ms until it holds (`Some`) or `limit` has passed (`None`): every wait of
+/// the demo, the tests and the benchmarks is bounded this way.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return Some(());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    None
 }

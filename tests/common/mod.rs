@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_portknock");
-pub use portknock::netns::{Netns, Network, SERVER4, SERVER6};
+pub use portknock::netns::{wait_until, Netns, Network, SERVER4, SERVER6};
 
 /// The lab's usual doors: SSH behind a three-port sequence, 2222 behind OTPs.
 pub const SIMPLE: &str = "22:7000,9000,8000\n";
@@ -253,18 +253,6 @@ pub fn namespaces_named(prefix: &str) -> Vec<String> {
         .filter(|l| l.starts_with(prefix))
         .map(str::to_string)
         .collect()
-}
-
-/// Polls `f` until it returns true or `limit` passes.
-pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return Some(());
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    None
 }
 
 /// Whether an established connection still carries data both ways.
