@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::*;
@@ -315,6 +316,80 @@ fn otp_replays_are_refused_from_anywhere_and_after_a_restart() {
     send_udp(&lab, 0, SERVER4, 2000, vec![payload]);
     assert!(daemon_logged(&lab, "replay"), "refused after a restart too");
     assert!(!lab.can_connect(0, SERVER4, 2222));
+
+    // Killed the moment after a grant: the entry was written before the grant was made.
+    let close = otp_payload("closesecret1", "198.18.0.2", minute_now());
+    send_udp(&lab, 0, SERVER4, 2000, vec![close.clone()]);
+    assert!(daemon_logged(&lab, "close: valid close OTP"));
+    lab.stop_daemon("-KILL");
+    lab.start_daemon();
+    send_udp(&lab, 0, SERVER4, 2000, vec![close]);
+    assert!(
+        daemon_logged(&lab, "replay"),
+        "refused after SIGKILL too: {}",
+        lab.daemon_log()
+    );
+}
+
+#[test]
+fn everything_else_is_left_alone_knock_ports_answer_as_closed_and_otp_grants_expire() {
+    let Some(lab) = lab(1, "FW_PORTKNOCK_ADVANCED_OPEN=2\n") else {
+        return;
+    };
+    lab.listen(80);
+    let nft = |args: &[&str]| {
+        let out = lab.server.command("nft").args(args).output().expect("nft");
+        ok(&out);
+    };
+    // A table of the host's own, in the server namespace.
+    nft(&["add", "table", "inet", "host_own"]);
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        "host_own",
+        "c",
+        "{ type filter hook input priority 0 ; policy accept ; }",
+    ]);
+    ok(&lab.admin(&["apply"]));
+    assert!(daemon_logged(&lab, "configuration reloaded"));
+    assert!(
+        lab.ruleset().contains("table inet host_own"),
+        "apply and reload keep it"
+    );
+
+    // SPEC §4: only protected ports are filtered; a knock port answers as a closed port does.
+    assert!(
+        lab.can_connect(0, SERVER4, 80),
+        "an unprotected port is open to all"
+    );
+    let knock = SocketAddr::new(ip(SERVER4), 7000);
+    let answer = lab.clients[0]
+        .run(move || TcpStream::connect_timeout(&knock, Duration::from_secs(2)))
+        .expect("inside the client namespace");
+    assert_eq!(
+        answer.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "a knock is observed, not dropped: the kernel resets it"
+    );
+
+    // An OTP grant runs out after FW_PORTKNOCK_ADVANCED_OPEN.
+    ok(&lab.client(0, &["otp", SERVER4, "2000", "opensecret1"]));
+    let mut established = lab.connect(0, SERVER4, 2222);
+    wait_until(Duration::from_secs(10), || {
+        !lab.can_connect(0, SERVER4, 2222)
+    })
+    .expect("the OTP grant expires");
+    assert!(
+        still_works(&mut established),
+        "established connections stay"
+    );
+
+    ok(&lab.admin(&["remove"]));
+    assert!(
+        lab.ruleset().contains("table inet host_own"),
+        "remove keeps it"
+    );
 }
 
 #[test]
