@@ -163,29 +163,36 @@ pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
         }
     };
 
-    let mut simple = lists::List::new(&settings.simple_list);
-    let mut advanced = lists::List::new(&settings.advanced_list);
-    if settings.enabled && settings.simple {
-        if let Some((text, _)) = read_list(&simple.file, "simple", "SIMPLE", &mut diags) {
-            simple.entries = lists::parse_simple(&simple.file, &text, &mut diags);
-        }
-    }
-    if settings.enabled && settings.advanced {
-        if let Some((text, mode)) = read_list(&advanced.file, "advanced", "ADVANCED", &mut diags) {
+    let simple_text = if settings.enabled && settings.simple {
+        read_list(&settings.simple_list, "simple", "SIMPLE", &mut diags).map(|(text, _)| text)
+    } else {
+        None
+    };
+    let advanced_file = &settings.advanced_list;
+    let advanced_text = if settings.enabled && settings.advanced {
+        read_list(advanced_file, "advanced", "ADVANCED", &mut diags).map(|(text, mode)| {
             if mode & 0o044 != 0 {
-                let file = advanced.file.display();
+                let file = advanced_file.display();
                 diags.push(Diagnostic::warning(
-                    &advanced.file,
+                    advanced_file,
                     None,
                     format!(
                         "readable by group or others, but it holds secrets; run chmod 600 {file}"
                     ),
                 ));
             }
-            advanced.entries = lists::parse_advanced(&advanced.file, &text, &mut diags);
-        }
-    }
-    lists::cross_check(&simple, &advanced, &mut diags);
+            text
+        })
+    } else {
+        None
+    };
+    let (simple, advanced) = parse_both(
+        &settings.simple_list,
+        simple_text.as_deref(),
+        advanced_file,
+        advanced_text.as_deref(),
+        &mut diags,
+    );
 
     let rank = |d: &Diagnostic| {
         [&conf_path, &simple.file, &advanced.file]
@@ -229,21 +236,40 @@ pub fn parse_lists(
     advanced_text: Option<&str>,
 ) -> (Vec<SimpleDoor>, Vec<AdvancedDoor>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
-    let mut simple = lists::List::new(&dir.join(SIMPLE_LIST_FILE));
-    let mut advanced = lists::List::new(&dir.join(ADVANCED_LIST_FILE));
-    if let Some(text) = simple_text {
-        simple.entries = lists::parse_simple(&simple.file, text, &mut diags);
-    }
-    if let Some(text) = advanced_text {
-        advanced.entries = lists::parse_advanced(&advanced.file, text, &mut diags);
-    }
-    lists::cross_check(&simple, &advanced, &mut diags);
+    let (simple, advanced) = parse_both(
+        &dir.join(SIMPLE_LIST_FILE),
+        simple_text,
+        &dir.join(ADVANCED_LIST_FILE),
+        advanced_text,
+        &mut diags,
+    );
     diags.sort_by_key(|d| (d.file != simple.file, d.line));
     (
         simple.entries.into_iter().map(|e| e.door).collect(),
         advanced.entries.into_iter().map(|e| e.door).collect(),
         diags,
     )
+}
+
+/// Parses the texts of the two lists (`None`: that mode is off and its list is not read) and
+/// checks their doors against each other: what [`load`] and [`parse_lists`] share.
+fn parse_both(
+    simple_file: &Path,
+    simple_text: Option<&str>,
+    advanced_file: &Path,
+    advanced_text: Option<&str>,
+    diags: &mut Vec<Diagnostic>,
+) -> (lists::List<SimpleDoor>, lists::List<AdvancedDoor>) {
+    let mut simple = lists::List::new(simple_file);
+    let mut advanced = lists::List::new(advanced_file);
+    if let Some(text) = simple_text {
+        simple.entries = lists::parse_simple(simple_file, text, diags);
+    }
+    if let Some(text) = advanced_text {
+        advanced.entries = lists::parse_advanced(advanced_file, text, diags);
+    }
+    lists::cross_check(&simple, &advanced, diags);
+    (simple, advanced)
 }
 
 /// Reads a file as text with its permission bits, taken from the same open file so that the
