@@ -57,13 +57,9 @@ pub fn mac(secret: &Secret, source: IpAddr, minute: u32) -> [u8; MAC_LEN] {
 
 /// The datagram a client sends: the OTP as 64 lowercase hex characters and `\n`.
 pub fn payload(secret: &Secret, source: IpAddr, minute: u32) -> [u8; PAYLOAD_LEN] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; PAYLOAD_LEN];
-    for (i, byte) in mac(secret, source, minute).iter().enumerate() {
-        out[2 * i] = HEX[usize::from(byte >> 4)];
-        out[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
-    }
-    out[PAYLOAD_LEN - 1] = b'\n';
+    let mut out = [b'\n'; PAYLOAD_LEN];
+    hex::encode_to_slice(mac(secret, source, minute), &mut out[..2 * MAC_LEN])
+        .expect("a 32-byte MAC is 64 hex digits");
     out
 }
 
