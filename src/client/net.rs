@@ -83,10 +83,14 @@ pub fn resolve(host: &str, family: Family) -> Result<SocketAddr, ClientError> {
             family: "IPv6",
             flag: "-6",
         },
-        Family::V4 | Family::Any => ClientError::NoAddressOfFamily {
+        Family::V4 => ClientError::NoAddressOfFamily {
             host: host.to_string(),
             family: "IPv4",
             flag: "-4",
+        },
+        Family::Any => ClientError::Resolve {
+            host: host.to_string(),
+            reason: "no address".to_string(),
         },
     })
 }
@@ -125,9 +129,7 @@ fn start_connect(addr: SocketAddr) -> io::Result<Started> {
 /// socket in SYN-SENT sends nothing more; a SYN-ACK that still comes back is answered with a RST
 /// by the kernel, which is what any closed client port does.
 pub fn tcp_knock(addr: SocketAddr) -> io::Result<()> {
-    match start_connect(addr)? {
-        Started::Pending(_) | Started::Connected | Started::Refused(_) => Ok(()),
-    }
+    start_connect(addr).map(drop)
 }
 
 fn unbound_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -141,12 +143,7 @@ fn unbound_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// A simple-mode UDP knock: one datagram of one byte (what knockd's `knock` sends; some paths
 /// drop empty datagrams).
 pub fn udp_knock(addr: SocketAddr) -> io::Result<()> {
-    let socket = unbound_udp(addr)?;
-    let sent = socket.send_to(&[0], addr)?;
-    if sent != 1 {
-        return Err(io::Error::other("the datagram was truncated"));
-    }
-    Ok(())
+    send_datagram(None, addr, &[0])
 }
 
 /// The local address the kernel's route to `addr` uses: the source the server sees when no NAT
