@@ -8,14 +8,9 @@ use std::time::Duration;
 
 use common::*;
 
+/// The usual lab, daemon started.
 fn lab(clients: usize, extra: &str) -> Option<Lab> {
-    if !require_root() {
-        return None;
-    }
-    let mut lab = Lab::new(clients);
-    lab.write_config(extra, SIMPLE, ADVANCED);
-    lab.listen(22);
-    lab.listen(2222);
+    let mut lab = lab_with(clients, extra, SIMPLE, ADVANCED)?;
     lab.start_daemon();
     Some(lab)
 }
@@ -70,7 +65,7 @@ fn within_retransmit() -> String {
 }
 
 fn daemon_logged(lab: &Lab, needle: &str) -> bool {
-    wait_until(Duration::from_secs(5), || lab.daemon_log().contains(needle)).is_some()
+    logged_times(lab, needle, 1)
 }
 
 #[test]
@@ -94,14 +89,11 @@ fn wrong_order_does_not_open_but_retransmissions_do() {
 
 #[test]
 fn doors_whose_final_knocks_share_a_kernel_chain_open_only_their_own_door() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new(2);
     // 8000 and 7744 are equal modulo 256: their grant rules share one chain in the kernel.
     let simple = "22:7000,9000,8000\n23:6000,6002,7744\n";
-    lab.write_config(FAST, simple, ADVANCED);
-    lab.listen(22);
+    let Some(mut lab) = lab_with(2, FAST, simple, ADVANCED) else {
+        return;
+    };
     lab.listen(23);
     lab.start_daemon();
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
@@ -114,17 +106,14 @@ fn doors_whose_final_knocks_share_a_kernel_chain_open_only_their_own_door() {
 
 #[test]
 fn doors_sharing_a_final_knock_open_only_their_own_door() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new(2);
     // 22 and 23 both end on 8000, so the daemon grants them itself, as it does 24, which opens
     // on one knock.
     let simple = "22:7000,9000,8000\n23:6000,8000\n24:5000\n";
-    lab.write_config(FAST, simple, ADVANCED);
-    for port in [22, 23, 24] {
-        lab.listen(port);
-    }
+    let Some(mut lab) = lab_with(2, FAST, simple, ADVANCED) else {
+        return;
+    };
+    lab.listen(23);
+    lab.listen(24);
     lab.start_daemon();
 
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
@@ -197,13 +186,10 @@ fn verify_tells_a_shut_door_from_an_open_one() {
 
 #[test]
 fn strict_reset_on_an_interleaved_wrong_knock() {
-    if !require_root() {
-        return;
-    }
-    let mut lab = Lab::new(1);
     // SPEC §2: 1,2,5,3,4 does not open 22:1,2,3,4,5.
-    lab.write_config(FAST, "22:1,2,3,4,5\n", ADVANCED);
-    lab.listen(22);
+    let Some(mut lab) = lab_with(1, FAST, "22:1,2,3,4,5\n", ADVANCED) else {
+        return;
+    };
     lab.start_daemon();
     ok(&lab.client(0, &["knock", SERVER4, "1", "2", "5", "3", "4"]));
     assert!(!lab.can_connect(0, SERVER4, 22));
@@ -298,10 +284,7 @@ fn otp_replays_are_refused_from_anywhere_and_after_a_restart() {
 
     send_udp(&lab, 0, SERVER4, 2000, vec![payload.clone()]);
     send_udp(&lab, 1, SERVER4, 2000, vec![payload.clone()]);
-    wait_until(Duration::from_secs(5), || {
-        lab.daemon_log().matches("replay").count() >= 2
-    })
-    .expect("both copies logged as replays");
+    assert_logged(&lab, "replay", 2);
     assert!(
         !lab.can_connect(0, SERVER4, 2222),
         "a replay from the same source does not open"
@@ -411,10 +394,7 @@ fn otp_outside_the_skew_window_is_refused() {
         2000,
         vec![otp_payload("opensecret1", "198.18.0.2", minute_now() + 3)],
     );
-    wait_until(Duration::from_secs(5), || {
-        lab.daemon_log().matches("bad OTP").count() >= 2
-    })
-    .expect("both refused as bad OTPs");
+    assert_logged(&lab, "bad OTP", 2);
     assert!(!lab.can_connect(0, SERVER4, 2222));
     // A wrong source address in the MAC (as from a client that forgot --source behind NAT).
     send_udp(
@@ -424,10 +404,7 @@ fn otp_outside_the_skew_window_is_refused() {
         2000,
         vec![otp_payload("opensecret1", "203.0.113.5", minute_now())],
     );
-    wait_until(Duration::from_secs(5), || {
-        lab.daemon_log().matches("bad OTP").count() >= 3
-    })
-    .expect("refused as a bad OTP");
+    assert_logged(&lab, "bad OTP", 3);
     assert!(!lab.can_connect(0, SERVER4, 2222));
 }
 
@@ -512,11 +489,9 @@ fn nft_list(lab: &Lab, what: &[&str]) -> String {
 
 #[test]
 fn a_transaction_the_kernel_refuses_is_sent_again_change_by_change() {
-    if !require_root() {
+    let Some(lab) = lab_with(1, FAST, SIMPLE, ADVANCED) else {
         return;
-    }
-    let lab = Lab::new(1);
-    lab.write_config(FAST, SIMPLE, ADVANCED);
+    };
     ok(&lab.admin(&["apply"]));
     // The revoke of a grant that does not exist makes the kernel abort the whole transaction;
     // the two grants around it must still be made.
@@ -734,12 +709,9 @@ fn sigterm_leaves_enforcement_in_place_and_secrets_never_reach_the_log() {
 
 #[test]
 fn the_daemon_runs_with_cap_net_admin_alone() {
-    if !require_root() {
+    let Some(mut lab) = lab_with(1, FAST, SIMPLE, ADVANCED) else {
         return;
-    }
-    let mut lab = Lab::new(1);
-    lab.write_config(FAST, SIMPLE, ADVANCED);
-    lab.listen(22);
+    };
     // As under the systemd unit: CAP_NET_ADMIN is the only capability it can ever have.
     lab.start_daemon_via(
         "setpriv",

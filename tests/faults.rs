@@ -29,27 +29,8 @@ fn lab(clients: usize, extra: &str) -> Option<Lab> {
     lab_with(clients, extra, SIMPLE, ADVANCED)
 }
 
-fn lab_with(clients: usize, extra: &str, simple: &str, advanced: &str) -> Option<Lab> {
-    if !require_root() {
-        return None;
-    }
-    let lab = Lab::new(clients);
-    lab.write_config(extra, simple, advanced);
-    lab.listen(22);
-    lab.listen(2222);
-    Some(lab)
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Waits (bounded) until the daemon's log holds `needle` at least `n` times.
-fn logged_times(lab: &Lab, needle: &str, n: usize) -> bool {
-    wait_until(Duration::from_secs(10), || {
-        lab.daemon_log().matches(needle).count() >= n
-    })
-    .is_some()
 }
 
 /// Waits (bounded) until the daemon's log holds one of `needles`.
@@ -59,14 +40,6 @@ fn logged_any(lab: &Lab, needles: &[&str]) -> bool {
         needles.iter().any(|n| log.contains(n))
     })
     .is_some()
-}
-
-fn assert_logged(lab: &Lab, needle: &str, n: usize) {
-    assert!(
-        logged_times(lab, needle, n),
-        "expected {n}× {needle:?} in the daemon log:\n{}",
-        lab.daemon_log()
-    );
 }
 
 /// Sends the open-secret OTP of client `i` (IPv4) for `minute` to the door 2222.

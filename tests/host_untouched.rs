@@ -37,13 +37,7 @@ fn the_host_is_the_same_after_a_lab_run() {
     }
     let before = host_snapshot();
     {
-        let mut lab = Lab::new(1);
-        lab.write_config(
-            "",
-            "22:7000,9000,8000\n",
-            "2222,2000,opensecret1,closesecret1\n",
-        );
-        lab.listen(22);
+        let mut lab = lab_with(1, "", SIMPLE, ADVANCED).expect("root, checked above");
         lab.start_daemon();
         let out = lab.client(
             0,

@@ -84,6 +84,36 @@ pub fn output_within(mut cmd: Command) -> Output {
     child.wait_with_output().expect("output")
 }
 
+/// A lab with the configuration written and listeners on 22 and 2222; the daemon is not
+/// started. `None` (after saying so loudly) when a skip of root tests was asked for.
+pub fn lab_with(clients: usize, extra: &str, simple: &str, advanced: &str) -> Option<Lab> {
+    if !require_root() {
+        return None;
+    }
+    let lab = Lab::new(clients);
+    lab.write_config(extra, simple, advanced);
+    lab.listen(22);
+    lab.listen(2222);
+    Some(lab)
+}
+
+/// Waits (bounded) until the daemon's log holds `needle` at least `n` times.
+pub fn logged_times(lab: &Lab, needle: &str, n: usize) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        lab.daemon_log().matches(needle).count() >= n
+    })
+    .is_some()
+}
+
+/// Asserts that the daemon's log comes to hold `needle` at least `n` times (bounded wait).
+pub fn assert_logged(lab: &Lab, needle: &str, n: usize) {
+    assert!(
+        logged_times(lab, needle, n),
+        "expected {n}× {needle:?} in the daemon log:\n{}",
+        lab.daemon_log()
+    );
+}
+
 /// A [`Network`] with a configuration directory, a daemon and listeners.
 pub struct Lab {
     pub server: Netns,
