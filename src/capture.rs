@@ -27,7 +27,7 @@ const RECV_BUFFER: usize = 16 << 20;
 
 /// Most datagrams one [`Capture::recv`] takes: enough for one kernel update to cover many
 /// knocks under a flood, few enough that the first of them is not kept waiting.
-pub const DRAIN: usize = 64;
+const DRAIN: usize = 64;
 
 /// One knock as the daemon sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,4 @@ mod ruleset;
 pub use netlink::{NetlinkError, SetUpdater};
 pub use nft::{apply, grants, table_exists, NftError};
 pub use privilege::{keep_only_net_admin, require_net_admin, DropError, NoPrivilege};
-pub use ruleset::{
-    kernel_finals, remove_batch, Batch, Family, Grant, Policy, SimpleGate, NFLOG_GROUP, SNAPLEN,
-    TABLE,
-};
+pub use ruleset::{kernel_finals, remove_batch, Batch, Grant, Policy, NFLOG_GROUP, SNAPLEN, TABLE};
