@@ -113,7 +113,7 @@ impl Capture {
     }
 
     /// Blocks until knocks arrive, then takes what else is queued already (at most
-    /// [`DRAIN`] datagrams in all), and appends the knocks to `out`; the caller then handles
+    /// 64 datagrams in all), and appends the knocks to `out`; the caller then handles
     /// them together and updates the kernel once. Messages that are not knock packets, or
     /// packets that cannot be parsed, are skipped: nothing a sender puts on the wire can make
     /// this fail or panic. On an overrun, `out` keeps the knocks read before it.
