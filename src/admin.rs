@@ -33,15 +33,26 @@ pub fn load_reporting(dir: &Path) -> Option<Config> {
     }
 }
 
+/// Why the policy could not be installed; nothing was changed either way.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("cannot read the grants to keep: {0}")]
+    Grants(#[from] firewall::NetlinkError),
+    #[error(transparent)]
+    Nft(#[from] firewall::NftError),
+}
+
 /// Installs the policy of `config` atomically, keeping the grants of doors that still exist.
 /// With the engine off, removes the table instead.
-pub fn install(config: &Config) -> Result<(), firewall::NftError> {
+pub fn install(config: &Config) -> Result<(), InstallError> {
     if !config.settings.enabled {
-        return firewall::apply(&firewall::remove_batch(), "removing the portknock table");
+        firewall::apply(&firewall::remove_batch(), "removing the portknock table")?;
+        return Ok(());
     }
     let keep = firewall::grants()?.unwrap_or_default();
     let batch = Policy::from_config(config).install_batch(&keep);
-    firewall::apply(&batch, "installing the portknock ruleset")
+    firewall::apply(&batch, "installing the portknock ruleset")?;
+    Ok(())
 }
 
 /// `portknock apply [--dry-run]`.

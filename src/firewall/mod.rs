@@ -6,7 +6,7 @@ mod nft;
 mod privilege;
 mod ruleset;
 
-pub use netlink::{NetlinkError, SetUpdater};
-pub use nft::{apply, grants, table_exists, NftError};
+pub use netlink::{grants, table_exists, NetlinkError, SetUpdater};
+pub use nft::{apply, NftError};
 pub use privilege::{keep_only_net_admin, require_net_admin, DropError, NoPrivilege};
 pub use ruleset::{kernel_finals, remove_batch, Batch, Grant, Policy, NFLOG_GROUP, SNAPLEN, TABLE};

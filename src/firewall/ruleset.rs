@@ -41,7 +41,7 @@ pub const NFLOG_GROUP: u16 = 42420;
 /// fit with room to spare.
 pub const SNAPLEN: u32 = 256;
 /// Most grants per address family at once.
-const MAX_GRANTS: u32 = 1 << 20;
+pub(super) const MAX_GRANTS: u32 = 1 << 20;
 /// Base-chain priority: before the usual `filter` chains (0), after conntrack (-200), so that
 /// `ct state` is known and our drop comes first whatever else the host has.
 const PRIORITY: i32 = -10;
