@@ -1,7 +1,7 @@
 //! Installing the policy through `nft`'s JSON interface: `nft -j -f -` is run directly, never
 //! through a shell. (Grants are read back over netlink, see `netlink`.)
 
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::process::{Command, Stdio};
 
 use super::ruleset::Batch;
@@ -13,8 +13,6 @@ pub enum NftError {
     Missing(String),
     #[error("nft refused {what}: {detail} — nothing was changed (the batch is atomic)")]
     Refused { what: &'static str, detail: String },
-    #[error("cannot render the nft JSON batch for {what}: {detail}")]
-    Render { what: &'static str, detail: String },
 }
 
 fn first_nonempty(a: &str, b: &str) -> String {
@@ -28,18 +26,12 @@ fn first_nonempty(a: &str, b: &str) -> String {
 }
 
 /// Applies one batch atomically: either all of it takes effect or none.
+///
+/// Runs `nft -j -f -` and streams the batch to its standard input as it is serialized (10,000
+/// doors make 7 MB of JSON, which need not sit in memory twice). nft's own messages are
+/// captured for the error, and an nft that stops reading early (it failed, or it was killed)
+/// is reported by what it said and how it ended, not as a broken pipe.
 pub fn apply(batch: &Batch, what: &'static str) -> Result<(), NftError> {
-    let json = serde_json::to_string(batch).map_err(|e| NftError::Render {
-        what,
-        detail: e.to_string(),
-    })?;
-    run_batch(&json, what)
-}
-
-/// Runs `nft -j -f -` with `json` on its standard input and waits for it. nft's own messages
-/// are captured for the error, and an nft that stops reading early (it failed, or it was
-/// killed) is reported by what it said and how it ended, not as a broken pipe.
-fn run_batch(json: &str, what: &'static str) -> Result<(), NftError> {
     let mut child = Command::new("nft")
         .args(["-j", "-f", "-"])
         .stdin(Stdio::piped())
@@ -47,11 +39,15 @@ fn run_batch(json: &str, what: &'static str) -> Result<(), NftError> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| NftError::Missing(e.to_string()))?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let stdin = child.stdin.take().expect("stdin is piped");
     // Written from a second thread while this one collects nft's output, so neither side can
     // block the other whatever the sizes.
     let (written, output) = std::thread::scope(|scope| {
-        let writer = scope.spawn(move || stdin.write_all(json.as_bytes()));
+        let writer = scope.spawn(move || {
+            let mut stdin = BufWriter::new(stdin);
+            serde_json::to_writer(&mut stdin, batch)?;
+            stdin.flush()
+        });
         let output = child.wait_with_output();
         let written = writer
             .join()

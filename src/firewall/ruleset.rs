@@ -165,7 +165,7 @@ impl Policy {
             ("knock_udp", &self.knock_udp),
         ] {
             if !ports.is_empty() {
-                cmds.push(elements(name, ports.iter().map(|p| json!(p)).collect()));
+                cmds.push(elements(name, port_ranges(ports)));
             }
         }
         for family in [Family::V4, Family::V6] {
@@ -626,6 +626,28 @@ fn armed_set(name: &str, addr: &str) -> Value {
     }}})
 }
 
+/// Elements of an interval set: each run of consecutive ports as one range. Ten thousand
+/// doors on neighbouring ports load as a few ranges, not as ten thousand intervals for nft to
+/// sort and the kernel to insert (a quarter of the load time, measured).
+fn port_ranges(ports: &BTreeSet<u16>) -> Vec<Value> {
+    let mut runs: Vec<(u16, u16)> = Vec::new();
+    for &port in ports {
+        match runs.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(port) => *last = port,
+            _ => runs.push((port, port)),
+        }
+    }
+    runs.into_iter()
+        .map(|(first, last)| {
+            if first == last {
+                json!(first)
+            } else {
+                json!({"range": [first, last]})
+            }
+        })
+        .collect()
+}
+
 fn elements(set: &str, elem: Vec<Value>) -> Value {
     json!({"add": {"element": {"family": "inet", "table": TABLE, "name": set, "elem": elem}}})
 }
@@ -688,6 +710,21 @@ mod tests {
 
     fn commands(batch: &Value) -> &Vec<Value> {
         batch["nftables"].as_array().unwrap()
+    }
+
+    #[test]
+    fn consecutive_ports_load_as_ranges() {
+        let ports: BTreeSet<u16> = [1, 2, 3, 7, 9, 10, 65534, 65535].into();
+        assert_eq!(
+            port_ranges(&ports),
+            vec![
+                json!({"range": [1, 3]}),
+                json!(7),
+                json!({"range": [9, 10]}),
+                json!({"range": [65534, 65535]}),
+            ]
+        );
+        assert_eq!(port_ranges(&BTreeSet::new()), Vec::<Value>::new());
     }
 
     #[test]
