@@ -8,11 +8,14 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lru::LruCache;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
@@ -20,8 +23,8 @@ use tracing::{debug, error, info, warn};
 use crate::admin::{install, load_reporting};
 use crate::capture::{Capture, CaptureError, Packet};
 use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::config::{Config, KnockPort, Proto};
-use crate::engine::{Engine, Outcome};
+use crate::config::{Config, Proto};
+use crate::engine::{DoorId, Engine, Outcome};
 use crate::firewall::{self, SetUpdater, NFLOG_GROUP};
 use crate::otp;
 use crate::state::{OtpStore, Recorded};
@@ -264,41 +267,63 @@ impl Knocks {
         let now = Instant::now();
         for outcome in self.doors.engine.knock(source, packet.knock, now) {
             match outcome {
-                Outcome::Armed { door, final_knock }
-                    if self.doors.kernel_finals[door].is_some() =>
-                {
-                    self.kernel.arm(source, final_knock, timeout);
+                Outcome::Armed { door, final_knock } => {
+                    // One armed door per source in the kernel (see firewall::ruleset): the
+                    // latest. An earlier one, or one pushed out of the bounded table, is
+                    // disarmed, and the daemon alone grants it if its final knock comes.
+                    match self.doors.kernel_armed.push(source, door) {
+                        Some((other, old)) if other != source || old != door => {
+                            self.disarm(other, old);
+                        }
+                        _ => {}
+                    }
+                    let protected = self.config.simple[door].protected;
+                    self.kernel.arm(source, final_knock, protected, timeout);
                 }
                 Outcome::Opened { door } => {
                     let d = &self.config.simple[door];
                     info!(%source, door = d.protected, "grant: simple sequence complete");
-                    // The kernel has granted already when the final knock was armed in time;
-                    // granting here too covers a final knock that beat the arming, and the
-                    // doors the kernel cannot grant.
+                    // The kernel let the client through already when the door was armed in
+                    // time; this is the grant that lasts, and it covers a final knock that beat
+                    // the arming and the doors the kernel does not hold.
                     self.kernel.grant(source, d.protected, open_for);
-                    if let Some(final_knock) = self.doors.kernel_finals[door] {
-                        self.kernel.disarm(source, final_knock);
-                    }
+                    self.forget_armed(source, door);
                 }
-                Outcome::Reset { door, was_armed } => {
+                Outcome::Reset { door, .. } => {
                     let d = &self.config.simple[door];
                     if self.lines.allow(now) {
                         info!(%source, door = d.protected, "wrong sequence: progress reset");
                     }
-                    if let (Some(final_knock), true) = (self.doors.kernel_finals[door], was_armed) {
-                        self.kernel.disarm(source, final_knock);
-                    }
+                    self.forget_armed(source, door);
                 }
-                // No disarm: the armed element carries the same timeout as the engine's
-                // progress, so the kernel has already dropped it.
+                // No disarm: the armed elements carry the same timeout as the engine's
+                // progress, so the kernel has already dropped them.
                 Outcome::Expired { door, .. } => {
                     let d = &self.config.simple[door];
                     if self.lines.allow(now) {
                         info!(%source, door = d.protected, "expired: knocks too slow, sequence restarted");
                     }
+                    if self.doors.kernel_armed.peek(&source) == Some(&door) {
+                        self.doors.kernel_armed.pop(&source);
+                    }
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Disarms `door` for `source` if it is the source's armed door in the kernel.
+    fn forget_armed(&mut self, source: IpAddr, door: DoorId) {
+        if self.doors.kernel_armed.peek(&source) == Some(&door) {
+            self.doors.kernel_armed.pop(&source);
+            self.disarm(source, door);
+        }
+    }
+
+    fn disarm(&mut self, source: IpAddr, door: DoorId) {
+        let d = &self.config.simple[door];
+        if let Some(&final_knock) = d.sequence.last() {
+            self.kernel.disarm(source, final_knock, d.protected);
         }
     }
 
@@ -422,8 +447,8 @@ fn commit(kernel: &mut SetUpdater) {
 struct Doors {
     /// The knock state of simple doors.
     engine: Engine,
-    /// For each simple door, the final knock the kernel grants on, if any.
-    kernel_finals: Vec<Option<KnockPort>>,
+    /// The door armed in the kernel for each source, at most as many as the engine tracks.
+    kernel_armed: LruCache<IpAddr, DoorId>,
     /// Advanced doors by knock port (the configuration allows one door per port).
     by_otp_port: HashMap<u16, usize>,
 }
@@ -436,7 +461,9 @@ impl Doors {
                 config.settings.knock_timeout,
                 config.settings.max_sources,
             ),
-            kernel_finals: firewall::kernel_finals(&config.simple),
+            kernel_armed: LruCache::new(
+                NonZeroUsize::new(config.settings.max_sources).unwrap_or(NonZeroUsize::MIN),
+            ),
             by_otp_port: config
                 .advanced
                 .iter()

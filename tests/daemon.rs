@@ -88,26 +88,32 @@ fn wrong_order_does_not_open_but_retransmissions_do() {
 }
 
 #[test]
-fn doors_whose_final_knocks_share_a_kernel_chain_open_only_their_own_door() {
-    // 8000 and 7744 are equal modulo 256: their grant rules share one chain in the kernel.
-    let simple = "22:7000,9000,8000\n23:6000,6002,7744\n";
-    let Some(mut lab) = lab_with(2, FAST, simple, ADVANCED) else {
+fn a_final_knock_opens_only_the_door_it_finishes_even_when_it_arms_another() {
+    // 8000 finishes 22 and is the first of 23's two knocks: it arms 23. The kernel must not
+    // take that same knock as 23's final one.
+    let simple = "22:7000,9000,8000\n23:8000,6000\n";
+    let Some(mut lab) = lab_with(1, FAST, simple, ADVANCED) else {
         return;
     };
     lab.listen(23);
     lab.start_daemon();
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
     lab.connect(0, SERVER4, 22);
-    assert!(!lab.can_connect(0, SERVER4, 23));
-    ok(&lab.client(1, &["knock", SERVER4, "6000", "6002", "7744"]));
-    lab.connect(1, SERVER4, 23);
-    assert!(!lab.can_connect(1, SERVER4, 22));
+    // The grant of 22 and the arming of 23 are one transaction: once the grant is there, so
+    // is the arming.
+    wait_until(Duration::from_secs(5), || !status_grants(&lab).is_empty())
+        .expect("the daemon grants 22");
+    assert!(
+        !lab.can_connect(0, SERVER4, 23),
+        "23 is armed, but its final knock has not come"
+    );
+    ok(&lab.client(0, &["knock", SERVER4, "6000"]));
+    lab.connect(0, SERVER4, 23);
 }
 
 #[test]
-fn doors_sharing_a_final_knock_open_only_their_own_door() {
-    // 22 and 23 both end on 8000, so the daemon grants them itself, as it does 24, which opens
-    // on one knock.
+fn doors_sharing_a_final_knock_open_only_their_own_door_at_once() {
+    // 22 and 23 both end on 8000; 24 opens on one knock, which the daemon grants.
     let simple = "22:7000,9000,8000\n23:6000,8000\n24:5000\n";
     let Some(mut lab) = lab_with(2, FAST, simple, ADVANCED) else {
         return;
@@ -117,12 +123,10 @@ fn doors_sharing_a_final_knock_open_only_their_own_door() {
     lab.start_daemon();
 
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
-    wait_until(Duration::from_secs(5), || lab.can_connect(0, SERVER4, 22))
-        .expect("the daemon opens 22");
+    lab.connect(0, SERVER4, 22);
     assert!(!lab.can_connect(0, SERVER4, 23), "23 was not knocked");
     ok(&lab.client(1, &["knock", SERVER4, "6000", "8000"]));
-    wait_until(Duration::from_secs(5), || lab.can_connect(1, SERVER4, 23))
-        .expect("the daemon opens 23");
+    lab.connect(1, SERVER4, 23);
     assert!(!lab.can_connect(1, SERVER4, 22), "22 was not knocked");
     // 22's first knock and then the shared final knock opens neither door.
     ok(&lab.client(1, &["knock", SERVER4, "7000", "8000"]));
@@ -135,6 +139,24 @@ fn doors_sharing_a_final_knock_open_only_their_own_door() {
         !lab.can_connect(1, SERVER4, 24),
         "only for the source that knocked"
     );
+}
+
+#[test]
+fn of_two_doors_one_knock_arms_the_kernel_holds_the_later_and_the_daemon_opens_the_other() {
+    // 7000, 9000 arms both doors; a source has one armed door in the kernel: 23.
+    let simple = "22:7000,9000,8000\n23:7000,9000,6000\n";
+    let Some(mut lab) = lab_with(2, FAST, simple, ADVANCED) else {
+        return;
+    };
+    lab.listen(23);
+    lab.start_daemon();
+    ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "6000"]));
+    lab.connect(0, SERVER4, 23);
+    assert!(!lab.can_connect(0, SERVER4, 22), "22 was not finished");
+    ok(&lab.client(1, &["knock", SERVER4, "7000", "9000", "8000"]));
+    wait_until(Duration::from_secs(5), || lab.can_connect(1, SERVER4, 22))
+        .expect("the daemon opens 22");
+    assert!(!lab.can_connect(1, SERVER4, 23), "23 was not finished");
 }
 
 #[test]
@@ -488,31 +510,48 @@ fn nft_list(lab: &Lab, what: &[&str]) -> String {
 }
 
 #[test]
-fn a_transaction_the_kernel_refuses_is_sent_again_change_by_change() {
+fn removing_what_is_not_there_is_no_error_and_a_refused_change_fails_alone() {
     let Some(lab) = lab_with(1, FAST, SIMPLE, ADVANCED) else {
         return;
     };
     ok(&lab.admin(&["apply"]));
-    // The revoke of a grant that does not exist makes the kernel abort the whole transaction;
-    // the two grants around it must still be made.
-    let result = lab
+    let open_for = Duration::from_secs(60);
+    let first = lab
         .server
-        .run(|| {
+        .run(move || {
             let mut kernel = portknock::firewall::SetUpdater::open()?;
-            let open_for = Duration::from_secs(60);
             kernel.grant(ip("198.18.0.7"), 22, open_for);
             kernel.revoke(ip("198.18.0.8"), 22);
+            kernel.disarm(
+                ip("198.18.0.8"),
+                portknock::config::KnockPort::tcp(8000),
+                22,
+            );
             kernel.grant(ip("fd00:5eed::7"), 2222, open_for);
             kernel.commit()
         })
         .expect("inside the server namespace");
-    assert!(result.is_ok(), "{result:?}");
+    assert!(first.is_ok(), "nothing to remove is no error: {first:?}");
+    // A timeout beyond what the kernel can count makes it refuse that change, and with it the
+    // whole transaction; the grants around it must still be made.
+    let second = lab
+        .server
+        .run(move || {
+            let mut kernel = portknock::firewall::SetUpdater::open()?;
+            kernel.grant(ip("198.18.0.9"), 22, open_for);
+            kernel.grant(ip("198.18.0.10"), 22, Duration::MAX);
+            kernel.grant(ip("198.18.0.11"), 22, open_for);
+            kernel.commit()
+        })
+        .expect("inside the server namespace");
+    let error = second
+        .expect_err("the kernel refuses the endless grant")
+        .to_string();
+    assert!(error.contains("add a grant"), "{error}");
+    let grants: Vec<String> = status_grants(&lab).into_iter().map(|g| g.0).collect();
     assert_eq!(
-        status_grants(&lab),
-        vec![
-            ("198.18.0.7".to_string(), 22, "simple".to_string()),
-            ("fd00:5eed::7".to_string(), 2222, "advanced".to_string()),
-        ]
+        grants,
+        ["198.18.0.11", "198.18.0.7", "198.18.0.9", "fd00:5eed::7"]
     );
 }
 

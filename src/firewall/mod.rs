@@ -9,4 +9,4 @@ mod ruleset;
 pub use netlink::{grants, table_exists, NetlinkError, SetUpdater};
 pub use nft::{apply, NftError};
 pub use privilege::{keep_only_net_admin, require_net_admin, DropError, NoPrivilege};
-pub use ruleset::{kernel_finals, remove_batch, Batch, Grant, Policy, NFLOG_GROUP, SNAPLEN, TABLE};
+pub use ruleset::{remove_batch, Batch, Grant, Policy, NFLOG_GROUP, SNAPLEN, TABLE};

@@ -1,5 +1,5 @@
-//! Talking to nftables over netlink, no process spawned: per-knock updates of the grant and
-//! armed sets, and reading the grants back.
+//! Talking to nftables over netlink, no process spawned: per-knock updates of the dynamic sets
+//! (grants and the final-knock fast path), and reading the grants back.
 //!
 //! Changes are queued and sent as one nfnetlink transaction by [`SetUpdater::commit`]: the
 //! daemon commits once per read of knock packets, so a flood of knocks costs one commit per
@@ -62,6 +62,9 @@ enum Op {
     Revoke,
     Arm,
     Disarm,
+    Expect,
+    Unexpect,
+    Unknock,
 }
 
 /// One queued change of a set element.
@@ -74,15 +77,18 @@ struct Change {
 }
 
 impl Change {
-    /// Adds (or refreshes) the element; otherwise deletes it.
+    /// Adds (or refreshes) the element; otherwise makes sure it is not there.
     fn adds(&self) -> bool {
-        matches!(self.op, Op::Grant | Op::Arm)
+        matches!(self.op, Op::Grant | Op::Arm | Op::Expect)
     }
 
     fn set(&self) -> &'static str {
+        let sets = self.family.sets();
         match self.op {
-            Op::Grant | Op::Revoke => self.family.granted(),
-            Op::Arm | Op::Disarm => self.family.armed(),
+            Op::Grant | Op::Revoke => sets.granted,
+            Op::Arm | Op::Disarm => sets.armed,
+            Op::Expect | Op::Unexpect => sets.expected,
+            Op::Unknock => sets.knocked,
         }
     }
 
@@ -93,6 +99,9 @@ impl Change {
             Op::Revoke => "remove a grant",
             Op::Arm => "arm a final knock",
             Op::Disarm => "disarm a final knock",
+            Op::Expect => "expect a port to open",
+            Op::Unexpect => "take back an expected port",
+            Op::Unknock => "clear a source's final knock",
         }
     }
 }
@@ -129,36 +138,38 @@ impl SetUpdater {
     /// Queues a grant of (source, port) for `open_for`, refreshing the timeout of an existing
     /// grant.
     pub fn grant(&mut self, source: IpAddr, port: u16, open_for: Duration) {
-        self.queue(
-            Op::Grant,
-            source,
-            source_port_key(source, port),
-            Some(open_for),
-        );
+        let key = source_port_key(source, port);
+        self.queue(Op::Grant, source, key, Some(open_for));
     }
 
-    /// Queues the removal of the grant of (source, port); a grant that is not there is not an
-    /// error.
+    /// Queues the removal of the grant of (source, port), if there is one.
     pub fn revoke(&mut self, source: IpAddr, port: u16) {
         self.queue(Op::Revoke, source, source_port_key(source, port), None);
     }
 
-    /// Queues arming `final_knock` for `source`: until `within` passes, that knock makes the
-    /// kernel itself grant the door ending on it.
-    pub fn arm(&mut self, source: IpAddr, final_knock: KnockPort, within: Duration) {
-        self.queue(
-            Op::Arm,
-            source,
-            armed_key(source, final_knock),
-            Some(within),
-        );
+    /// Queues arming a door for `source`: until `within` passes, its `final_knock` lets the
+    /// source through to `protected` at once, in the kernel. The source's earlier final knock,
+    /// if any, is cleared first, so that it cannot open this door: disarm any other door of
+    /// the source before this.
+    pub fn arm(
+        &mut self,
+        source: IpAddr,
+        final_knock: KnockPort,
+        protected: u16,
+        within: Duration,
+    ) {
+        self.queue(Op::Unknock, source, addr_bytes(source), None);
+        let armed = armed_key(source, final_knock);
+        self.queue(Op::Arm, source, armed, Some(within));
+        let expected = source_port_key(source, protected);
+        self.queue(Op::Expect, source, expected, Some(within));
     }
 
-    /// Queues taking back the armed `final_knock` of `source`. Only for an element that is
-    /// there: a delete of a missing element makes the kernel abort the whole transaction, and
-    /// the changes are then sent again one by one.
-    pub fn disarm(&mut self, source: IpAddr, final_knock: KnockPort) {
+    /// Queues taking back the arming of a door for `source`, whether or not it has expired.
+    pub fn disarm(&mut self, source: IpAddr, final_knock: KnockPort, protected: u16) {
         self.queue(Op::Disarm, source, armed_key(source, final_knock), None);
+        let expected = source_port_key(source, protected);
+        self.queue(Op::Unexpect, source, expected, None);
     }
 
     fn queue(&mut self, op: Op, source: IpAddr, key: Vec<u8>, timeout: Option<Duration>) {
@@ -172,10 +183,9 @@ impl SetUpdater {
 
     /// Sends the queued changes as one transaction and waits for the kernel's answer.
     ///
-    /// One refused change aborts the whole transaction (a delete of an element the kernel has
-    /// just expired, say); the changes are then sent again one by one, so that each succeeds or
-    /// fails alone, and the first error is returned. Deleting what is not there is not an
-    /// error then.
+    /// One refused change aborts the whole transaction (an add to a full set, say); the changes
+    /// are then sent again one by one, in order, so that each succeeds or fails alone, and the
+    /// first error is returned.
     pub fn commit(&mut self) -> Result<(), NetlinkError> {
         let changes = mem::take(&mut self.pending);
         match self.transact(&changes) {
@@ -194,24 +204,38 @@ impl SetUpdater {
         }
     }
 
-    /// Sends `changes` as one nfnetlink batch. Only the last change asks for an
-    /// acknowledgement; the kernel reports every refused change before that, in order.
+    /// Sends `changes` as one nfnetlink batch. Only the last message asks for an
+    /// acknowledgement; the kernel reports every refused message before that, in order.
+    ///
+    /// A removal is sent as an add and a delete of the element: the kernel refuses the delete
+    /// of a missing element, and with it the whole transaction, while an add of an element
+    /// that is there already does nothing. So an element that has just expired, or that was
+    /// never made, is no error, on every kernel (`NFT_MSG_DESTROYSETELEM` needs Linux 6.3).
     fn transact(&mut self, changes: &[Change]) -> Result<(), NetlinkError> {
-        let Some(last) = changes.len().checked_sub(1) else {
+        if changes.is_empty() {
             return Ok(());
-        };
+        }
         let control = |inner: ControlMessage| {
             NetlinkMessage::from(NetfilterMessage::new(
                 NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
                 inner,
             ))
         };
-        let mut messages = Vec::with_capacity(changes.len() + 2);
-        messages.push((control(ControlMessage::BatchBegin), NLM_F_REQUEST));
+        // Each element message with the change it belongs to.
+        let mut elements = Vec::with_capacity(changes.len() * 2);
         for (i, change) in changes.iter().enumerate() {
-            let ack = if i == last { NLM_F_ACK } else { 0 };
-            let create = if change.adds() { NLM_F_CREATE } else { 0 };
-            messages.push((element_message(change), NLM_F_REQUEST | ack | create));
+            elements.push((i, element_message(change, true), NLM_F_CREATE));
+            if !change.adds() {
+                elements.push((i, element_message(change, false), 0));
+            }
+        }
+        let owners: Vec<usize> = elements.iter().map(|(i, ..)| *i).collect();
+        let last = elements.len() - 1;
+        let mut messages = Vec::with_capacity(elements.len() + 2);
+        messages.push((control(ControlMessage::BatchBegin), NLM_F_REQUEST));
+        for (n, (_, msg, flags)) in elements.into_iter().enumerate() {
+            let ack = if n == last { NLM_F_ACK } else { 0 };
+            messages.push((msg, NLM_F_REQUEST | ack | flags));
         }
         messages.push((control(ControlMessage::BatchEnd), NLM_F_REQUEST));
         let first_seq = self.seq.wrapping_add(2);
@@ -227,20 +251,22 @@ impl SetUpdater {
         }
         let last_seq = self.seq.wrapping_sub(1);
         self.socket.send(&bytes, 0)?;
-        self.wait_answer(first_seq, last_seq, changes)
+        self.wait_answer(first_seq, last_seq, changes, &owners)
     }
 
     /// Reads the kernel's answers up to the acknowledgement of `last_seq`, returning the first
-    /// refusal among `changes` (numbered from `first_seq`).
+    /// refusal among the element messages numbered from `first_seq`, which belong to the
+    /// changes `owners` names.
     fn wait_answer(
         &mut self,
         first_seq: u32,
         last_seq: u32,
         changes: &[Change],
+        owners: &[usize],
     ) -> Result<(), NetlinkError> {
         let mut refused = None;
-        // Bounded: one answer per change at most, plus a few strays of older transactions.
-        for _ in 0..changes.len() + 16 {
+        // Bounded: one answer per message at most, plus a few strays of older transactions.
+        for _ in 0..owners.len() + 16 {
             let len = match self.socket.recv(&mut &mut self.rx[..], 0) {
                 Ok(len) => len,
                 Err(e) => return Err(refused.unwrap_or(NetlinkError::Io(e))),
@@ -251,19 +277,13 @@ impl SetUpdater {
                     .map_err(|e| NetlinkError::Decode(e.to_string()))?;
                 let msg_len = msg.header.length as usize;
                 let seq = msg.header.sequence_number;
-                let index = seq.wrapping_sub(first_seq) as usize;
-                if let (NetlinkPayload::Error(err), Some(change)) =
-                    (msg.payload, changes.get(index))
-                {
+                let owner = owners.get(seq.wrapping_sub(first_seq) as usize);
+                if let (NetlinkPayload::Error(err), Some(&owner)) = (msg.payload, owner) {
                     if let Some(code) = err.code {
-                        let error = io::Error::from_raw_os_error(-code.get());
-                        let absent = error.raw_os_error() == Some(libc::ENOENT);
-                        if !(changes.len() == 1 && !change.adds() && absent) {
-                            refused.get_or_insert(NetlinkError::Refused {
-                                what: change.what(),
-                                error,
-                            });
-                        }
+                        refused.get_or_insert(NetlinkError::Refused {
+                            what: changes[owner].what(),
+                            error: io::Error::from_raw_os_error(-code.get()),
+                        });
                     }
                     if seq == last_seq {
                         return refused.map_or(Ok(()), Err);
@@ -309,7 +329,7 @@ pub fn grants() -> Result<Option<Vec<Grant>>, NetlinkError> {
         let request = NfTablesMessage::GetSetElement(SetElementMessage {
             attributes: vec![
                 SetElementList::Table(TABLE.to_string()),
-                SetElementList::Set(family.granted().to_string()),
+                SetElementList::Set(family.sets().granted.to_string()),
             ],
         });
         let answer = ask(&socket, request, NLM_F_DUMP, "list the grants");
@@ -433,12 +453,12 @@ fn grant_of(attributes: &[SetElementAttribute]) -> Option<Grant> {
     })
 }
 
-/// The nfnetlink message of one change.
-fn element_message(change: &Change) -> NetlinkMessage<NetfilterMessage> {
+/// The nfnetlink message that adds (`add`) or deletes the element of a change.
+fn element_message(change: &Change, add: bool) -> NetlinkMessage<NetfilterMessage> {
     let mut elem = vec![SetElementAttribute::Key(DataAttribute::Value(
         change.key.clone(),
     ))];
-    if let Some(timeout) = change.timeout {
+    if let (Some(timeout), true) = (change.timeout, add) {
         elem.push(SetElementAttribute::Timeout(millis(timeout)));
     }
     let message = SetElementMessage {
@@ -448,7 +468,7 @@ fn element_message(change: &Change) -> NetlinkMessage<NetfilterMessage> {
             SetElementList::Elements(vec![ListAttribute::Element(elem)]),
         ],
     };
-    let inner = if change.adds() {
+    let inner = if add {
         NfTablesMessage::NewSetElement(message)
     } else {
         NfTablesMessage::DeleteSetElement(message)

@@ -287,7 +287,7 @@ fn knock_port_that_is_a_protected_port() {
 #[test]
 fn same_sequence_twice() {
     assert_eq!(
-        both("22:7,9,8\n23:7,9,8/udp 24:7,9,8\n", ""),
+        both("22:7,9,8\n23:9,7,8/udp 24:7,9,8\n", ""),
         [
             format!("{A}: error: has no door, but advanced mode is on; add a line like 22,2000,OPENSECRET,CLOSESECRET or set FW_PORTKNOCK_ADVANCED=no"),
             format!("{S}:2: error: the same knock sequence as the simple door at {S}:1; give each door its own sequence"),
@@ -296,25 +296,27 @@ fn same_sequence_twice() {
 }
 
 #[test]
-fn doors_ending_on_the_same_knock_are_warned_about() {
+fn doors_armed_by_the_same_knock_are_warned_about() {
+    // 22 and 23 end on the same knock, which is fine; 24 and 25 share all but the last knock;
+    // 26's next-to-last knock is 27's first, and 27 is a two-knock door.
     assert_eq!(
         both(
-            "22:7,9,8\n23:9,6,8\n24:9/udp,8\n",
+            "22:107,109,108\n23:109,106,108\n24:113,112,111\n25:113,112,114\n26:123,122,121\n27:122,120\n",
             "80,2000,openopen,closeclose\n"
         ),
         [
             format!(
-            "{S}:2: warning: ends on tcp/8 as the simple door at {S}:1 does: the kernel cannot \
-             tell the two apart on that knock, so the daemon opens both itself, and a connection \
-             made at once after the knock may wait a second for TCP to retry; give each door a \
-             final knock port of its own"
-        ),
+                "{S}:3: warning: the knock before its last also arms the simple door at \
+                 {S}:4, and a source has one armed door at a time, so the daemon opens this \
+                 one itself, a moment after its final knock: a connection made at once may wait a \
+                 second for TCP to retry; make the two sequences differ earlier"
+            ),
             format!(
-            "{S}:3: warning: ends on tcp/8 as the simple door at {S}:1 does: the kernel cannot \
-             tell the two apart on that knock, so the daemon opens both itself, and a connection \
-             made at once after the knock may wait a second for TCP to retry; give each door a \
-             final knock port of its own"
-        )
+                "{S}:5: warning: the knock before its last also arms the simple door at \
+                 {S}:6, and a source has one armed door at a time, so the daemon opens this \
+                 one itself, a moment after its final knock: a connection made at once may wait a \
+                 second for TCP to retry; make the two sequences differ earlier"
+            ),
         ]
     );
 }
@@ -323,7 +325,7 @@ fn doors_ending_on_the_same_knock_are_warned_about() {
 fn shared_udp_knock_ports() {
     assert_eq!(
         both(
-            "22:7,8000/udp,9\n23:7,8000/udp,10\n24:9000,7,8\n",
+            "22:7,8000/udp,9\n23:10,8000/udp,7\n24:9000,7,8\n",
             "80,2000,openopen,closeclose\n81,2000,openopen,closeclose\n82,8000,openopen,closeclose\n83,9000,openopen,closeclose\n"
         ),
         [
