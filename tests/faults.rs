@@ -284,17 +284,13 @@ fn without_a_working_nft_apply_and_serve_fail_clearly_and_change_nothing() {
     let installed = lab.ruleset();
     assert!(installed.contains("table inet portknock"));
     // Many doors more: the batch is larger than a pipe holds, so an nft that fails without
-    // reading it all leaves portknock writing into a closed pipe.
+    // reading it all leaves portknock writing into a closed pipe. Odd ports eight apart, so that
+    // none of them load as one range with another.
     let list = lab.config_dir().join("simple-portknock-list");
     let mut doors = String::from("22:7000,9000,8000\n23:6000,6002,6001\n");
-    for i in 0..1500 {
-        doors += &format!(
-            "{}:{},{},{}\n",
-            10_000 + i,
-            20_000 + i,
-            40_000 + i,
-            30_000 + i
-        );
+    for i in 0..4000 {
+        let port = 10_001 + 8 * i;
+        doors += &format!("{}:{},{},{}\n", port, port + 6, port + 2, port + 4);
     }
     fs::write(&list, doors).expect("add doors");
     let failing = failing_nft(&lab);
@@ -316,10 +312,7 @@ fn without_a_working_nft_apply_and_serve_fail_clearly_and_change_nothing() {
     }
     assert!(!lab.can_connect(0, SERVER4, 22), "still enforcing");
     ok(&lab.admin(&["apply"]));
-    assert!(
-        lab.ruleset().contains("ip saddr . 23 "),
-        "a working nft applies it"
-    );
+    assert!(lab.ruleset().contains("41999"), "a working nft applies it");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -490,7 +483,7 @@ fn a_deleted_or_truncated_configuration_is_refused_on_sighup_and_restoring_it_wo
     lab.listen(23);
     lab.signal_daemon("-HUP");
     assert_logged(&lab, "configuration reloaded", 1);
-    assert!(lab.ruleset().contains("ip saddr . 23 "));
+    assert!(!lab.can_connect(0, SERVER4, 23), "23 is protected now");
     ok(&lab.client(0, &["knock", SERVER4, "6000", "6002", "6001"]));
     lab.connect(0, SERVER4, 23);
     ok(&lab.client(0, &["otp", SERVER4, "2000", "opensecret1"]));

@@ -165,11 +165,13 @@ impl SetUpdater {
         self.queue(Op::Expect, source, expected, Some(within));
     }
 
-    /// Queues taking back the arming of a door for `source`, whether or not it has expired.
+    /// Queues taking back the arming of a door for `source`, whether or not it has expired,
+    /// and the final knock it let through, if any: nothing of the fast path is left behind.
     pub fn disarm(&mut self, source: IpAddr, final_knock: KnockPort, protected: u16) {
         self.queue(Op::Disarm, source, armed_key(source, final_knock), None);
         let expected = source_port_key(source, protected);
         self.queue(Op::Unexpect, source, expected, None);
+        self.queue(Op::Unknock, source, addr_bytes(source), None);
     }
 
     fn queue(&mut self, op: Op, source: IpAddr, key: Vec<u8>, timeout: Option<Duration>) {
