@@ -302,11 +302,35 @@ impl Command {
             | Command::Remove => true,
         }
     }
+
+    /// Whether the command only prints: when its reader goes away (`portknock status |
+    /// head`), it should end quietly, as other Unix tools do, rather than report the broken
+    /// pipe. Not the commands that feed nft through a pipe, whose failure must be reported,
+    /// nor the daemon.
+    fn only_prints(&self) -> bool {
+        match self {
+            Command::Check(_) | Command::Status(_) => true,
+            Command::Apply(args) => args.dry_run,
+            _ => false,
+        }
+    }
+}
+
+/// Lets a write to a closed pipe end the process, the default that the Rust runtime turns off.
+fn end_on_broken_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restoring the default disposition installs no handler code.
+    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        eprintln!("portknock: cannot restore the default SIGPIPE disposition: {e}");
+    }
 }
 
 /// Parses the process arguments, runs the command and returns its exit status.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.only_prints() {
+        end_on_broken_pipe();
+    }
     if cli.command.needs_net_admin() {
         if let Err(e) = crate::firewall::require_net_admin() {
             eprintln!("portknock: {e}");

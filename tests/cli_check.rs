@@ -165,3 +165,28 @@ fn warnings_alone_exit_zero() {
     );
     assert!(text(&out.stdout).ends_with("OK: 1 simple door, 0 advanced doors, 1 warning\n"));
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let examples = examples.to_str().expect("utf-8 path");
+    for args in [
+        &["check", "--config-dir", examples][..],
+        &["apply", "--dry-run", "--config-dir", examples],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_portknock"))
+            .args(args)
+            .stdout(writer)
+            .output()
+            .expect("run portknock");
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            Some(13),
+            "{args:?} ends by SIGPIPE, as `yes | head` does"
+        );
+    }
+}
