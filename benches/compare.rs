@@ -1010,14 +1010,21 @@ fn targets(res: &Results) -> Table {
         }),
         verify.map(|(_, ns)| 1e9 / ns >= 1e6),
     );
-    let apply = res.scale.iter().find(|r| r.doors == 10_000);
+    // The slowest of the 10,000-door applies, fresh or over the installed table.
+    let apply = res
+        .scale
+        .iter()
+        .filter(|r| r.doors == 10_000)
+        .map(|r| r.apply_ms.max(r.reapply_ms))
+        .reduce(f64::max);
     row(
         "apply of 10,000 doors < 1 s",
-        apply.map_or("-".into(), |r| format!("{:.0} ms", r.apply_ms)),
-        apply.map(|r| r.apply_ms < 1000.0),
+        apply.map_or("-".into(), |ms| format!("{ms:.0} ms at most")),
+        apply.map(|ms| ms < 1000.0),
     );
+    let last = res.scale.iter().rfind(|r| r.doors == 10_000);
     let one = res.scale.iter().find(|r| r.doors == 1);
-    let flat = one.zip(apply).and_then(|(a, b)| {
+    let flat = one.zip(last).and_then(|(a, b)| {
         let s = a.simple_median.zip(b.simple_median)?;
         let o = a.otp_median.zip(b.otp_median)?;
         Some((s, o))

@@ -15,7 +15,7 @@ use crate::common::{ip, Lab, SERVER4};
 const GIVE_UP: Duration = Duration::from_secs(3);
 
 /// `n` simple doors: 22:7000,9000,8000 and protected 10000+i with sequences that share no
-/// port with one another.
+/// port with one another. Their ports are neighbours, so each port set loads as a few ranges.
 pub fn many_doors(n: usize) -> String {
     let mut list = String::from("22:7000,9000,8000\n");
     for i in 1..n {
@@ -27,6 +27,26 @@ pub fn many_doors(n: usize) -> String {
             base,
             base + 1
         ));
+    }
+    list
+}
+
+/// Like [`many_doors`], but every door's four ports are taken from a permutation of 1024-65535
+/// (a stride coprime to its length), so neighbouring ports are as rare as in a random choice
+/// and the sets load element by element: the worst case for `apply`.
+pub fn scattered_doors(n: usize) -> String {
+    const FIRST: u32 = 1024;
+    const COUNT: u32 = 65536 - FIRST;
+    const STRIDE: u32 = 40507;
+    let taken = [22, 2000, 2222, 7000, 8000, 9000];
+    let mut ports = (0..COUNT)
+        .map(|k| FIRST + k * STRIDE % COUNT)
+        .filter(|p| !taken.contains(p));
+    let mut list = String::from("22:7000,9000,8000\n");
+    for _ in 1..n {
+        let mut next = || ports.next().expect("enough ports for 16,000 doors");
+        let (protected, k1, k2, k3) = (next(), next(), next(), next());
+        list.push_str(&format!("{protected}:{k1},{k2},{k3}\n"));
     }
     list
 }
@@ -61,29 +81,32 @@ pub fn latency_pair(lab: &Lab, sources: Vec<IpAddr>) -> (Series, Series) {
         .expect("inside the client namespace")
 }
 
-/// Times a command in the server namespace; `None` if it failed.
-fn timed(lab: &Lab, program: &str, args: &[&str]) -> Option<Duration> {
-    let start = Instant::now();
-    let out = lab.server.command(program).args(args).output().ok()?;
-    let took = start.elapsed();
-    if !out.status.success() {
-        eprintln!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        return None;
-    }
-    Some(took)
-}
-
-/// One door count's figures.
+/// One configuration's figures.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub doors: usize,
+    /// `apply` on a namespace without the table.
     pub apply_ms: f64,
+    /// `apply` again, with the daemon running and the grants of the trials to carry over.
+    pub reapply_ms: f64,
     pub simple_median: Option<f64>,
     pub otp_median: Option<f64>,
+}
+
+/// Writes the simple list of so many doors.
+type DoorList = fn(usize) -> String;
+
+/// Times `portknock apply` in the lab.
+fn timed_apply(lab: &Lab) -> Duration {
+    let start = Instant::now();
+    let out = lab.admin(&["apply"]);
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
 }
 
 /// The scale scenario; returns its table and figures.
@@ -93,10 +116,9 @@ pub fn run(trials: usize, idle_secs: u64) -> (Table, Vec<Row>) {
         "scale: portknock with 1, 100, 10,000 simple doors",
         &[
             "doors",
+            "ports",
             "apply ms",
-            "json build ms",
-            "nft -j -f ms",
-            "nft -f (text) ms",
+            "re-apply ms",
             "simple median µs",
             "simple p95",
             "simple fail",
@@ -106,55 +128,26 @@ pub fn run(trials: usize, idle_secs: u64) -> (Table, Vec<Row>) {
             "load",
         ],
     );
-    for doors in [1usize, 100, 10_000] {
+    let configs: [(usize, &str, DoorList); 4] = [
+        (1, "neighbours", many_doors),
+        (100, "neighbours", many_doors),
+        (10_000, "neighbours", many_doors),
+        (10_000, "scattered", scattered_doors),
+    ];
+    for (doors, layout, list) in configs {
         super::check_interrupted();
+        let name = format!("doors{doors}_{layout}");
         let mut lab = Lab::new(1);
         lab.write_config(
             "FW_PORTKNOCK_SIMPLE_OPEN=60\n",
-            &many_doors(doors),
+            &list(doors),
             "2222,2000,opensecret1,closesecret1\n",
         );
-        let start = Instant::now();
-        let out = lab.admin(&["apply"]);
-        assert!(
-            out.status.success(),
-            "apply failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let apply = start.elapsed();
+        let apply = timed_apply(&lab);
         kv(
-            &format!("doors{doors}_apply_ms"),
+            &format!("{name}_apply_ms"),
             format!("{:.1}", apply.as_secs_f64() * 1e3),
         );
-
-        // Where apply's time goes: the JSON batch alone (`apply --dry-run`, which also starts
-        // the process and reads the configuration), the same batch through `nft -j -f`, and
-        // the same ruleset in nft's text syntax through `nft -f`.
-        let json_path = lab.dir.path().join("batch.json");
-        let start = Instant::now();
-        let dry = lab.admin(&["apply", "--dry-run"]);
-        let dry_ms = start.elapsed().as_secs_f64() * 1e3;
-        std::fs::write(&json_path, &dry.stdout).expect("write batch");
-        let nft_json_ms = timed(&lab, "nft", &["-j", "-f", json_path.to_str().unwrap()])
-            .map(|d| d.as_secs_f64() * 1e3);
-        let text = lab
-            .server
-            .command("nft")
-            .args(["list", "table", "inet", "portknock"])
-            .output()
-            .expect("list table");
-        let text_path = lab.dir.path().join("table.nft");
-        let mut script = b"add table inet portknock\ndelete table inet portknock\n".to_vec();
-        script.extend_from_slice(&text.stdout);
-        std::fs::write(&text_path, script).expect("write text ruleset");
-        let nft_text_ms =
-            timed(&lab, "nft", &["-f", text_path.to_str().unwrap()]).map(|d| d.as_secs_f64() * 1e3);
-        kv(
-            &format!("doors{doors}_dry_run_json_ms"),
-            format!("{dry_ms:.1}"),
-        );
-        kv(&format!("doors{doors}_nft_json_load_ms"), f1(nft_json_ms));
-        kv(&format!("doors{doors}_nft_text_load_ms"), f1(nft_text_ms));
 
         lab.listen(22);
         lab.listen(2222);
@@ -162,16 +155,21 @@ pub fn run(trials: usize, idle_secs: u64) -> (Table, Vec<Row>) {
         let sources = add_sources(&lab, 0, trials * 2);
         pause_for_profiler(&lab, &format!("{doors} doors"));
         let (simple, otp) = latency_pair(&lab, sources);
-        for (name, s) in [("simple", &simple), ("otp", &otp)] {
-            kv(&format!("doors{doors}_{name}_trials"), s.trials());
-            kv(&format!("doors{doors}_{name}_failures"), s.failures);
-            kv(&format!("doors{doors}_{name}_min_us"), us(s.min_us()));
-            kv(&format!("doors{doors}_{name}_median_us"), us(s.median_us()));
-            kv(&format!("doors{doors}_{name}_p95_us"), us(s.p95_us()));
-            kv(&format!("doors{doors}_{name}_max_us"), us(s.max_us()));
+        for (mode, s) in [("simple", &simple), ("otp", &otp)] {
+            kv(&format!("{name}_{mode}_trials"), s.trials());
+            kv(&format!("{name}_{mode}_failures"), s.failures);
+            kv(&format!("{name}_{mode}_min_us"), us(s.min_us()));
+            kv(&format!("{name}_{mode}_median_us"), us(s.median_us()));
+            kv(&format!("{name}_{mode}_p95_us"), us(s.p95_us()));
+            kv(&format!("{name}_{mode}_max_us"), us(s.max_us()));
         }
+        let reapply = timed_apply(&lab);
+        kv(
+            &format!("{name}_reapply_ms"),
+            format!("{:.1}", reapply.as_secs_f64() * 1e3),
+        );
         let load = load_note();
-        kv(&format!("doors{doors}_load"), &load);
+        kv(&format!("{name}_load"), &load);
         if doors == 1 && idle_secs > 0 {
             let pid = lab.daemon_pid().expect("daemon");
             let meter = CpuMeter::start(pid);
@@ -180,10 +178,9 @@ pub fn run(trials: usize, idle_secs: u64) -> (Table, Vec<Row>) {
         }
         table.row(vec![
             doors.to_string(),
+            layout.to_string(),
             format!("{:.0}", apply.as_secs_f64() * 1e3),
-            format!("{dry_ms:.0}"),
-            f1(nft_json_ms),
-            f1(nft_text_ms),
+            format!("{:.0}", reapply.as_secs_f64() * 1e3),
             us(simple.median_us()),
             us(simple.p95_us()),
             format!("{}/{}", simple.failures, simple.trials()),
@@ -195,6 +192,7 @@ pub fn run(trials: usize, idle_secs: u64) -> (Table, Vec<Row>) {
         rows.push(Row {
             doors,
             apply_ms: apply.as_secs_f64() * 1e3,
+            reapply_ms: reapply.as_secs_f64() * 1e3,
             simple_median: simple.median_us(),
             otp_median: otp.median_us(),
         });
