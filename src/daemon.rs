@@ -447,7 +447,8 @@ fn commit(kernel: &mut SetUpdater) {
 struct Doors {
     /// The knock state of simple doors.
     engine: Engine,
-    /// The door armed in the kernel for each source, at most as many as the engine tracks.
+    /// The door armed in the kernel for each source, at most as many as the engine tracks;
+    /// sparse, like the engine's table, so that memory grows with use.
     kernel_armed: LruCache<IpAddr, DoorId>,
     /// Advanced doors by knock port (the configuration allows one door per port).
     by_otp_port: HashMap<u16, usize>,
@@ -461,7 +462,7 @@ impl Doors {
                 config.settings.knock_timeout,
                 config.settings.max_sources,
             ),
-            kernel_armed: LruCache::new(
+            kernel_armed: LruCache::sparse(
                 NonZeroUsize::new(config.settings.max_sources).unwrap_or(NonZeroUsize::MIN),
             ),
             by_otp_port: config

@@ -35,7 +35,21 @@ impl Run {
 /// Runs the binary with `args` and extra environment, standard input not a terminal, and no
 /// secret inherited from the environment. Bounded: a run that outlives RUN_BOUND is killed.
 fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_portknock"));
+    run_command(Command::new(env!("CARGO_BIN_EXE_portknock")), args, env)
+}
+
+/// Like [`run_with_env`], in a network namespace of its own that has no network at all
+/// (`unshare`, in a user namespace, so root is not needed), so that a name lookup cannot leave
+/// the machine (SPEC §6).
+fn run_offline(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut unshare = Command::new("unshare");
+    unshare.args(["--map-root-user", "--net", env!("CARGO_BIN_EXE_portknock")]);
+    run_command(unshare, args, env)
+}
+
+/// Runs `command` (the binary, or a wrapper that runs it) with `args` appended, as
+/// [`run_with_env`] says.
+fn run_command(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Run {
     command
         .args(args)
         .env_remove("PORTKNOCK_SECRET")
@@ -302,7 +316,8 @@ fn verify_open_and_closed(args: &[&str], env: &[(&str, &str)]) -> Run {
     result
 }
 
-/// Checks that `result` is the usage error for the host `no-such-host.invalid`.
+/// Checks that `result` is the usage error for the host `no-such-host.invalid` (looked up
+/// offline: see [`run_offline`]).
 fn assert_unresolvable(result: &Run) {
     assert_exit(result, 2);
     assert!(
@@ -352,7 +367,10 @@ fn knock_rejects_bad_ports_as_usage_errors() {
 
 #[test]
 fn knock_unresolvable_host_is_a_usage_error() {
-    assert_unresolvable(&run(&["knock", "no-such-host.invalid", "7000"]));
+    assert_unresolvable(&run_offline(
+        &["knock", "no-such-host.invalid", "7000"],
+        &[],
+    ));
 }
 
 // ---- otp ----
@@ -611,7 +629,7 @@ fn otp_verify_open_and_closed() {
 #[test]
 fn otp_usage_errors() {
     let secret = [("PORTKNOCK_SECRET", "hipjazz")];
-    assert_unresolvable(&run_with_env(
+    assert_unresolvable(&run_offline(
         &["otp", "no-such-host.invalid", "2000"],
         &secret,
     ));
