@@ -190,3 +190,35 @@ fn output_into_a_closed_pipe_ends_quietly() {
         );
     }
 }
+
+#[test]
+fn apply_dry_run_needs_no_privilege() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let examples = examples.to_str().expect("utf-8 path");
+    let bin = env!("CARGO_BIN_EXE_portknock");
+    // As root (as in CI), run it as nobody with no capability, as an unprivileged user would.
+    let mut command = if nix::unistd::geteuid().is_root() {
+        let mut setpriv = Command::new("setpriv");
+        setpriv.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            bin,
+        ]);
+        setpriv
+    } else {
+        Command::new(bin)
+    };
+    let out = command
+        .args(["apply", "--dry-run", "--config-dir", examples])
+        .output()
+        .expect("run portknock");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let batch: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON batch");
+    assert!(
+        batch["nftables"].as_array().is_some_and(|c| !c.is_empty()),
+        "{batch}"
+    );
+}

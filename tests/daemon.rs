@@ -36,6 +36,54 @@ fn simple_sequence_opens_for_the_knocker_only_and_expires() {
 }
 
 #[test]
+fn knocking_again_refreshes_the_grant() {
+    let Some(lab) = lab(1, "FW_PORTKNOCK_SIMPLE_OPEN=30\n") else {
+        return;
+    };
+    // Seconds left of the client's one grant, as `status` reads them from the kernel.
+    let left = || {
+        let out = lab.admin(&["status", "--json"]);
+        ok(&out);
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+        let grants = json["grants"].as_array().expect("grants array").clone();
+        assert_eq!(grants.len(), 1, "{grants:?}");
+        grants[0]["remaining"].as_u64().expect("remaining")
+    };
+    ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+    lab.connect(0, SERVER4, 22);
+    wait_until(Duration::from_secs(10), || left() <= 27).expect("the grant runs down");
+    ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+    wait_until(Duration::from_secs(5), || left() >= 28)
+        .expect("the second knock gives the grant its full time again");
+}
+
+#[test]
+fn status_text_names_the_modes_the_doors_and_the_grants() {
+    let Some(lab) = lab(1, "") else { return };
+    ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+    lab.connect(0, SERVER4, 22);
+    let out = lab.admin(&["status"]);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "engine on  simple on  advanced on",
+        "table inet portknock: installed",
+        "doors: 2",
+        "     22  simple    tcp/7000,tcp/9000,tcp/8000",
+        "   2222  advanced  udp/2000 (OTP)",
+        "grants: 1",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    let grant = format!(
+        "  {:<39}  port    22  simple    ",
+        portknock::netns::client4(0)
+    );
+    assert!(text.contains(&grant), "{grant:?} missing from:\n{text}");
+}
+
+#[test]
 fn advanced_otp_opens_and_closes() {
     let Some(lab) = lab(1, "") else { return };
     assert!(!lab.can_connect(0, SERVER4, 2222));

@@ -77,7 +77,8 @@ struct Change {
 }
 
 impl Change {
-    /// Adds (or refreshes) the element; otherwise makes sure it is not there.
+    /// Adds the element, or makes it new with its full timeout; otherwise makes sure it is not
+    /// there.
     fn adds(&self) -> bool {
         matches!(self.op, Op::Grant | Op::Arm | Op::Expect)
     }
@@ -209,10 +210,13 @@ impl SetUpdater {
     /// Sends `changes` as one nfnetlink batch. Only the last message asks for an
     /// acknowledgement; the kernel reports every refused message before that, in order.
     ///
-    /// A removal is sent as an add and a delete of the element: the kernel refuses the delete
-    /// of a missing element, and with it the whole transaction, while an add of an element
-    /// that is there already does nothing. So an element that has just expired, or that was
-    /// never made, is no error, on every kernel (`NFT_MSG_DESTROYSETELEM` needs Linux 6.3).
+    /// Every change first removes the element, as an add and a delete: the kernel refuses the
+    /// delete of a missing element, and with it the whole transaction, while an add of an
+    /// element that is there already does nothing. So an element that has just expired, or
+    /// that was never made, is no error, on every kernel (`NFT_MSG_DESTROYSETELEM` needs Linux
+    /// 6.3). An addition then adds the element anew, with its full timeout: re-adding an
+    /// element that is there leaves its old expiry on most kernels, and a knock must refresh
+    /// its grant (SPEC §2). In between, the packet path sees the old element or the new one.
     fn transact(&mut self, changes: &[Change]) -> Result<(), NetlinkError> {
         if changes.is_empty() {
             return Ok(());
@@ -224,11 +228,13 @@ impl SetUpdater {
             ))
         };
         // Each element message with the change it belongs to.
-        let mut elements = Vec::with_capacity(changes.len() * 2);
+        let mut elements = Vec::with_capacity(changes.len() * 3);
         for (i, change) in changes.iter().enumerate() {
-            elements.push((i, element_message(change, true), NLM_F_CREATE));
-            if !change.adds() {
-                elements.push((i, element_message(change, false), 0));
+            elements.push((i, element_message(change, true, None), NLM_F_CREATE));
+            elements.push((i, element_message(change, false, None), 0));
+            if change.adds() {
+                let add = element_message(change, true, change.timeout);
+                elements.push((i, add, NLM_F_CREATE));
             }
         }
         let owners: Vec<usize> = elements.iter().map(|(i, ..)| *i).collect();
@@ -455,12 +461,16 @@ fn grant_of(attributes: &[SetElementAttribute]) -> Option<Grant> {
     })
 }
 
-/// The nfnetlink message that adds (`add`) or deletes the element of a change.
-fn element_message(change: &Change, add: bool) -> NetlinkMessage<NetfilterMessage> {
+/// The nfnetlink message that adds (`add`, with `timeout`) or deletes the element of a change.
+fn element_message(
+    change: &Change,
+    add: bool,
+    timeout: Option<Duration>,
+) -> NetlinkMessage<NetfilterMessage> {
     let mut elem = vec![SetElementAttribute::Key(DataAttribute::Value(
         change.key.clone(),
     ))];
-    if let (Some(timeout), true) = (change.timeout, add) {
+    if let Some(timeout) = timeout {
         elem.push(SetElementAttribute::Timeout(millis(timeout)));
     }
     let message = SetElementMessage {
