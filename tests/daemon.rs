@@ -84,6 +84,63 @@ fn status_text_names_the_modes_the_doors_and_the_grants() {
 }
 
 #[test]
+fn only_syns_count_as_knocks() {
+    let Some(lab) = lab(1, FAST) else { return };
+    let me: std::net::Ipv4Addr = portknock::netns::client4(0)
+        .parse()
+        .expect("client address");
+    // Each of these, in the door's order, would open 22 if it counted.
+    for segment in [Segment::Ack, Segment::SynAck, Segment::Rst, Segment::Fin] {
+        for port in [7000, 9000, 8000] {
+            lab.raw_tcp(0, me, port, segment);
+        }
+        assert!(
+            !lab.can_connect(0, SERVER4, 22),
+            "{segment:?} segments knocked"
+        );
+    }
+    for port in [7000, 9000, 8000] {
+        lab.raw_tcp(0, me, port, Segment::Syn);
+    }
+    lab.connect(0, SERVER4, 22);
+}
+
+#[test]
+fn the_daemon_tracks_at_most_max_sources_forgetting_the_least_recent() {
+    let Some(lab) = lab(1, "FW_PORTKNOCK_MAX_SOURCES=8\n") else {
+        return;
+    };
+    let spoofed = |n: u8| std::net::Ipv4Addr::new(198, 18, 7, n);
+    lab.raw_tcp(0, spoofed(1), 7000, Segment::Syn);
+    lab.raw_tcp(0, spoofed(1), 9000, Segment::Syn);
+    // Sixteen more sources start a sequence: the first one's progress is forgotten.
+    for n in 10..26 {
+        lab.raw_tcp(0, spoofed(n), 7000, Segment::Syn);
+    }
+    lab.raw_tcp(0, spoofed(1), 8000, Segment::Syn);
+    // A source that knocks now, after them all, is not locked out.
+    for port in [7000, 9000, 8000] {
+        lab.raw_tcp(0, spoofed(2), port, Segment::Syn);
+    }
+    let granted = || {
+        let out = lab.admin(&["status", "--json"]);
+        ok(&out);
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+        json["grants"]
+            .as_array()
+            .expect("grants array")
+            .iter()
+            .filter_map(|g| g["source"].as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    // The knocks are handled in order, so once the last source is granted the first one's
+    // final knock has been handled too.
+    wait_until(Duration::from_secs(5), || !granted().is_empty()).expect("a grant");
+    assert_eq!(granted(), ["198.18.7.2"]);
+}
+
+#[test]
 fn advanced_otp_opens_and_closes() {
     let Some(lab) = lab(1, "") else { return };
     assert!(!lab.can_connect(0, SERVER4, 2222));

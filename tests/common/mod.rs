@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
@@ -302,6 +302,49 @@ pub fn path_str(p: &Path) -> String {
 
 /// Fault injection (tests/faults.rs): the daemon under a wrapper, commands with a changed
 /// environment, signals that do not wait, and the kernel's view of the ruleset.
+/// What a TCP segment sent by [`Lab::raw_tcp`] is.
+#[derive(Debug, Clone, Copy)]
+pub enum Segment {
+    Syn,
+    SynAck,
+    Ack,
+    Rst,
+    Fin,
+}
+
+impl Lab {
+    /// Sends one TCP segment to `SERVER4:port` from client `i`'s namespace with `source` as its
+    /// source address (the client's own, or a spoofed one in 198.18.0.0/15), through a raw
+    /// socket: for packets no client sends, such as a lone ACK, or for many sources at once.
+    pub fn raw_tcp(&self, i: usize, source: Ipv4Addr, port: u16, segment: Segment) {
+        let server: Ipv4Addr = SERVER4.parse().expect("server address");
+        let builder = etherparse::PacketBuilder::ipv4(source.octets(), server.octets(), 64)
+            .tcp(40_000, port, 1, 64_240);
+        let builder = match segment {
+            Segment::Syn => builder.syn(),
+            Segment::SynAck => builder.syn().ack(1),
+            Segment::Ack => builder.ack(1),
+            Segment::Rst => builder.rst(),
+            Segment::Fin => builder.fin().ack(1),
+        };
+        let mut packet = Vec::with_capacity(builder.size(0));
+        builder.write(&mut packet, &[]).expect("build the segment");
+        let to = socket2::SockAddr::from(SocketAddr::new(IpAddr::V4(server), 0));
+        self.clients[i]
+            .run(move || -> std::io::Result<usize> {
+                // IPPROTO_RAW: the packet carries its own IP header.
+                let socket = socket2::Socket::new(
+                    socket2::Domain::IPV4,
+                    socket2::Type::from(libc::SOCK_RAW),
+                    Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+                )?;
+                socket.send_to(&packet, &to)
+            })
+            .expect("inside the client namespace")
+            .unwrap_or_else(|e| panic!("raw send of {segment:?} to {port}: {e}"));
+    }
+}
+
 impl Lab {
     /// Starts the daemon as `PROGRAM ARGS` with `envs` in the server namespace, for a test that
     /// wraps `portknock serve` (in a private mount namespace, under libfaketime, ...). The
