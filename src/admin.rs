@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::config::{self, Config};
+use crate::config::{self, Config, KnockPort};
 use crate::daemon::signal_reload;
 use crate::firewall::{self, Grant, Policy};
 
@@ -156,7 +156,7 @@ impl Status {
             doors.extend(config.advanced.iter().map(|d| DoorStatus {
                 port: d.protected,
                 mode: "advanced",
-                knock: format!("udp/{} (OTP)", d.knock_port),
+                knock: format!("{} (OTP)", KnockPort::udp(d.knock_port)),
             }));
         }
         let mode_of = |port: u16| {

@@ -41,11 +41,11 @@ fn the_example_configuration_is_valid() {
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("engine:        on\n"), "{stdout}");
     assert!(
-        stdout.contains("     22  <- tcp/7000 tcp/9000 tcp/8000\n"),
+        stdout.contains("     22  <- 7000/tcp 9000/tcp 8000/tcp\n"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("   2222  <- udp/2000 (open/close secrets set)\n"),
+        stdout.contains("   2222  <- 2000/udp (open/close secrets set)\n"),
         "{stdout}"
     );
     assert!(
@@ -81,7 +81,7 @@ fn broken_files_are_all_reported_with_file_and_line() {
         text(&out.stderr),
         format!(
             "{d}/portknock.conf:4: error: unknown key FW_PORTKNOCK_SIMPEL; did you mean FW_PORTKNOCK_SIMPLE?\n\
-             {d}/simple-portknock-list:2: error: knock port tcp/7000 is repeated at positions 1 and 2; a repeat cannot be told from a retransmission\n\
+             {d}/simple-portknock-list:2: error: knock port 7000/tcp is repeated at positions 1 and 2; a repeat cannot be told from a retransmission\n\
              {d}/advanced-portknock-list:1: error: this is a simple-mode line; advanced lines are PORT,KNOCKPORT,OPENSECRET,CLOSESECRET\n\
              {d}/advanced-portknock-list:2: error: the open secret and the close secret are the same, so a close could not be told from an open; choose two different secrets\n\
              4 errors, 0 warnings: nothing was changed; fix the errors above, then run portknock check again\n"

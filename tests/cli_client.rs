@@ -211,7 +211,7 @@ fn knock_in_order(ip: IpAddr, extra: &[&str]) {
     assert_eq!(arrivals[1].datagram.as_deref(), Some(&[0u8][..]));
     let stdout = result.stdout_text();
     let expected = format!(
-        "knocked tcp/{p1} on {ip}\nknocked udp/{p2} on {ip}\nknocked tcp/{p3} on {ip}\nknocked tcp/{p4} on {ip}\n"
+        "knocked {p1}/tcp on {ip}\nknocked {p2}/udp on {ip}\nknocked {p3}/tcp on {ip}\nknocked {p4}/tcp on {ip}\n"
     );
     assert_eq!(stdout, expected);
 }
@@ -467,7 +467,7 @@ fn otp_sends_the_payload_with_secret_argument_and_warns() {
     );
     assert!(
         result.stdout_text().contains(&format!(
-            "sent a one-time password to udp/{port} on 127.0.0.1"
+            "sent a one-time password to {port}/udp on 127.0.0.1"
         )),
         "{}",
         result.stdout_text()

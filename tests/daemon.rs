@@ -70,8 +70,8 @@ fn status_text_names_the_modes_the_doors_and_the_grants() {
         "engine on  simple on  advanced on",
         "table inet portknock: installed",
         "doors: 2",
-        "     22  simple    tcp/7000,tcp/9000,tcp/8000",
-        "   2222  advanced  udp/2000 (OTP)",
+        "     22  simple    7000/tcp,9000/tcp,8000/tcp",
+        "   2222  advanced  2000/udp (OTP)",
         "grants: 1",
     ] {
         assert!(text.contains(line), "{line:?} missing from:\n{text}");

@@ -124,8 +124,8 @@ fn main() {
     }
     write("otp_used_record", "two-entries-then-knocks", &used);
 
-    // Engine: see `Input` in fuzz_targets/engine.rs. Port indexes: 0 tcp/1, 1 tcp/2, 2 tcp/3,
-    // 3 udp/3, 4 tcp/4, 5 udp/5, 6 tcp/6. Sources: 0-2 198.18.0.1-3, 3 ::ffff:198.18.0.1,
+    // Engine: see `Input` in fuzz_targets/engine.rs. Port indexes: 0 1/tcp, 1 2/tcp, 2 3/tcp,
+    // 3 3/udp, 4 4/tcp, 5 5/udp, 6 6/tcp. Sources: 0-2 198.18.0.1-3, 3 ::ffff:198.18.0.1,
     // 4 198.18.0.4, 5-7 fd00:5eed::1-3.
     let engine = |timeout: u16, max_sources: u8, doors: &[&[u8]], knocks: &[(u8, u8, u8)]| {
         let mut out = timeout.to_le_bytes().to_vec();

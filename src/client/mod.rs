@@ -72,7 +72,7 @@ pub enum ClientError {
     /// The kernel refused to send a knock.
     #[error("could not knock {knock} on {addr}: {source} — check the address and the route to it")]
     Knock {
-        /// The knock port, shown as e.g. "tcp/7000".
+        /// The knock port, shown as e.g. "7000/tcp".
         knock: KnockPort,
         /// Where it was sent.
         addr: IpAddr,
@@ -533,7 +533,7 @@ mod tests {
         assert_eq!(send.exit_code(), EXIT_FAILURE);
         assert_eq!(
             send.to_string(),
-            "could not send the one-time password to udp/2000 on 127.0.0.1: permission denied — \
+            "could not send the one-time password to 2000/udp on 127.0.0.1: permission denied — \
              check the address and the route to it"
         );
         assert_eq!(ClientError::Clock.exit_code(), EXIT_FAILURE);

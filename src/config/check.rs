@@ -153,9 +153,9 @@ mod tests {
             "configuration: /etc/portknock\n\
              engine:        on\n\
              simple mode:   on, 1 door in /etc/portknock/simple-portknock-list\n\
-             \x20    22  <- tcp/7000 udp/8000 tcp/6000\n\
+             \x20    22  <- 7000/tcp 8000/udp 6000/tcp\n\
              advanced mode: on, 1 door in /etc/portknock/advanced-portknock-list\n\
-             \x20  2222  <- udp/2000 (open/close secrets set)\n\
+             \x20  2222  <- 2000/udp (open/close secrets set)\n\
              timeouts:      knock 10 s, simple open 30 s, advanced open 3600 s, OTP skew 1 min either side\n\
              IPv6 knocks:   on; at most 262144 sources tracked; state in /var/lib/portknock\n\
              OK: 1 simple door, 1 advanced door, 1 warning\n"

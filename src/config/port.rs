@@ -56,10 +56,10 @@ impl KnockPort {
     }
 }
 
-/// Shown as `tcp/7000` or `udp/8000`.
+/// Shown as the lists write it, `7000/tcp` or `8000/udp`.
 impl fmt::Display for KnockPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.proto, self.port)
+        write!(f, "{}/{}", self.port, self.proto)
     }
 }
 
@@ -217,16 +217,16 @@ mod tests {
     }
 
     #[test]
-    fn shown_with_the_protocol_first_and_parsed_back_with_it_last() {
+    fn shown_as_written_and_parsed_back() {
         for knock in [
             KnockPort::tcp(1),
             KnockPort::tcp(7000),
             KnockPort::udp(8000),
             KnockPort::udp(65535),
         ] {
-            assert_eq!(format!("{}/{}", knock.port, knock.proto).parse(), Ok(knock));
+            assert_eq!(knock.to_string().parse(), Ok(knock));
         }
-        assert_eq!(KnockPort::tcp(7000).to_string(), "tcp/7000");
-        assert_eq!(KnockPort::udp(8000).to_string(), "udp/8000");
+        assert_eq!(KnockPort::tcp(7000).to_string(), "7000/tcp");
+        assert_eq!(KnockPort::udp(8000).to_string(), "8000/udp");
     }
 }

@@ -169,8 +169,8 @@ fn every_problem_of_every_file_at_once_in_file_and_line_order() {
         [
             format!("{c}:1: error: unknown key FW_PORTKNOCK_SIMPEL; did you mean FW_PORTKNOCK_SIMPLE?"),
             format!("{c}:5: error: FW_PORTKNOCK_OTP_SKEW=\"99\": expected a whole number of minutes from 0 to 10"),
-            format!("{s}:1: warning: a one-port sequence: any single packet to tcp/7000 (a port scan, say) opens the door; use three or more knock ports"),
-            format!("{s}:2: error: knock port tcp/7000 is repeated at positions 1 and 2; a repeat cannot be told from a retransmission"),
+            format!("{s}:1: warning: a one-port sequence: any single packet to 7000/tcp (a port scan, say) opens the door; use three or more knock ports"),
+            format!("{s}:2: error: knock port 7000/tcp is repeated at positions 1 and 2; a repeat cannot be told from a retransmission"),
             format!("{a}:1: error: the open secret and the close secret are the same, so a close could not be told from an open; choose two different secrets"),
             format!("{a}:2: error: this is a simple-mode line; advanced lines are PORT,KNOCKPORT,OPENSECRET,CLOSESECRET"),
             format!("{a}:3: error: port 22 is already protected by the simple door at {s}:1; a port can be protected by one mode only"),

@@ -120,7 +120,7 @@ fn render_simple(doors: &[SimpleDoor]) -> String {
         let seq: Vec<String> = d
             .sequence
             .iter()
-            .map(|k| format!("{}/{}", k.port, k.proto))
+            .map(|k| k.to_string())
             .collect();
         out += &format!("{}:{}\n", d.protected, seq.join(","));
     }

@@ -149,8 +149,8 @@ fn sequence_length_and_repeats() {
     assert_eq!(
         simple("22:9,7,7,8\n23:9,7/udp,7/udp\n24:9,7/udp,7,8\n").1,
         [
-            format!("{S}:1: error: knock port tcp/7 is repeated at positions 2 and 3; a repeat cannot be told from a retransmission"),
-            format!("{S}:2: error: knock port udp/7 is repeated at positions 2 and 3; a repeat cannot be told from a retransmission"),
+            format!("{S}:1: error: knock port 7/tcp is repeated at positions 2 and 3; a repeat cannot be told from a retransmission"),
+            format!("{S}:2: error: knock port 7/udp is repeated at positions 2 and 3; a repeat cannot be told from a retransmission"),
         ]
     );
 }
@@ -163,8 +163,8 @@ fn simple_warnings() {
     assert_eq!(
         diags,
         [
-            format!("{S}:1: warning: a one-port sequence: any single packet to tcp/7000 (a port scan, say) opens the door; use three or more knock ports"),
-            format!("{S}:2: warning: a one-port sequence: any single packet to udp/7 (a port scan, say) opens the door; use three or more knock ports"),
+            format!("{S}:1: warning: a one-port sequence: any single packet to 7000/tcp (a port scan, say) opens the door; use three or more knock ports"),
+            format!("{S}:2: warning: a one-port sequence: any single packet to 7/udp (a port scan, say) opens the door; use three or more knock ports"),
             format!("{S}:3: {ascending}"),
             format!("{S}:5: {ascending}"),
         ]
@@ -372,14 +372,17 @@ fn valid_simple() -> impl Strategy<Value = Vec<SimpleDoor>> {
 
 /// The doors as list lines, each knock port written `PORT/PROTO`.
 fn render_simple(doors: &[SimpleDoor]) -> String {
-    let knock = |k: &KnockPort| format!("{}/{}", k.port, k.proto);
     doors
         .iter()
         .map(|d| {
             format!(
                 "{}:{}\n",
                 d.protected,
-                d.sequence.iter().map(knock).collect::<Vec<_>>().join(",")
+                d.sequence
+                    .iter()
+                    .map(KnockPort::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
             )
         })
         .collect()
