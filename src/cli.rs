@@ -338,7 +338,7 @@ pub fn run() -> ExitCode {
         }
     }
     let code = match cli.command {
-        Command::Check(args) => crate::config::check_command(&args.config_dir),
+        Command::Check(args) => crate::admin::check_command(&args.config_dir),
         Command::Knock(args) => crate::client::knock_command(&args),
         Command::Otp(args) => crate::client::otp_command(&args),
         Command::Serve(args) => {

@@ -3,7 +3,6 @@
 //! [`load`] reads a configuration directory and returns either a validated [`Config`] with
 //! its warnings, or every problem found, each as `FILE:LINE: severity: message`.
 
-mod check;
 mod conf;
 mod diagnostic;
 mod lists;
@@ -16,7 +15,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use check::check_command;
 pub use conf::{MAX_DURATION_SECS, MAX_MAX_SOURCES, MAX_OTP_SKEW};
 pub use diagnostic::{ConfigError, Diagnostic, Severity};
 pub use lists::{MAX_SEQUENCE, MIN_SECRET_LEN};

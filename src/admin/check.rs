@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use super::{load, KnockPort, Loaded};
 use crate::cli::{EXIT_OK, EXIT_USAGE};
+use crate::config::{load, KnockPort, Loaded};
 
 /// Validates the configuration in `dir`, prints every diagnostic to stderr and, when it is
 /// usable, a summary to stdout. Returns the exit status: 0 when valid (warnings may remain),

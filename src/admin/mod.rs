@@ -1,6 +1,8 @@
-//! The administrator's commands that act on the kernel directly: `apply`, `status`, `open`,
-//! `close`, `remove`. Each reads the truth from the kernel rather than from the daemon, so they
-//! work the same whether or not the daemon runs.
+//! The administrator's commands: `check` (the configuration alone), and those that act on the
+//! kernel directly: `apply`, `status`, `open`, `close`, `remove`. These read the truth from the
+//! kernel rather than from the daemon, so they work the same whether or not the daemon runs.
+
+mod check;
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,6 +13,8 @@ use crate::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::config::{self, Config, KnockPort};
 use crate::daemon::signal_reload;
 use crate::firewall::{self, Grant, Policy};
+
+pub use check::check_command;
 
 /// How long `open` grants when `--for` is not given.
 pub const DEFAULT_MANUAL_OPEN: Duration = Duration::from_secs(3600);
