@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::*;
@@ -86,7 +86,7 @@ fn status_text_names_the_modes_the_doors_and_the_grants() {
 #[test]
 fn only_syns_count_as_knocks() {
     let Some(lab) = lab(1, FAST) else { return };
-    let me: std::net::Ipv4Addr = portknock::netns::client4(0)
+    let me: IpAddr = portknock::netns::client4(0)
         .parse()
         .expect("client address");
     // Each of these, in the door's order, would open 22 if it counted.
@@ -110,7 +110,7 @@ fn the_daemon_tracks_at_most_max_sources_forgetting_the_least_recent() {
     let Some(lab) = lab(1, "FW_PORTKNOCK_MAX_SOURCES=8\n") else {
         return;
     };
-    let spoofed = |n: u8| std::net::Ipv4Addr::new(198, 18, 7, n);
+    let spoofed = |n: u8| IpAddr::from([198, 18, 7, n]);
     lab.raw_tcp(0, spoofed(1), 7000, Segment::Syn);
     lab.raw_tcp(0, spoofed(1), 9000, Segment::Syn);
     // Sixteen more sources start a sequence: the first one's progress is forgotten.
@@ -138,6 +138,32 @@ fn the_daemon_tracks_at_most_max_sources_forgetting_the_least_recent() {
     // final knock has been handled too.
     wait_until(Duration::from_secs(5), || !granted().is_empty()).expect("a grant");
     assert_eq!(granted(), ["198.18.7.2"]);
+}
+
+#[test]
+fn progress_the_engine_lets_go_is_disarmed_in_the_kernel_too() {
+    // Eight more doors, each with a first knock of its own: a source that starts all eight
+    // after 22's 7000, 9000 has 22's progress forgotten (the engine keeps eight per source).
+    let mut simple = String::from("22:7000,9000,8000\n");
+    for i in 0..8 {
+        simple += &format!("{}:{},{},{}\n", 23 + i, 6001 + i, 5001 + i, 4001 + i);
+    }
+    let Some(mut lab) = lab_with(1, "", &simple, ADVANCED) else {
+        return;
+    };
+    lab.start_daemon();
+    let mut knocks = vec!["knock".to_string(), SERVER4.to_string()];
+    knocks.extend(["7000", "9000"].map(String::from));
+    knocks.extend((0..8).map(|i| (6001 + i).to_string()));
+    // By SPEC §2 this is a fresh 7000 and then a wrong knock.
+    knocks.extend(["7000", "8000"].map(String::from));
+    let args: Vec<&str> = knocks.iter().map(String::as_str).collect();
+    ok(&lab.client(0, &args));
+    assert!(daemon_logged(&lab, "wrong sequence"), "the daemon saw 8000");
+    assert!(
+        !lab.can_connect(0, SERVER4, 22),
+        "the arming of 22 outlived its progress"
+    );
 }
 
 #[test]

@@ -192,6 +192,22 @@ impl Engine {
         out
     }
 
+    /// Whether `source` has knocked all of `door`'s sequence but the final knock, within the
+    /// knock timeout at `now`: what the kernel should hold armed. False once that progress is
+    /// gone, whether the door opened, reset, expired or was forgotten for the bounds.
+    pub fn is_armed(&self, source: IpAddr, door: DoorId, now: Instant) -> bool {
+        let n = self.sequences.get(door).map_or(0, Vec::len);
+        let Some(progress) = self.sources.peek(&source.to_canonical()) else {
+            return false;
+        };
+        progress.iter().any(|p| {
+            p.door as usize == door
+                && n >= 2
+                && p.step as usize == n - 1
+                && now.saturating_duration_since(p.last) <= self.timeout
+        })
+    }
+
     /// How many sources have progress on some door (stale progress included until the source
     /// knocks again or is evicted).
     pub fn tracked_sources(&self) -> usize {
@@ -897,5 +913,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn armed_is_exactly_the_final_knock_missing_within_the_timeout() {
+        let doors = [tcp_door(22, &[1, 2, 3]), tcp_door(23, &[5, 6])];
+        let mut engine = Engine::new(&doors, TIMEOUT, 16);
+        let src: IpAddr = Ipv4Addr::new(198, 18, 0, 2).into();
+        let t0 = Instant::now();
+        engine.knock(src, KnockPort::tcp(1), t0);
+        assert!(!engine.is_armed(src, 0, t0), "two knocks are missing");
+        engine.knock(src, KnockPort::tcp(2), t0);
+        assert!(engine.is_armed(src, 0, t0));
+        assert!(!engine.is_armed(src, 1, t0), "another door");
+        assert!(!engine.is_armed(src, 0, t0 + TIMEOUT + Duration::from_millis(1)));
+        engine.knock(src, KnockPort::tcp(3), t0);
+        assert!(!engine.is_armed(src, 0, t0), "opened, so over");
+        engine.knock(src, KnockPort::tcp(5), t0);
+        assert!(engine.is_armed(src, 1, t0));
+        engine.knock(src, KnockPort::tcp(1), t0);
+        assert!(
+            engine.is_armed(src, 1, t0),
+            "another door's knock changes nothing"
+        );
+        engine.knock(src, KnockPort::tcp(6), t0);
+        assert!(!engine.is_armed(src, 1, t0));
     }
 }

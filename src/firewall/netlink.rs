@@ -33,6 +33,9 @@ use crate::config::{KnockPort, Proto};
 
 /// `NFNL_SUBSYS_NFTABLES`: the subsystem a batch is addressed to.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// Most changes in one transaction: at most three element messages of about 100 bytes each,
+/// so that a batch stays far below the 208 KiB a netlink socket sends by default.
+const MAX_CHANGES: usize = 256;
 /// How long to wait for the kernel's answer to a transaction, which comes at once: only a
 /// kernel that stops answering reaches it.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -189,22 +192,24 @@ impl SetUpdater {
     /// One refused change aborts the whole transaction (an add to a full set, say); the changes
     /// are then sent again one by one, in order, so that each succeeds or fails alone, and the
     /// first error is returned.
+    ///
+    /// Many changes go as several transactions of at most [`MAX_CHANGES`] each, in order: one
+    /// nfnetlink batch is one datagram, which must fit the socket's send buffer.
     pub fn commit(&mut self) -> Result<(), NetlinkError> {
         let changes = mem::take(&mut self.pending);
-        match self.transact(&changes) {
-            // Only a refusal: after an I/O error the changes would just meet it again.
-            Err(NetlinkError::Refused { .. }) if changes.len() > 1 => {
-                let mut first_error = Ok(());
-                for change in &changes {
-                    let result = self.transact(slice::from_ref(change));
-                    if first_error.is_ok() {
-                        first_error = result;
-                    }
-                }
-                first_error
-            }
-            result => result,
+        let mut first_error = Ok(());
+        for chunk in changes.chunks(MAX_CHANGES) {
+            let result = match self.transact(chunk) {
+                // Only a refusal: after an I/O error the changes would just meet it again.
+                Err(NetlinkError::Refused { .. }) if chunk.len() > 1 => chunk
+                    .iter()
+                    .map(|change| self.transact(slice::from_ref(change)))
+                    .fold(Ok(()), Result::and),
+                result => result,
+            };
+            first_error = first_error.and(result);
         }
+        first_error
     }
 
     /// Sends `changes` as one nfnetlink batch. Only the last message asks for an

@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
@@ -313,13 +313,24 @@ pub enum Segment {
 }
 
 impl Lab {
-    /// Sends one TCP segment to `SERVER4:port` from client `i`'s namespace with `source` as its
-    /// source address (the client's own, or a spoofed one in 198.18.0.0/15), through a raw
-    /// socket: for packets no client sends, such as a lone ACK, or for many sources at once.
-    pub fn raw_tcp(&self, i: usize, source: Ipv4Addr, port: u16, segment: Segment) {
-        let server: Ipv4Addr = SERVER4.parse().expect("server address");
-        let builder = etherparse::PacketBuilder::ipv4(source.octets(), server.octets(), 64)
-            .tcp(40_000, port, 1, 64_240);
+    /// Sends one TCP segment to the server's `port` from client `i`'s namespace with `source`
+    /// as its source address (the client's own, or a spoofed one in 198.18.0.0/15 or
+    /// fd00:5eed::/64), through a raw socket: for packets no client sends, such as a lone ACK,
+    /// or for many sources at once.
+    pub fn raw_tcp(&self, i: usize, source: IpAddr, port: u16, segment: Segment) {
+        let (builder, server) = match source {
+            IpAddr::V4(source) => {
+                let server: std::net::Ipv4Addr = SERVER4.parse().expect("server address");
+                let ip = etherparse::PacketBuilder::ipv4(source.octets(), server.octets(), 64);
+                (ip, IpAddr::V4(server))
+            }
+            IpAddr::V6(source) => {
+                let server: std::net::Ipv6Addr = SERVER6.parse().expect("server address");
+                let ip = etherparse::PacketBuilder::ipv6(source.octets(), server.octets(), 64);
+                (ip, IpAddr::V6(server))
+            }
+        };
+        let builder = builder.tcp(40_000, port, 1, 64_240);
         let builder = match segment {
             Segment::Syn => builder.syn(),
             Segment::SynAck => builder.syn().ack(1),
@@ -329,12 +340,12 @@ impl Lab {
         };
         let mut packet = Vec::with_capacity(builder.size(0));
         builder.write(&mut packet, &[]).expect("build the segment");
-        let to = socket2::SockAddr::from(SocketAddr::new(IpAddr::V4(server), 0));
+        let to = socket2::SockAddr::from(SocketAddr::new(server, 0));
         self.clients[i]
             .run(move || -> std::io::Result<usize> {
                 // IPPROTO_RAW: the packet carries its own IP header.
                 let socket = socket2::Socket::new(
-                    socket2::Domain::IPV4,
+                    socket2::Domain::for_address(SocketAddr::new(server, 0)),
                     socket2::Type::from(libc::SOCK_RAW),
                     Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
                 )?;
