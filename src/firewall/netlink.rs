@@ -193,7 +193,7 @@ impl SetUpdater {
     /// are then sent again one by one, in order, so that each succeeds or fails alone, and the
     /// first error is returned.
     ///
-    /// Many changes go as several transactions of at most [`MAX_CHANGES`] each, in order: one
+    /// Many changes go as several transactions of at most 256 changes each, in order: one
     /// nfnetlink batch is one datagram, which must fit the socket's send buffer.
     pub fn commit(&mut self) -> Result<(), NetlinkError> {
         let changes = mem::take(&mut self.pending);
