@@ -300,10 +300,8 @@ fn verify_open_and_closed(args: &[&str], env: &[(&str, &str)]) -> Run {
     );
 
     let closed = closed_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).to_string();
-    let started = Instant::now();
     let result = with_verify(&closed, &["--verify-timeout", "300"]);
     assert_exit(&result, 1);
-    assert!(started.elapsed() < Duration::from_secs(10));
     // Nothing listens on loopback's closed port, so the kernel refuses rather than drops:
     // the report tells the refusal apart from a firewall that stayed shut.
     let stdout = result.stdout_text();
@@ -494,7 +492,7 @@ fn otp_print_writes_only_the_payload_and_sends_nothing() {
 
 #[test]
 fn otp_print_with_source_needs_no_resolvable_host() {
-    let result = run_with_env(
+    let result = run_offline(
         &[
             "otp",
             "no-such-host.invalid",
