@@ -196,12 +196,23 @@ pub fn parse_messages(mut bytes: &[u8], out: &mut Vec<Packet>) {
 }
 
 /// Parses an IPv4 or IPv6 packet (possibly cut short by the copy range) into a knock.
+///
+/// An IPv4-mapped IPv6 source is no knock: no host sends from one (Linux 6.18 drops such
+/// packets before netfilter, measured; other kernels may not), and the engine would count it
+/// as the IPv4 address while the kernel's sets would hold it as an IPv6 one.
+///
 /// Public for fuzzing.
 pub fn parse_ip(data: &[u8]) -> Option<Packet> {
     let sliced = LaxSlicedPacket::from_ip(data).ok()?;
     let source = match sliced.net? {
         LaxNetSlice::Ipv4(ip) => IpAddr::V4(ip.header().source_addr()),
-        LaxNetSlice::Ipv6(ip) => IpAddr::V6(ip.header().source_addr()),
+        LaxNetSlice::Ipv6(ip) => {
+            let source = ip.header().source_addr();
+            if source.to_ipv4_mapped().is_some() {
+                return None;
+            }
+            IpAddr::V6(source)
+        }
         _ => return None,
     };
     match sliced.transport? {
@@ -255,6 +266,24 @@ mod tests {
         let packet = parse_ip(&bytes).unwrap();
         assert_eq!(packet.source, IpAddr::V6(src.into()));
         assert_eq!(packet.knock, KnockPort::tcp(7000));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_ipv6_source_is_no_knock() {
+        let src = "::ffff:198.18.7.3"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        let dst = "fd00:5eed::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        let builder = PacketBuilder::ipv6(src, dst, 64)
+            .tcp(40000, 7000, 1, 64000)
+            .syn();
+        let mut bytes = Vec::new();
+        builder.write(&mut bytes, &[]).unwrap();
+        assert!(parse_ip(&bytes).is_none());
     }
 
     /// An NFLOG packet message carrying `packet`, as the kernel frames it (header, netfilter

@@ -183,8 +183,8 @@ fn run(dir: &Path, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The daemon's knock handling: the configuration in force, the engine, the used-OTP record
-/// and the netlink socket that writes grants.
+/// The daemon's knock handling: the configuration in force and what derives from its doors,
+/// the used-OTP record, and the netlink socket that writes grants.
 struct Knocks {
     config: Config,
     doors: Doors,
@@ -248,9 +248,6 @@ impl Knocks {
     fn handle(&mut self, packet: &Packet) {
         debug!(source = %packet.source, knock = %packet.knock, "knock");
         if packet.source.is_ipv6() && !self.config.settings.ipv6 {
-            return;
-        }
-        if !plausible_source(packet.source) {
             return;
         }
         let otp_door = match packet.knock.proto {
@@ -432,18 +429,7 @@ impl LineBudget {
     }
 }
 
-/// Sends the queued set changes to the kernel as one transaction.
-/// Whether a knock's source could have sent it. An IPv4-mapped IPv6 source is spoofed (no host
-/// sends from one, and Linux 6.18 drops such packets before netfilter, measured; other kernels
-/// may not): the engine would count it as the IPv4 address, while the kernel's sets would hold
-/// it as an IPv6 one.
-fn plausible_source(source: IpAddr) -> bool {
-    match source {
-        IpAddr::V4(_) => true,
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().is_none(),
-    }
-}
-
+/// Sends the queued set changes to the kernel; a failure is logged.
 fn commit(kernel: &mut SetUpdater) {
     if let Err(e) = kernel.commit() {
         error!("{e}");
@@ -485,21 +471,6 @@ impl Doors {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ipv4_mapped_sources_are_not_plausible() {
-        for (source, plausible) in [
-            ("198.18.7.3", true),
-            ("fd00:5eed::3", true),
-            ("::ffff:198.18.7.3", false),
-        ] {
-            assert_eq!(
-                plausible_source(source.parse().unwrap()),
-                plausible,
-                "{source}"
-            );
-        }
-    }
 
     #[test]
     fn the_line_budget_holds_back_past_its_limit_and_refills_each_second() {

@@ -18,9 +18,10 @@
 //! hashes with std's randomly keyed SipHash, because its keys are chosen by whoever sends
 //! (spoofed) packets.
 //!
-//! Forgotten progress (eviction, timeouts) is not reported when it happens. The daemon must
-//! therefore give every armed kernel element a timeout equal to the knock timeout, so that an
-//! arming the engine no longer knows about disarms itself.
+//! Forgotten progress (eviction, timeouts) is not reported when it happens: the daemon asks
+//! [`Engine::is_armed`] after a source's knock, and gives every armed kernel element a timeout
+//! equal to the knock timeout, so that an arming of a source evicted by others' knocks ends by
+//! itself.
 //!
 //! Reload: build a new engine with [`Engine::new`]. Progress of knocks in flight is lost, which
 //! costs a client at most one retry; grants live in the kernel and are not affected.
@@ -49,8 +50,8 @@ pub enum Outcome {
         /// How many knocks of the sequence are now right (1 after the first port).
         step: usize,
     },
-    /// The knocks so far are right and only `final_knock` remains: arm (source, final port) in
-    /// the kernel, with the knock timeout, so the kernel grants on the final knock itself.
+    /// The knocks so far are right and only `final_knock` remains: arm the door in the kernel,
+    /// with the knock timeout, so that the kernel lets the source through on the final knock.
     /// A two-port sequence is armed by its first knock.
     Armed {
         /// The door.
@@ -59,7 +60,7 @@ pub enum Outcome {
         final_knock: KnockPort,
     },
     /// The sequence is complete: grant (source, protected port), or refresh the grant. Progress
-    /// starts over, so disarm if the door was armed (always the case for two ports or more).
+    /// starts over, so the door is no longer armed.
     Opened {
         /// The door.
         door: DoorId,
@@ -70,7 +71,7 @@ pub enum Outcome {
     Reset {
         /// The door.
         door: DoorId,
-        /// Only the final knock was missing: disarm.
+        /// Only the final knock was missing.
         was_armed: bool,
     },
     /// A repeat of the port just knocked, within the knock timeout: ignored, as SYN
@@ -84,8 +85,7 @@ pub enum Outcome {
     Expired {
         /// The door.
         door: DoorId,
-        /// Only the final knock was missing. Nothing to disarm: the kernel element carries the
-        /// same timeout and has expired already.
+        /// Only the final knock was missing.
         was_armed: bool,
     },
 }

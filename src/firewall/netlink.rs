@@ -28,11 +28,9 @@ use netlink_packet_netfilter::{
 };
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
 
-use super::ruleset::{Family, Grant, MAX_GRANTS, TABLE};
+use super::ruleset::{Family, Grant, MAX_ELEMENTS, TABLE};
 use crate::config::{KnockPort, Proto};
 
-/// `NFNL_SUBSYS_NFTABLES`: the subsystem a batch is addressed to.
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// Most changes in one transaction: at most three element messages of about 100 bytes each,
 /// so that a batch stays far below the 208 KiB a netlink socket sends by default.
 const MAX_CHANGES: usize = 256;
@@ -228,7 +226,11 @@ impl SetUpdater {
         }
         let control = |inner: ControlMessage| {
             NetlinkMessage::from(NetfilterMessage::new(
-                NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
+                NetfilterHeader::new(
+                    NetfilterProtoFamily::Unspec,
+                    0,
+                    libc::NFNL_SUBSYS_NFTABLES as u16,
+                ),
                 inner,
             ))
         };
@@ -382,8 +384,8 @@ fn ask(
     socket.send(&bytes, 0)?;
     let mut rx = vec![0; 64 * 1024];
     let mut answer = Vec::new();
-    // Bounded: a dump part holds at least one element, and a grant set at most MAX_GRANTS.
-    for _ in 0..MAX_GRANTS as usize + 16 {
+    // Bounded: a dump part holds at least one element, and a grant set at most MAX_ELEMENTS.
+    for _ in 0..MAX_ELEMENTS as usize + 16 {
         let len = socket.recv(&mut &mut rx[..], 0)?;
         let mut offset = 0;
         while offset < len {
@@ -448,17 +450,15 @@ fn grant_of(attributes: &[SetElementAttribute]) -> Option<Grant> {
             _ => {}
         }
     }
-    let (source, port) = match key?.as_slice() {
-        [a @ .., p0, p1, 0, 0] if a.len() == 4 => {
-            let octets: [u8; 4] = a.try_into().ok()?;
-            (IpAddr::from(octets), u16::from_be_bytes([*p0, *p1]))
-        }
-        [a @ .., p0, p1, 0, 0] if a.len() == 16 => {
-            let octets: [u8; 16] = a.try_into().ok()?;
-            (IpAddr::from(octets), u16::from_be_bytes([*p0, *p1]))
-        }
+    let [addr @ .., p0, p1, 0, 0] = key?.as_slice() else {
+        return None;
+    };
+    let source = match addr.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(addr).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(addr).ok()?),
         _ => return None,
     };
+    let port = u16::from_be_bytes([*p0, *p1]);
     Some(Grant {
         source,
         port,

@@ -27,10 +27,10 @@ fn first_nonempty(a: &str, b: &str) -> String {
 
 /// Applies one batch atomically: either all of it takes effect or none.
 ///
-/// Runs `nft -j -f -` and streams the batch to its standard input as it is serialized (10,000
-/// doors make 7 MB of JSON, which need not sit in memory twice). nft's own messages are
-/// captured for the error, and an nft that stops reading early (it failed, or it was killed)
-/// is reported by what it said and how it ended, not as a broken pipe.
+/// Runs `nft -j -f -` and streams the batch to its standard input as it is serialized, rather
+/// than building the JSON text first (10,000 doors with their grants make megabytes). nft's
+/// own messages are captured for the error, and an nft that stops reading early (it failed, or
+/// it was killed) is reported by what it said and how it ended, not as a broken pipe.
 pub fn apply(batch: &Batch, what: &'static str) -> Result<(), NftError> {
     let mut child = Command::new("nft")
         .args(["-j", "-f", "-"])

@@ -18,15 +18,15 @@
 //! lookup into a set key; 20,000 such rules took 0.75 s to load).
 //!
 //! The price is one armed door per source at a time, since `knocked` names the source only:
-//! arming a door disarms any other door of that source, and clears `knocked` of it in the
-//! same transaction (see `netlink::SetUpdater::arm`). A door disarmed so is granted by the
-//! daemon when its final knock comes, a moment later.
+//! the daemon disarms the source's other door before it arms one, and the arming clears the
+//! source from `knocked` in the same transaction (`netlink::SetUpdater::arm`). A door
+//! disarmed so is granted by the daemon when its final knock comes, a moment later.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::{Config, Proto};
@@ -38,10 +38,11 @@ pub const NFLOG_GROUP: u16 = 42420;
 /// Bytes of each knock packet copied to the daemon: IPv6 header, UDP header and the 65-byte OTP
 /// fit with room to spare.
 pub const SNAPLEN: u32 = 256;
-/// Most elements per dynamic set and address family at once: grants, armed and knocked
-/// sources. Set explicitly because a set the packet path writes to is otherwise capped at
-/// 65,535 elements by nft, which a flood of spoofed partial sequences could fill.
-pub(super) const MAX_GRANTS: u32 = 1 << 20;
+/// Most elements per dynamic set and address family at once: grants, and the armed, expected
+/// and knocked elements of the fast path. Set explicitly because a set the packet path writes
+/// to is otherwise capped at 65,535 elements by nft, which a flood of spoofed partial
+/// sequences could fill.
+pub(super) const MAX_ELEMENTS: u32 = 1 << 20;
 /// Base-chain priority: before the usual `filter` chains (0), after conntrack (-200), so that
 /// `ct state` is known and our drop comes first whatever else the host has.
 const PRIORITY: i32 = -10;
@@ -174,7 +175,10 @@ impl Policy {
         if !self.ipv6_knocks {
             cmds.push(rule(
                 "knock",
-                vec![nfproto(Family::V6), json!({"return": null})],
+                vec![
+                    json!({"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": "ipv6"}}),
+                    json!({"return": null}),
+                ],
             ));
         }
         cmds.push(rule(
@@ -209,7 +213,6 @@ impl Policy {
             cmds.push(rule(
                 "guard",
                 vec![
-                    nfproto(family),
                     in_set(source_port.clone(), sets.granted),
                     json!({"return": null}),
                 ],
@@ -217,7 +220,6 @@ impl Policy {
             cmds.push(rule(
                 "guard",
                 vec![
-                    nfproto(family),
                     in_set(source_port, sets.expected),
                     in_set(saddr(family), sets.knocked),
                     json!({"return": null}),
@@ -225,26 +227,24 @@ impl Policy {
             ));
         }
         cmds.push(rule("guard", vec![json!({"drop": null})]));
-        Batch(cmds)
+        Batch { nftables: cmds }
     }
 }
 
 /// One nft JSON batch, serialized as `{"nftables": [...]}`.
-#[derive(Debug)]
-pub struct Batch(Vec<Value>);
-
-impl Serialize for Batch {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        json!({"nftables": self.0}).serialize(s)
-    }
+#[derive(Debug, Serialize)]
+pub struct Batch {
+    nftables: Vec<Value>,
 }
 
 /// The batch that removes the table, and with it every rule and grant of portknock.
 pub fn remove_batch() -> Batch {
-    Batch(vec![
-        json!({"add": {"table": table()}}),
-        json!({"delete": {"table": table()}}),
-    ])
+    Batch {
+        nftables: vec![
+            json!({"add": {"table": table()}}),
+            json!({"delete": {"table": table()}}),
+        ],
+    }
 }
 
 /// Address family of a source, naming its sets.
@@ -316,7 +316,7 @@ fn port_set(name: &str) -> Value {
 fn dynamic_set(name: &str, key_type: Value) -> Value {
     json!({"add": {"set": {
         "family": "inet", "table": TABLE, "name": name,
-        "type": key_type, "flags": ["timeout"], "size": MAX_GRANTS,
+        "type": key_type, "flags": ["timeout"], "size": MAX_ELEMENTS,
     }}})
 }
 
@@ -352,14 +352,6 @@ fn rule(chain: &str, expr: Vec<Value>) -> Value {
 
 fn jump(chain: &str) -> Value {
     json!({"jump": {"target": chain}})
-}
-
-fn nfproto(family: Family) -> Value {
-    let name = match family {
-        Family::V4 => "ipv4",
-        Family::V6 => "ipv6",
-    };
-    json!({"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": name}})
 }
 
 fn in_set(key: Value, set: &str) -> Value {
