@@ -4,6 +4,7 @@
 
 mod check;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -49,15 +50,29 @@ pub enum InstallError {
 /// Installs the policy of `config` atomically, keeping the grants of doors that still exist.
 /// With the engine off, removes the table instead.
 pub fn install(config: &Config) -> Result<(), InstallError> {
-    if !config.settings.enabled {
-        firewall::apply(&firewall::remove_batch(), "removing the portknock table")?;
-        return Ok(());
-    }
-    let keep = firewall::grants()?.unwrap_or_default();
-    let batch = Policy::from_config(config).install_batch(&keep);
-    firewall::apply(&batch, "installing the portknock ruleset")?;
+    let keep = if config.settings.enabled {
+        firewall::grants()?.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let (batch, what) = batch_for(config, &keep);
+    firewall::apply(&batch, what)?;
     Ok(())
 }
+
+/// The batch that puts `config` in force, carrying over the grants in `keep`, and what it does:
+/// the policy, or with the engine off the removal of the table.
+fn batch_for(config: &Config, keep: &[Grant]) -> (firewall::Batch, &'static str) {
+    if config.settings.enabled {
+        let batch = Policy::from_config(config).install_batch(keep);
+        (batch, "installing the portknock ruleset")
+    } else {
+        (firewall::remove_batch(), REMOVING)
+    }
+}
+
+/// What the removal of the table is, for nft's error message.
+const REMOVING: &str = "removing the portknock table";
 
 /// `portknock apply [--dry-run]`.
 pub fn apply(dir: &Path, dry_run: bool) -> u8 {
@@ -66,11 +81,7 @@ pub fn apply(dir: &Path, dry_run: bool) -> u8 {
         return EXIT_USAGE;
     };
     if dry_run {
-        let batch = if config.settings.enabled {
-            Policy::from_config(&config).install_batch(&[])
-        } else {
-            firewall::remove_batch()
-        };
+        let (batch, _) = batch_for(&config, &[]);
         return match serde_json::to_string_pretty(&batch) {
             Ok(text) => {
                 println!("{text}");
@@ -163,16 +174,14 @@ impl Status {
                 knock: format!("{} (OTP)", KnockPort::udp(d.knock_port)),
             }));
         }
-        let mode_of = |port: u16| {
-            doors.iter().find(|d| d.port == port).map_or(
-                if config.is_some() {
-                    "manual"
-                } else {
-                    "unknown"
-                },
-                |d| d.mode,
-            )
+        // Up to a million grants against up to 65,535 doors: looked up, not searched.
+        let modes: HashMap<u16, &'static str> = doors.iter().map(|d| (d.port, d.mode)).collect();
+        let unlisted = if config.is_some() {
+            "manual"
+        } else {
+            "unknown"
         };
+        let mode_of = |port: u16| modes.get(&port).copied().unwrap_or(unlisted);
         let grants = grants.as_ref().map(|g| {
             g.iter()
                 .map(|&grant| GrantStatus {
@@ -285,7 +294,7 @@ pub fn manual(source: std::net::IpAddr, port: u16, open_for: Option<Duration>) -
 
 /// `portknock remove`.
 pub fn remove() -> u8 {
-    match firewall::apply(&firewall::remove_batch(), "removing the portknock table") {
+    match firewall::apply(&firewall::remove_batch(), REMOVING) {
         Ok(()) => {
             println!(
                 "table inet {} removed: no port is protected any more",
