@@ -3,15 +3,13 @@
 
 use std::collections::hash_map::{Entry as Slot, HashMap};
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use super::port::is_digits;
 use super::{
     parse_port, AdvancedDoor, Diagnostic, KnockPort, PortError, Proto, Secret, SimpleDoor,
 };
-use crate::engine::{Engine, Outcome};
+use crate::engine::armed_together;
 
 /// Most knock ports in one simple sequence (SPEC §1.4).
 pub const MAX_SEQUENCE: usize = 32;
@@ -310,45 +308,20 @@ pub(super) fn cross_check(
     let doors: Vec<Door> = simple_doors.chain(advanced_doors).collect();
 
     // Allowed, but a source has one door armed in the kernel at a time (firewall::ruleset):
-    // when one knock arms two doors, the daemon keeps the later armed and opens the other
-    // itself, a moment after its final knock. Found by knocking each sequence but its last
-    // port into an engine, each from a source of its own.
+    // the daemon opens a door displaced so itself, a moment after its final knock.
     let sequences: Vec<SimpleDoor> = simple.entries.iter().map(|e| e.door.clone()).collect();
-    let mut engine = Engine::new(&sequences, Duration::from_secs(1), sequences.len());
-    let now = Instant::now();
-    for (i, door) in sequences.iter().enumerate() {
-        let source = IpAddr::from(Ipv6Addr::from(i as u128));
-        let mut armed = Vec::new();
-        for knock in door
-            .sequence
-            .split_last()
-            .map_or(&[][..], |(_, prefix)| prefix)
-        {
-            armed = engine
-                .knock(source, *knock, now)
-                .into_iter()
-                .filter_map(|o| match o {
-                    Outcome::Armed { door, .. } => Some(door),
-                    _ => None,
-                })
-                .collect();
-        }
-        if let (true, Some(&later)) = (armed.contains(&i), armed.last()) {
-            // The same whole sequence is an error, reported below.
-            if later != i && sequences[later].sequence != door.sequence {
-                let other = doors[later].describe();
-                diags.push(Diagnostic::warning(
-                    &simple.file,
-                    Some(simple.entries[i].line),
-                    format!(
-                        "the knock before its last also arms {other}, and a source has one \
-                         armed door at a time, so the daemon opens this one itself, a moment \
-                         after its final knock: a connection made at once may wait a second \
-                         for TCP to retry; make the two sequences differ earlier"
-                    ),
-                ));
-            }
-        }
+    for (displaced, by) in armed_together(&sequences) {
+        let other = doors[by].describe();
+        diags.push(Diagnostic::warning(
+            &simple.file,
+            Some(simple.entries[displaced].line),
+            format!(
+                "the knock before its last also arms {other}, and a source has one \
+                 armed door at a time, so the daemon opens this one itself, a moment \
+                 after its final knock: a connection made at once may wait a second \
+                 for TCP to retry; make the two sequences differ earlier"
+            ),
+        ));
     }
 
     let mut error = |door: &Door, message: String| {

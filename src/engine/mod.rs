@@ -27,7 +27,7 @@
 //! costs a client at most one retry; grants live in the kernel and are not affected.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
@@ -213,6 +213,41 @@ impl Engine {
     pub fn tracked_sources(&self) -> usize {
         self.sources.len()
     }
+}
+
+/// The doors that one knock arms together with a later door, as pairs (displaced, by): the
+/// knock before a door's last, from a source that knocked that door's sequence, also arms
+/// `by`, which the daemon keeps armed in the kernel (it acts on outcomes in door order), so it
+/// opens `displaced` itself. Doors with the same whole sequence are left out: that is an error
+/// of its own.
+///
+/// Each door's sequence is knocked from a source of its own, a millisecond apart, so the
+/// engine's bounds act as they do on real knocks.
+pub fn armed_together(doors: &[SimpleDoor]) -> Vec<(DoorId, DoorId)> {
+    let mut engine = Engine::new(doors, Duration::from_secs(3600), doors.len());
+    let mut now = Instant::now();
+    let mut pairs = Vec::new();
+    for (i, door) in doors.iter().enumerate() {
+        let source = IpAddr::from(Ipv6Addr::from(i as u128));
+        let mut armed = Vec::new();
+        for knock in &door.sequence[..door.sequence.len().saturating_sub(1)] {
+            now += Duration::from_millis(1);
+            armed = engine
+                .knock(source, *knock, now)
+                .into_iter()
+                .filter_map(|o| match o {
+                    Outcome::Armed { door, .. } => Some(door),
+                    _ => None,
+                })
+                .collect();
+        }
+        if let (true, Some(&later)) = (armed.contains(&i), armed.last()) {
+            if later != i && doors[later].sequence != door.sequence {
+                pairs.push((i, later));
+            }
+        }
+    }
+    pairs
 }
 
 /// One knock, applied door by door.
@@ -938,5 +973,21 @@ mod tests {
         );
         engine.knock(src, KnockPort::tcp(6), t0);
         assert!(!engine.is_armed(src, 1, t0));
+    }
+
+    #[test]
+    fn doors_one_knock_arms_together_are_paired_with_the_one_kept() {
+        let doors = [
+            tcp_door(22, &[1, 2, 3]),
+            tcp_door(23, &[1, 2, 4]),
+            tcp_door(24, &[5, 6]),
+            tcp_door(25, &[7, 2, 3]),
+            tcp_door(26, &[7, 2, 3]),
+        ];
+        assert_eq!(
+            armed_together(&doors),
+            [(0, 1)],
+            "23 is kept for 22's knocks; 24 shares nothing; 25 and 26 are one sequence twice"
+        );
     }
 }
