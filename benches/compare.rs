@@ -543,6 +543,7 @@ fn run_flood(
     kv(&format!("{key}_sent_pps"), format!("{:.0}", out.pps()));
     kv(&format!("{key}_rx_pps"), format!("{delivered_pps:.0}"));
     kv(&format!("{key}_sent"), out.sent);
+    kv(&format!("{key}_send_errors"), out.send_errors);
     kv(
         &format!("{key}_seconds"),
         format!("{:.1}", out.elapsed.as_secs_f64()),
@@ -1042,18 +1043,13 @@ fn targets(res: &Results) -> Table {
 /// Debugging aid: with `BENCH_HOLD_SECS=N`, keeps the lab of a flood run up for N seconds
 /// after the flood (before the post-flood knock), printing its namespaces, for inspection.
 fn hold_for_inspection(r: &Running, what: &str) {
-    let secs: u64 = std::env::var("BENCH_HOLD_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if secs > 0 {
-        eprintln!(
-            "BENCH_HOLD_SECS: {what} on {}: server {} client {} pid {:?}; holding {secs} s",
+    support::debug_wait("BENCH_HOLD_SECS", || {
+        format!(
+            "{what} on {}: server {} client {} pid {:?}",
             r.system.name(),
             r.lab.server.name,
             r.lab.clients[0].name,
             r.pid()
-        );
-        support::sleep(Duration::from_secs(secs.min(600)));
-    }
+        )
+    });
 }

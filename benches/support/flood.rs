@@ -265,11 +265,6 @@ pub fn server6() -> Ipv6Addr {
     SERVER6.parse().expect("server address")
 }
 
-/// The spoofed IPv4 source of index `i` (0 ≤ i < [`SPOOF4_COUNT`]).
-pub fn spoof4(i: u32) -> Ipv4Addr {
-    Ipv4Addr::from(SPOOF4_FIRST + i % SPOOF4_COUNT)
-}
-
 /// The spoofed IPv6 source of index `i`.
 pub fn spoof6(i: u64) -> Ipv6Addr {
     Ipv6Addr::from(SPOOF6_BASE | u128::from(i & ((1 << 63) - 1)))

@@ -55,6 +55,19 @@ pub fn check_interrupted() {
     }
 }
 
+/// Debugging aid: when the environment variable `var` holds a number of seconds N, prints
+/// `what` and waits N seconds (at most 600), so that a profiler or a person can look in.
+pub fn debug_wait(var: &str, what: impl FnOnce() -> String) {
+    let secs: u64 = std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if secs > 0 {
+        eprintln!("{var}: {}; waiting {secs} s", what());
+        sleep(std::time::Duration::from_secs(secs.min(600)));
+    }
+}
+
 /// Sleeps `d`, waking early (within 100 ms) when the run is interrupted.
 pub fn sleep(d: std::time::Duration) {
     let end = std::time::Instant::now() + d;

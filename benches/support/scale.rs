@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::probe::{otp_trial, simple_trial, Series};
+use super::probe::{otp_trial, simple_trial, Series, OPEN_SECRET};
 use super::procfs::CpuMeter;
 use super::report::{f1, kv, load_note, us, Table};
 use super::systems::add_sources;
@@ -141,7 +141,7 @@ pub fn run(trials: usize, idle_secs: u64) -> (Table, Vec<Row>) {
         lab.write_config(
             "FW_PORTKNOCK_SIMPLE_OPEN=60\n",
             &list(doors),
-            "2222,2000,opensecret1,closesecret1\n",
+            &format!("2222,2000,{OPEN_SECRET},closesecret1\n"),
         );
         let apply = timed_apply(&lab);
         kv(
@@ -203,16 +203,11 @@ pub fn run(trials: usize, idle_secs: u64) -> (Table, Vec<Row>) {
 /// Debugging aid: with `BENCH_PAUSE_SECS=N` in the environment, prints the daemon's pid and
 /// waits N seconds before the trials, to attach `perf record -g -p PID` or `strace -T -p PID`.
 pub fn pause_for_profiler(lab: &Lab, what: &str) {
-    let secs: u64 = std::env::var("BENCH_PAUSE_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if secs > 0 {
-        eprintln!(
-            "BENCH_PAUSE_SECS: {what}: daemon pid {:?}, server namespace {}; waiting {secs} s",
+    super::debug_wait("BENCH_PAUSE_SECS", || {
+        format!(
+            "{what}: daemon pid {:?}, server namespace {}",
             lab.daemon_pid(),
             lab.server.name
-        );
-        super::sleep(Duration::from_secs(secs.min(600)));
-    }
+        )
+    });
 }

@@ -11,7 +11,7 @@
 //! Every table here lives in the server namespace the Lab created; nothing else is touched.
 
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -415,18 +415,4 @@ pub fn is_legitimate(addr: &IpAddr) -> bool {
         }
         IpAddr::V6(a) => (u128::from(*a) >> 63) & 1 == 0,
     }
-}
-
-/// Runs `nft` with `args` in the server namespace (helper for checks).
-pub fn nft(lab: &Lab, args: &[&str]) -> std::process::Output {
-    lab.server
-        .command("nft")
-        .args(args)
-        .output()
-        .expect("run nft")
-}
-
-/// A command inside the server namespace.
-pub fn server_command(lab: &Lab, program: &str) -> Command {
-    lab.server.command(program)
 }
