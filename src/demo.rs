@@ -275,6 +275,11 @@ impl Demo {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() % 60);
         if second >= 55 {
+            println!(
+                "  (the minute ends in {}s: waiting for the next, so that the password is \
+                 still the current one at the replay below)",
+                60 - second
+            );
             thread::sleep(Duration::from_secs(60 - second));
         }
         let exe = std::env::current_exe().ok()?;
