@@ -248,42 +248,28 @@ mod tests {
         assert_eq!(packet.payload, payload);
     }
 
-    #[test]
-    fn parses_a_tcp_syn_over_ipv6() {
-        let src = "fd00:5eed::2"
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap()
-            .octets();
-        let dst = "fd00:5eed::1"
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap()
-            .octets();
-        let builder = PacketBuilder::ipv6(src, dst, 64)
+    /// A TCP SYN to fd00:5eed::1 port 7000 from `source`.
+    fn syn_over_ipv6(source: &str) -> Vec<u8> {
+        let src: std::net::Ipv6Addr = source.parse().unwrap();
+        let dst: std::net::Ipv6Addr = "fd00:5eed::1".parse().unwrap();
+        let builder = PacketBuilder::ipv6(src.octets(), dst.octets(), 64)
             .tcp(40000, 7000, 1, 64000)
             .syn();
         let mut bytes = Vec::new();
         builder.write(&mut bytes, &[]).unwrap();
-        let packet = parse_ip(&bytes).unwrap();
-        assert_eq!(packet.source, IpAddr::V6(src.into()));
+        bytes
+    }
+
+    #[test]
+    fn parses_a_tcp_syn_over_ipv6() {
+        let packet = parse_ip(&syn_over_ipv6("fd00:5eed::2")).unwrap();
+        assert_eq!(packet.source, "fd00:5eed::2".parse::<IpAddr>().unwrap());
         assert_eq!(packet.knock, KnockPort::tcp(7000));
     }
 
     #[test]
     fn an_ipv4_mapped_ipv6_source_is_no_knock() {
-        let src = "::ffff:198.18.7.3"
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap()
-            .octets();
-        let dst = "fd00:5eed::1"
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap()
-            .octets();
-        let builder = PacketBuilder::ipv6(src, dst, 64)
-            .tcp(40000, 7000, 1, 64000)
-            .syn();
-        let mut bytes = Vec::new();
-        builder.write(&mut bytes, &[]).unwrap();
-        assert!(parse_ip(&bytes).is_none());
+        assert!(parse_ip(&syn_over_ipv6("::ffff:198.18.7.3")).is_none());
     }
 
     /// An NFLOG packet message carrying `packet`, as the kernel frames it (header, netfilter
