@@ -1,5 +1,5 @@
 //! portknock against knockd and the classic in-kernel nftables recipe, in one run, on the same
-//! namespace topology (SPEC §6 addresses only). Needs root. Run: `cargo bench --bench compare`
+//! namespace topology (docs/behaviour.md §6 addresses only). Needs root. Run: `cargo bench --bench compare`
 //! (all scenarios), or name some: `cargo bench --bench compare -- latency flood spoof scale
 //! micro`; `quick` shortens everything for a smoke test. See BENCHMARKS.md.
 //!

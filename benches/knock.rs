@@ -1,5 +1,5 @@
 //! Knock-to-open latency, scale and idle cost of the real daemon, over veth between network
-//! namespaces (SPEC §6 addresses only). Needs root. Run: `cargo bench --bench knock`.
+//! namespaces (docs/behaviour.md §6 addresses only). Needs root. Run: `cargo bench --bench knock`.
 //!
 //! The same scenario is part of `cargo bench --bench compare` (scale), which also measures
 //! knockd and the in-kernel recipe; this bench is the quick portknock-only subset. Prints

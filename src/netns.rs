@@ -1,7 +1,7 @@
 //! Throw-away network namespaces for `portknock demo` and the integration tests.
 //!
 //! A [`Network`] is a server namespace with a bridge and client namespaces joined to it by veth
-//! pairs, addressed from 198.18.0.0/15 and fd00:5eed::/64 (SPEC §6). The veth pairs are created
+//! pairs, addressed from 198.18.0.0/15 and fd00:5eed::/64 (docs/behaviour.md §6). The veth pairs are created
 //! inside the server namespace, so the host's own namespace never sees an interface appear.
 //! Everything is removed on drop, also when a panic unwinds.
 

@@ -1,4 +1,4 @@
-//! One-time passwords of advanced mode (SPEC §3).
+//! One-time passwords of advanced mode (docs/behaviour.md §3).
 //!
 //! An OTP is `HMAC-SHA256(key = secret, msg = source address || epoch_min)`: the source address
 //! as the server sees it in network byte order (4 bytes for IPv4, 16 for IPv6) followed by the
@@ -198,7 +198,7 @@ pub enum StateError {
     Malformed,
 }
 
-/// The record of accepted OTPs, so that each OTP is accepted once (SPEC §3).
+/// The record of accepted OTPs, so that each OTP is accepted once (docs/behaviour.md §3).
 ///
 /// Each accepted MAC is kept with its minute for as long as it could still verify, that is until
 /// the server's minute passes `minute + skew`; a copy of it is then refused from any address.

@@ -40,7 +40,7 @@ fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
 
 /// Like [`run_with_env`], in a network namespace of its own that has no network at all
 /// (`unshare`, in a user namespace, so root is not needed), so that a name lookup cannot leave
-/// the machine (SPEC §6).
+/// the machine (docs/behaviour.md §6).
 fn run_offline(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut unshare = Command::new("unshare");
     unshare.args(["--map-root-user", "--net", env!("CARGO_BIN_EXE_portknock")]);

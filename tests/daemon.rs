@@ -146,7 +146,7 @@ fn progress_the_engine_lets_go_is_disarmed_in_the_kernel_too() {
     let mut knocks = vec!["knock".to_string(), SERVER4.to_string()];
     knocks.extend(["7000", "9000"].map(String::from));
     knocks.extend((0..8).map(|i| (6001 + i).to_string()));
-    // By SPEC §2 this is a fresh 7000 and then a wrong knock.
+    // By docs/behaviour.md §2 this is a fresh 7000 and then a wrong knock.
     knocks.extend(["7000", "8000"].map(String::from));
     let args: Vec<&str> = knocks.iter().map(String::as_str).collect();
     ok(&lab.client(0, &args));
@@ -330,7 +330,7 @@ fn verify_tells_a_shut_door_from_an_open_one() {
 
 #[test]
 fn strict_reset_on_an_interleaved_wrong_knock() {
-    // SPEC §2: 1,2,5,3,4 does not open 22:1,2,3,4,5.
+    // docs/behaviour.md §2: 1,2,5,3,4 does not open 22:1,2,3,4,5.
     let Some(mut lab) = lab_with(1, FAST, "22:1,2,3,4,5\n", ADVANCED) else {
         return;
     };
@@ -483,7 +483,7 @@ fn everything_else_is_left_alone_knock_ports_answer_as_closed_and_otp_grants_exp
         "apply and reload keep it"
     );
 
-    // SPEC §4: only protected ports are filtered; a knock port answers as a closed port does.
+    // docs/behaviour.md §4: only protected ports are filtered; a knock port answers as a closed port does.
     assert!(
         lab.can_connect(0, SERVER4, 80),
         "an unprotected port is open to all"

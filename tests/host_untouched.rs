@@ -1,4 +1,4 @@
-//! SPEC §6: the host's own ruleset, interfaces, addresses and routes are the same after a full
+//! docs/behaviour.md §6: the host's own ruleset, interfaces, addresses and routes are the same after a full
 //! lab scenario as before it, and no test namespace is left behind.
 
 mod common;

@@ -1,7 +1,7 @@
 //! Shared code of the namespace benchmarks (`compare`, `knock`): knocking and polling, the
 //! reference systems, the raw-socket flooder, /proc readings and the report.
 //!
-//! Safety (SPEC §6): every packet is sent inside network namespaces a [`crate::common::Lab`]
+//! Safety (docs/behaviour.md §6): every packet is sent inside network namespaces a [`crate::common::Lab`]
 //! creates, with addresses from 198.18.0.0/15 and fd00:5eed::/64; every loop is bounded in
 //! count and time, and every namespace, process and thread is cleaned up on drop (also when a
 //! panic unwinds). Spoofed sources never include the server, the client or the legitimate

@@ -1,5 +1,5 @@
 //! What each system *should* grant for the flood that was actually sent: the recorded knock
-//! packets replayed offline through portknock's own engine (the SPEC §2 state machine) and
+//! packets replayed offline through portknock's own engine (the docs/behaviour.md §2 state machine) and
 //! through the rules of the in-kernel recipe. "Chance level" for a flood is this replay: a
 //! flood that hits the knock ports at random walks some sources' sequences by luck.
 

@@ -13,7 +13,7 @@ const SRC4: [u8; 4] = [198, 18, 0, 2];
 const DST4: [u8; 4] = [198, 18, 0, 1];
 const SRC6: [u8; 16] = [0xfd, 0, 0x5e, 0xed, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 const DST6: [u8; 16] = [0xfd, 0, 0x5e, 0xed, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-/// The OTP of SPEC §3's first test vector, as a client sends it.
+/// The OTP of docs/behaviour.md §3's first test vector, as a client sends it.
 const OTP: &[u8; 65] = b"83124b64b7951a5b4237bda81fa915f2ad6ac50857962f7d36636510942198cb\n";
 
 fn main() {
@@ -61,7 +61,7 @@ fn main() {
         &raw(&[nflog(2, &syn4), nflog(2, &udp4)]),
     );
 
-    // SPEC §3 test vectors: source 203.0.113.5, minute 29000000.
+    // docs/behaviour.md §3 test vectors: source 203.0.113.5, minute 29000000.
     let otp = |skew: u8, offset: i16, secret: &[u8], datagram: &[u8]| {
         let mut out = Vec::new();
         out.extend_from_slice(&29_000_000u32.to_le_bytes());

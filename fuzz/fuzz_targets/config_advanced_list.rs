@@ -1,10 +1,10 @@
-//! The advanced list (SPEC §1.3, §1.4) through `config::parse_lists`, next to the example
+//! The advanced list (docs/behaviour.md §1.3, §1.4) through `config::parse_lists`, next to the example
 //! simple list so that the checks across both lists run too.
 //!
 //! Checks: no panic; every diagnostic names one of the two files and a line that exists; no
 //! field of the input that holds a character absent from every message template appears in a
 //! message (secrets never reach a message); diagnostics come sorted; a list without errors
-//! obeys every rule of SPEC §1.4 and reads back the same from its canonical form.
+//! obeys every rule of docs/behaviour.md §1.4 and reads back the same from its canonical form.
 #![no_main]
 
 mod common;

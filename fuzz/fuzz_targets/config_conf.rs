@@ -1,4 +1,4 @@
-//! `portknock.conf` (SPEC §1.1) through `config::parse_settings`.
+//! `portknock.conf` (docs/behaviour.md §1.1) through `config::parse_settings`.
 //!
 //! Checks: no panic; every diagnostic names the file and a line that exists; whatever the text,
 //! the settings stay within the documented bounds that the firewall and OTP code rely on; and a

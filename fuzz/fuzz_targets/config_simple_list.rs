@@ -1,10 +1,10 @@
-//! The simple list (SPEC §1.2, §1.4) through `config::parse_lists`, next to the example
+//! The simple list (docs/behaviour.md §1.2, §1.4) through `config::parse_lists`, next to the example
 //! advanced list so that the checks across both lists run too.
 //!
 //! Checks: no panic; every diagnostic names one of the two files and a line that exists; no
 //! field of the input that holds a character absent from every message template appears in a
 //! message (a misplaced advanced line carries secrets); diagnostics come sorted; a list without
-//! errors obeys every rule of SPEC §1.4 and reads back the same from its canonical form.
+//! errors obeys every rule of docs/behaviour.md §1.4 and reads back the same from its canonical form.
 #![no_main]
 
 mod common;

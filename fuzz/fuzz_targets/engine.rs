@@ -1,4 +1,4 @@
-//! The simple-mode knock engine (`engine::Engine`, SPEC §2) fed arbitrary knock streams.
+//! The simple-mode knock engine (`engine::Engine`, docs/behaviour.md §2) fed arbitrary knock streams.
 //!
 //! The input decodes (with `arbitrary`, see `Input`) into a few doors whose sequences are drawn from a small
 //! pool of TCP and UDP ports (not validated, so empty sequences and repeated ports occur), a
@@ -16,7 +16,7 @@
 //!   (retransmissions);
 //! - when nothing can be forgotten (no more distinct sources than `max_sources`, no more doors
 //!   than `MAX_DOORS_PER_SOURCE`), the outcomes and `tracked_sources` equal those of a
-//!   reference written from the rules of SPEC §2.
+//!   reference written from the rules of docs/behaviour.md §2.
 #![no_main]
 
 use std::collections::{HashMap, HashSet};

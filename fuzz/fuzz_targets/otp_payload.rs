@@ -1,4 +1,4 @@
-//! One-time-password datagrams: `otp::parse_payload` and `otp::verify` (SPEC §3).
+//! One-time-password datagrams: `otp::parse_payload` and `otp::verify` (docs/behaviour.md §3).
 //!
 //! Checks: no panic; a datagram parses exactly when it is 64 lowercase hex characters with at
 //! most one more byte, to the MAC those characters spell; whatever `verify` accepts is the
@@ -104,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(verify(&secret, source, &flipped, now, skew), None);
 });
 
-/// SPEC §3, written out independently: 64 lowercase hex characters, then at most one byte.
+/// docs/behaviour.md §3, written out independently: 64 lowercase hex characters, then at most one byte.
 fn reference_parse(data: &[u8]) -> Option<[u8; MAC_LEN]> {
     if data.len() != 64 && data.len() != 65 {
         return None;

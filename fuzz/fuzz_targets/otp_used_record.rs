@@ -1,5 +1,5 @@
 //! The used-OTP record: `otp::UsedOtps::from_bytes` on persisted bytes, then a run of
-//! `check_and_record` calls (SPEC §3: each OTP is accepted once, also after a restart).
+//! `check_and_record` calls (docs/behaviour.md §3: each OTP is accepted once, also after a restart).
 //!
 //! The first byte picks how the rest is read. With bit 0 set, the record bytes get a valid
 //! checksum (and, with bit 1, the right magic and version) before loading, so the fuzzer gets
@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
         record[body..].copy_from_slice(&sum);
     }
 
-    // The minute of each MAC of a record that loads, read from the bytes (SPEC of the format in
+    // The minute of each MAC of a record that loads, read from the bytes (the format is documented in
     // `UsedOtps::to_bytes`): 16-byte header, then 36-byte entries, then the checksum.
     let mut loaded: HashMap<[u8; MAC_LEN], u32> = HashMap::new();
     let mut used = match UsedOtps::from_bytes(&record) {

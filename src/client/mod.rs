@@ -1,4 +1,4 @@
-//! The client side (SPEC §5): `portknock knock` sends a simple-mode sequence of connection
+//! The client side (docs/behaviour.md §5): `portknock knock` sends a simple-mode sequence of connection
 //! attempts, `portknock otp` sends an advanced-mode one-time password.
 //!
 //! The decisions (where the secret comes from, which address the server sees, what to print) are
@@ -23,7 +23,7 @@ use net::{Family, Probe, ProbePlan};
 use secret::{SecretSource, SecretWarning};
 
 /// Default pause between two knocks, in milliseconds. Not 0 (knockd's `knock` uses 0): the
-/// daemon arms the kernel for the final knock only after it has seen the one before (SPEC §4),
+/// daemon arms the kernel for the final knock only after it has seen the one before (docs/behaviour.md §4),
 /// so a gap longer than its p99 knock-handling time lets the final knock open the port
 /// synchronously; it also keeps back-to-back SYNs from being reordered on the way.
 pub const DEFAULT_DELAY_MS: u64 = 20;
@@ -33,7 +33,7 @@ pub const DEFAULT_DELAY_MS: u64 = 20;
 pub const MAX_DELAY_MS: u64 = 60_000;
 
 /// How long `otp` waits after sending when there is no `--verify`. The OTP check needs the
-/// daemon (SPEC §4), so the grant lands a little after the datagram; returning earlier would let
+/// daemon (docs/behaviour.md §4), so the grant lands a little after the datagram; returning earlier would let
 /// `portknock otp … && ssh …` send its first SYN into the still-closed port and lose a second to
 /// TCP's retransmission timer. 20 ms is chosen to be well above the daemon's p99 knock-to-grant
 /// time (a datagram read, an HMAC or three, a state-file write and a netlink message).

@@ -62,7 +62,7 @@ impl fmt::Display for SecretWarning {
             SecretWarning::UnusualCharacters => write!(
                 f,
                 "the secret contains white space, a comma or a non-printable character; door \
-                 secrets never do (SPEC §1.3), so check for stray characters"
+                 secrets never do (docs/behaviour.md §1.3), so check for stray characters"
             ),
         }
     }
@@ -105,7 +105,7 @@ pub fn readable_by_others(mode: u32) -> bool {
     mode & 0o044 != 0
 }
 
-/// Whether a secret has characters a door secret cannot have (SPEC §1.3: printable ASCII
+/// Whether a secret has characters a door secret cannot have (docs/behaviour.md §1.3: printable ASCII
 /// without white space or commas).
 pub fn has_unusual_characters(secret: &[u8]) -> bool {
     secret.iter().any(|&b| !b.is_ascii_graphic() || b == b',')

@@ -1,4 +1,4 @@
-//! `portknock.conf` (SPEC §1.1): shell-style `KEY=value` lines, read the way a shell that
+//! `portknock.conf` (docs/behaviour.md §1.1): shell-style `KEY=value` lines, read the way a shell that
 //! sources the file would read them, so that one file can serve both.
 
 use std::collections::hash_map::{Entry, HashMap};
@@ -20,7 +20,7 @@ pub const MAX_OTP_SKEW: u32 = 10;
 /// Largest `FW_PORTKNOCK_MAX_SOURCES` (2^24): the point of the limit is bounded memory.
 pub const MAX_MAX_SOURCES: usize = 1 << 24;
 
-/// Every key of SPEC §1.1, for "did you mean".
+/// Every key of docs/behaviour.md §1.1, for "did you mean".
 const KEYS: [&str; 12] = [
     "FW_PORTKNOCK",
     "FW_PORTKNOCK_SIMPLE",

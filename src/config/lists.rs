@@ -1,4 +1,4 @@
-//! The simple and the advanced door lists (SPEC §1.2–§1.4): parsing each entry, and the checks
+//! The simple and the advanced door lists (docs/behaviour.md §1.2–§1.4): parsing each entry, and the checks
 //! that need every door of both lists.
 
 use std::collections::hash_map::{Entry as Slot, HashMap};
@@ -11,7 +11,7 @@ use super::{
 };
 use crate::engine::armed_together;
 
-/// Most knock ports in one simple sequence (SPEC §1.4).
+/// Most knock ports in one simple sequence (docs/behaviour.md §1.4).
 pub const MAX_SEQUENCE: usize = 32;
 
 /// Secrets shorter than this draw a warning: one captured knock lets anyone try short secrets
@@ -283,7 +283,7 @@ impl Door<'_> {
     }
 }
 
-/// The checks between doors (SPEC §1.4), within a list and across both. The earlier door (the
+/// The checks between doors (docs/behaviour.md §1.4), within a list and across both. The earlier door (the
 /// simple list before the advanced one, then line order) is taken as right, and the later one
 /// is reported with a pointer to it.
 pub(super) fn cross_check(

@@ -72,7 +72,7 @@ pub struct AdvancedDoor {
     pub close_secret: Secret,
 }
 
-/// The switches and tunables of `portknock.conf` (SPEC §1.1), defaults filled in.
+/// The switches and tunables of `portknock.conf` (docs/behaviour.md §1.1), defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// `FW_PORTKNOCK`: the engine as a whole.
@@ -102,7 +102,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The defaults of SPEC §1.1 for a configuration directory `dir`.
+    /// The defaults of docs/behaviour.md §1.1 for a configuration directory `dir`.
     pub fn defaults(dir: &Path) -> Self {
         Settings {
             enabled: false,
@@ -143,7 +143,7 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
-/// Reads and validates the configuration directory `dir` (SPEC §1).
+/// Reads and validates the configuration directory `dir` (docs/behaviour.md §1).
 ///
 /// Every problem of every file is collected before this returns, so one run shows them all.
 /// The lists are read only when the engine and their mode are on. Diagnostics come sorted by

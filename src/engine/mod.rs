@@ -1,4 +1,4 @@
-//! The simple-mode knock engine (SPEC §2): which door a knock moves forward, resets or opens.
+//! The simple-mode knock engine (docs/behaviour.md §2): which door a knock moves forward, resets or opens.
 //!
 //! Pure logic: the daemon feeds it every observed knock with the time it saw it and turns the
 //! [`Outcome`]s into nftables changes. Nothing here reads a clock or touches the network.
@@ -113,7 +113,7 @@ struct DoorState {
 /// Progress on the doors of one source; one door inline, as is usual.
 type SourceProgress = SmallVec<[DoorState; 1]>;
 
-/// The knock state of every source (SPEC §2).
+/// The knock state of every source (docs/behaviour.md §2).
 #[derive(Debug)]
 pub struct Engine {
     sequences: Vec<Vec<KnockPort>>,

@@ -1,4 +1,4 @@
-//! The rules of SPEC §2 written as plainly as possible, to check [`Engine`](super::Engine)
+//! The rules of docs/behaviour.md §2 written as plainly as possible, to check [`Engine`](super::Engine)
 //! against: every door checked on every knock, one map entry per (source, door), no bounds.
 //! So it matches the engine only while the engine forgets nothing. Built for the engine's tests
 //! and, with the `reference-model` feature, for the engine's fuzz target.

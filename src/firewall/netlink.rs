@@ -219,7 +219,7 @@ impl SetUpdater {
     /// that was never made, is no error, on every kernel (`NFT_MSG_DESTROYSETELEM` needs Linux
     /// 6.3). An addition then adds the element anew, with its full timeout: re-adding an
     /// element that is there leaves its old expiry on most kernels, and a knock must refresh
-    /// its grant (SPEC §2). In between, the packet path sees the old element or the new one.
+    /// its grant (docs/behaviour.md §2). In between, the packet path sees the old element or the new one.
     fn transact(&mut self, changes: &[Change]) -> Result<(), NetlinkError> {
         if changes.is_empty() {
             return Ok(());

@@ -5,7 +5,7 @@
 //! - `granted4`/`granted6`: (source, port) grants, each element with its own timeout, so the
 //!   kernel expires grants even when the daemon is dead;
 //! - `knock_tcp`/`knock_udp`: the ports whose packets the daemon observes (NFLOG);
-//! - the fast path of the final knock (SPEC §4), so that the client's next SYN is never
+//! - the fast path of the final knock (docs/behaviour.md §4), so that the client's next SYN is never
 //!   dropped. Once a source has knocked all of a door's sequence but the last port, the daemon
 //!   arms it: (source, protocol, final port) in `armed4`/`armed6` and (source, protected port)
 //!   in `expected4`/`expected6`, both with the knock timeout. An armed final knock puts its

@@ -1,7 +1,7 @@
 //! Test lab: network namespaces joined by veth pairs, the real `portknock` binary as daemon
 //! and client, and helpers that run code inside a namespace.
 //!
-//! Safety (SPEC §6): everything happens in namespaces created here, with 198.18.0.0/15 and
+//! Safety (docs/behaviour.md §6): everything happens in namespaces created here, with 198.18.0.0/15 and
 //! fd00:5eed::/64 addresses; the host's namespace, firewall and interfaces are never touched.
 //! Namespaces and processes are removed on drop, so also when a test panics.
 
@@ -24,7 +24,7 @@ pub const ADVANCED: &str = "2222,2000,opensecret1,closesecret1\n";
 /// Short timeouts, so that expiry can be watched within a test.
 pub const FAST: &str = "FW_PORTKNOCK_KNOCK_TIMEOUT=2\nFW_PORTKNOCK_SIMPLE_OPEN=3\n";
 
-/// SPEC §4: a connection made right after the last knock must not wait for TCP's first SYN
+/// docs/behaviour.md §4: a connection made right after the last knock must not wait for TCP's first SYN
 /// retransmission (1 s). Tests that check it give the connection this long, not more.
 pub const BEFORE_SYN_RETRANSMIT: Duration = Duration::from_millis(900);
 
@@ -425,7 +425,7 @@ pub fn which(program: &str) -> PathBuf {
 }
 
 /// The OTP payload for `secret`, `source` and `minute`, computed here independently of
-/// portknock's own code (SPEC §3).
+/// portknock's own code (docs/behaviour.md §3).
 pub fn otp_payload(secret: &str, source: &str, minute: u32) -> Vec<u8> {
     use hmac::{KeyInit, Mac};
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");

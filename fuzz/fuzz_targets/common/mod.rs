@@ -72,7 +72,7 @@ pub fn check(simple: &str, advanced: &str) {
     assert_eq!(a2, advanced_doors);
 }
 
-/// Every rule of SPEC §1.4 that a configuration without errors must satisfy.
+/// Every rule of docs/behaviour.md §1.4 that a configuration without errors must satisfy.
 fn check_valid(simple: &[SimpleDoor], advanced: &[AdvancedDoor]) {
     let mut protected = HashSet::new();
     for p in simple
