@@ -8,9 +8,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use portknock::config::{KnockPort, Secret, SimpleDoor};
+use portknock::config::Secret;
 use portknock::engine::Engine;
 use portknock::otp;
+use portknock::port::KnockPort;
 
 const SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
 const MINUTE: u32 = 29_000_000;
@@ -36,13 +37,10 @@ fn otp_benches(c: &mut Criterion) {
     g.finish();
 }
 
-/// `n` doors of three ports each, all distinct.
-fn doors(n: u16) -> Vec<SimpleDoor> {
+/// The sequences of `n` doors of three ports each, all distinct.
+fn doors(n: u16) -> Vec<Vec<KnockPort>> {
     (0..n)
-        .map(|i| SimpleDoor {
-            protected: 1 + i,
-            sequence: (0..3).map(|k| KnockPort::tcp(20_000 + 3 * i + k)).collect(),
-        })
+        .map(|i| (0..3).map(|k| KnockPort::tcp(20_000 + 3 * i + k)).collect())
         .collect()
 }
 
@@ -70,7 +68,7 @@ fn engine_benches(c: &mut Criterion) {
                     (round % 4096) as u16,
                 ));
                 let door = &doors[round % doors.len()];
-                let out = engine.knock(source, door.sequence[k % 3], now);
+                let out = engine.knock(source, door[k % 3], now);
                 k += 1;
                 black_box(out)
             })

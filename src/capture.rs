@@ -18,8 +18,8 @@ use netlink_packet_netfilter::nflog::{
 use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
 
-use crate::config::KnockPort;
 use crate::firewall::SNAPLEN;
+use crate::port::KnockPort;
 
 /// Receive buffer asked of the kernel: a burst of some 50,000 knocks waits here while the
 /// daemon works, instead of being dropped.
@@ -42,9 +42,9 @@ pub struct Packet {
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error(
-        "cannot subscribe to NFLOG group {group}: {source} (portknock needs root or CAP_NET_ADMIN)"
+        "cannot subscribe to NFLOG group {group}: {error} (portknock needs root or CAP_NET_ADMIN)"
     )]
-    Subscribe { group: u16, source: io::Error },
+    Subscribe { group: u16, error: io::Error },
     /// The kernel refused the binding to the group itself, as it does when another socket is
     /// bound to it already (or, less likely here, for a process without CAP_NET_ADMIN).
     #[error("cannot read knocks: the kernel refused NFLOG group {group} ({error}); another process already reads it in this network namespace, most likely a second portknock daemon with another state directory (see `ss -f netlink -p`, stop it first), or this process lacks CAP_NET_ADMIN")]
@@ -52,7 +52,7 @@ pub enum CaptureError {
     #[error("the kernel dropped knocks: the NFLOG receive buffer overflowed during a flood")]
     Overrun,
     #[error("reading knocks from the kernel failed: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
 }
 
 /// A subscription to the NFLOG group of the knock chain.
@@ -64,7 +64,7 @@ pub struct Capture {
 impl Capture {
     /// Subscribes to `group`, asking for the first [`SNAPLEN`] bytes of each packet.
     pub fn open(group: u16) -> Result<Capture, CaptureError> {
-        let subscribe = |source| CaptureError::Subscribe { group, source };
+        let subscribe = |error| CaptureError::Subscribe { group, error };
         let mut socket = Socket::new(NETLINK_NETFILTER).map_err(subscribe)?;
         socket.bind_auto().map_err(subscribe)?;
         set_receive_buffer(&socket, RECV_BUFFER);
@@ -127,7 +127,7 @@ impl Capture {
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     return Err(CaptureError::Overrun)
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(CaptureError::Io(e)),
             };
             parse_messages(&self.buf[..len], out);
             flags = libc::MSG_DONTWAIT;
@@ -137,8 +137,10 @@ impl Capture {
 
     /// Makes [`Capture::recv`] return (with a `WouldBlock` or `TimedOut` I/O error) when no
     /// knock arrives within `timeout`, so the caller can look at its signal flags.
-    pub fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
-        socket2::SockRef::from(&self.socket).set_read_timeout(Some(timeout))
+    pub fn set_timeout(&self, timeout: Duration) -> Result<(), CaptureError> {
+        socket2::SockRef::from(&self.socket)
+            .set_read_timeout(Some(timeout))
+            .map_err(CaptureError::Io)
     }
 }
 

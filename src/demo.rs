@@ -1,9 +1,12 @@
 //! `portknock demo`: the whole story in two throw-away network namespaces, with the real daemon
 //! and the real client — refused, simple knock, connected, OTP open, connected, close, refused,
 //! replay refused. Nothing on the host's own network is touched.
+//!
+//! The one command that prints as it goes rather than returning its output: the story is told
+//! step by step while it happens, with the daemon's log lines beside it.
 
 use std::fs::{self, File};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,8 +16,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crate::cli::{EXIT_FAILURE, EXIT_OK};
-use crate::netns::{client4, wait_until, Netns, Network, SERVER4};
+use crate::netns::{client4, wait_until, Netns, NetnsError, Network, SERVER4};
+use crate::report::Report;
 
 const SIMPLE_DOOR: u16 = 22;
 const SEQUENCE: [&str; 3] = ["7000", "9000", "8000"];
@@ -65,31 +68,45 @@ struct Demo {
     captured: Option<Vec<u8>>,
 }
 
-/// `portknock demo`.
-pub fn demo() -> u8 {
+/// Why the demo could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(
+        "it builds two network namespaces joined by a virtual cable, runs the real portknock \
+         daemon in one and the real client in the other, and loads nftables rules only inside \
+         them. Creating namespaces needs root, so run:\n\n    sudo portknock demo\n\n\
+         Nothing on this host's own network, firewall or interfaces is touched."
+    )]
+    NotRoot,
+    #[error("could not set up the namespaces: {0}")]
+    Netns(NetnsError),
+    #[error("could not set up: {0}")]
+    Io(io::Error),
+    #[error("the daemon did not start; its log:\n{0}")]
+    Daemon(String),
+}
+
+impl From<io::Error> for DemoError {
+    fn from(error: io::Error) -> DemoError {
+        DemoError::Io(error)
+    }
+}
+
+/// `portknock demo`: tells the story; the report holds when every step behaved.
+pub fn demo() -> Result<Report, DemoError> {
     let style = Style {
         on: std::io::stdout().is_terminal(),
     };
     if crate::firewall::require_net_admin().is_err() || !nix::unistd::geteuid().is_root() {
-        println!(
-            "portknock demo builds two network namespaces joined by a virtual cable, runs the real\n\
-             portknock daemon in one and the real client in the other, and loads nftables rules only\n\
-             inside them. Creating namespaces needs root, so run:\n\n    sudo portknock demo\n\n\
-             Nothing on this host's own network, firewall or interfaces is touched."
-        );
-        return EXIT_FAILURE;
+        return Err(DemoError::NotRoot);
     }
-    match Demo::start(style) {
-        Ok(mut demo) => demo.story(),
-        Err(e) => {
-            eprintln!("demo: could not set up: {e}");
-            EXIT_FAILURE
-        }
-    }
+    let mut report = Report::new();
+    report.held = Demo::start(style)?.story();
+    Ok(report)
 }
 
 impl Demo {
-    fn start(style: Style) -> anyhow::Result<Demo> {
+    fn start(style: Style) -> Result<Demo, DemoError> {
         let interrupted = Arc::new(AtomicBool::new(false));
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(sig, Arc::clone(&interrupted))?;
@@ -101,7 +118,7 @@ impl Demo {
                 "portknock demo — a server and a client in two network namespaces"
             )
         );
-        let net = Network::new("pkdemo", 1)?;
+        let net = Network::new("pkdemo", 1).map_err(DemoError::Netns)?;
         // Owned before anything is written into it: it holds secrets, and a set-up that fails
         // half-way must not leave them behind.
         let dir =
@@ -134,7 +151,7 @@ impl Demo {
             demo.log().contains("portknock serving") || !matches!(demo.daemon.try_wait(), Ok(None))
         });
         if serving.is_none() || !demo.log().contains("portknock serving") {
-            anyhow::bail!("the daemon did not start; its log:\n{}", demo.log());
+            return Err(DemoError::Daemon(demo.log()));
         }
         println!(
             "server {SERVER4} (namespace {}): daemon running, TCP services on ports {SIMPLE_DOOR} and {ADVANCED_DOOR}",
@@ -149,7 +166,8 @@ impl Demo {
         Ok(demo)
     }
 
-    fn story(&mut self) -> u8 {
+    /// Tells the story; whether every step behaved as it should.
+    fn story(&mut self) -> bool {
         let secret = |name: &str| {
             self.dir
                 .0
@@ -189,7 +207,7 @@ impl Demo {
         for step in steps {
             if self.interrupted.load(Ordering::Relaxed) {
                 println!("\ninterrupted: cleaning up");
-                return EXIT_FAILURE;
+                return false;
             }
             match step {
                 Step::Port(port, open, what) => self.expect_port(port, open, what),
@@ -206,14 +224,14 @@ impl Demo {
                 "\n{}",
                 self.style.paint("32;1", "every step behaved as it should")
             );
-            EXIT_OK
+            true
         } else {
             println!(
                 "\n{}",
                 self.style
                     .paint("31;1", &format!("{} step(s) did not behave", self.failures))
             );
-            EXIT_FAILURE
+            false
         }
     }
 

@@ -15,4 +15,7 @@ pub mod engine;
 pub mod firewall;
 pub mod netns;
 pub mod otp;
+pub mod pidfile;
+pub mod port;
+pub mod report;
 pub mod state;

@@ -161,6 +161,36 @@ fn nibble(c: u8) -> Option<u8> {
 /// under 3 MiB in memory and 2.4 MB on disk.
 pub const MAX_ENTRIES: usize = 65_536;
 
+/// What recording an OTP as used found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// First use: recorded, the grant may go ahead.
+    New,
+    /// Refused: a replay, or an OTP the record cannot vouch for.
+    Refused(Refused),
+}
+
+/// Where accepted OTPs are kept so that each is accepted once: the daemon's record on disk
+/// (`state::OtpStore`), which a restarted daemon reads back.
+pub trait Record {
+    /// Why an OTP could not be recorded (a disk that is full, say).
+    type Error: std::fmt::Display;
+
+    /// Whether `mac` was accepted before and could still verify: a replay from any address.
+    fn is_used(&self, mac: &[u8; MAC_LEN]) -> bool;
+
+    /// Records `mac`, whose minute is `minute`, as used. [`Recorded::New`] only once it is
+    /// recorded where a restarted daemon finds it; on an error it stays unrecorded, and the
+    /// OTP must grant nothing.
+    fn record(
+        &mut self,
+        mac: [u8; MAC_LEN],
+        minute: u32,
+        now_minute: u32,
+        skew: u32,
+    ) -> Result<Recorded, Self::Error>;
+}
+
 /// Why [`UsedOtps::check_and_record`] refused an OTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -179,7 +209,7 @@ pub enum Refused {
 
 /// Why [`UsedOtps::from_bytes`] refused a persisted record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StateError {
+pub enum DecodeError {
     /// The data does not start with the record's magic bytes.
     #[error("not a portknock used-OTP record (bad magic)")]
     BadMagic,
@@ -340,46 +370,46 @@ impl UsedOtps {
 
     /// Reads a record written by [`UsedOtps::to_bytes`]. Any other input is an error, never a
     /// panic; the caller must then decide how to fail closed (the record is what stops replays).
-    pub fn from_bytes(data: &[u8]) -> Result<Self, StateError> {
+    pub fn from_bytes(data: &[u8]) -> Result<Self, DecodeError> {
         if data.len() < MAGIC.len() || data[..MAGIC.len()] != MAGIC {
-            return Err(StateError::BadMagic);
+            return Err(DecodeError::BadMagic);
         }
         if data.len() < HEADER_LEN + CHECKSUM_LEN {
-            return Err(StateError::BadLength);
+            return Err(DecodeError::BadLength);
         }
         let u16_at = |i: usize| u16::from_le_bytes([data[i], data[i + 1]]);
         let u32_at =
             |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
         let version = u16_at(4);
         if version != VERSION {
-            return Err(StateError::UnsupportedVersion(version));
+            return Err(DecodeError::UnsupportedVersion(version));
         }
         let (body, checksum) = data.split_at(data.len() - CHECKSUM_LEN);
         if Sha256::digest(body).as_slice() != checksum {
-            return Err(StateError::BadChecksum);
+            return Err(DecodeError::BadChecksum);
         }
         if u16_at(6) != 0 {
-            return Err(StateError::Malformed);
+            return Err(DecodeError::Malformed);
         }
         let floor = u32_at(8);
-        let count = usize::try_from(u32_at(12)).map_err(|_| StateError::Malformed)?;
+        let count = usize::try_from(u32_at(12)).map_err(|_| DecodeError::Malformed)?;
         if count > MAX_ENTRIES {
-            return Err(StateError::Malformed);
+            return Err(DecodeError::Malformed);
         }
         let entries = &body[HEADER_LEN..];
         if entries.len() != count * ENTRY_LEN {
-            return Err(StateError::BadLength);
+            return Err(DecodeError::BadLength);
         }
         let mut used = HashMap::with_capacity(count);
         let mut previous: Option<&[u8]> = None;
         for entry in entries.chunks_exact(ENTRY_LEN) {
             let (mac, minute) = entry.split_at(MAC_LEN);
             if previous.is_some_and(|p| p >= mac) {
-                return Err(StateError::Malformed);
+                return Err(DecodeError::Malformed);
             }
             previous = Some(mac);
-            let mac: [u8; MAC_LEN] = mac.try_into().map_err(|_| StateError::Malformed)?;
-            let minute = u32::from_le_bytes(minute.try_into().map_err(|_| StateError::Malformed)?);
+            let mac: [u8; MAC_LEN] = mac.try_into().map_err(|_| DecodeError::Malformed)?;
+            let minute = u32::from_le_bytes(minute.try_into().map_err(|_| DecodeError::Malformed)?);
             used.insert(mac, minute);
         }
         let oldest = used.values().copied().min().unwrap_or(u32::MAX);
@@ -714,23 +744,23 @@ mod tests {
         used.check_and_record([6u8; 32], MINUTE, MINUTE, 1)
             .expect("fresh");
         let good = used.to_bytes();
-        assert_eq!(load_error(&[]), Some(StateError::BadMagic));
-        assert_eq!(load_error(b"PKU"), Some(StateError::BadMagic));
-        assert_eq!(load_error(b"PKUO"), Some(StateError::BadLength));
+        assert_eq!(load_error(&[]), Some(DecodeError::BadMagic));
+        assert_eq!(load_error(b"PKU"), Some(DecodeError::BadMagic));
+        assert_eq!(load_error(b"PKUO"), Some(DecodeError::BadLength));
         for cut in 1..good.len() - 4 {
             assert!(UsedOtps::from_bytes(&good[..good.len() - cut]).is_err());
         }
         let mut v2 = good.clone();
         v2[4] = 2;
-        assert_eq!(load_error(&v2), Some(StateError::UnsupportedVersion(2)));
+        assert_eq!(load_error(&v2), Some(DecodeError::UnsupportedVersion(2)));
         for i in 6..good.len() {
             let mut bad = good.clone();
             bad[i] ^= 0x10;
-            assert_eq!(load_error(&bad), Some(StateError::BadChecksum), "byte {i}");
+            assert_eq!(load_error(&bad), Some(DecodeError::BadChecksum), "byte {i}");
         }
     }
 
-    fn load_error(data: &[u8]) -> Option<StateError> {
+    fn load_error(data: &[u8]) -> Option<DecodeError> {
         UsedOtps::from_bytes(data).err()
     }
 
@@ -760,21 +790,21 @@ mod tests {
         let mut dup = header(2);
         dup.extend(entry(1));
         dup.extend(entry(1));
-        assert_eq!(load_error(&sealed(dup)), Some(StateError::Malformed));
+        assert_eq!(load_error(&sealed(dup)), Some(DecodeError::Malformed));
         let mut unsorted = header(2);
         unsorted.extend(entry(2));
         unsorted.extend(entry(1));
-        assert_eq!(load_error(&sealed(unsorted)), Some(StateError::Malformed));
+        assert_eq!(load_error(&sealed(unsorted)), Some(DecodeError::Malformed));
         let mut short = header(3);
         short.extend(entry(1));
-        assert_eq!(load_error(&sealed(short)), Some(StateError::BadLength));
+        assert_eq!(load_error(&sealed(short)), Some(DecodeError::BadLength));
         assert_eq!(
             load_error(&sealed(header(u32::MAX))),
-            Some(StateError::Malformed)
+            Some(DecodeError::Malformed)
         );
         let mut reserved = header(0);
         reserved[6] = 1;
-        assert_eq!(load_error(&sealed(reserved)), Some(StateError::Malformed));
+        assert_eq!(load_error(&sealed(reserved)), Some(DecodeError::Malformed));
     }
 
     proptest! {

@@ -28,7 +28,7 @@ use std::thread;
 
 use sha2::{Digest, Sha256};
 
-use crate::otp::{Refused, UsedOtps, MAC_LEN};
+use crate::otp::{Record, Recorded, UsedOtps, MAC_LEN};
 
 /// File name of the snapshot inside the state directory.
 const SNAPSHOT: &str = "used-otps";
@@ -40,22 +40,13 @@ const ENTRY: usize = MAC_LEN + 4 + 4;
 /// Fold the log into a new snapshot after this many entries.
 const COMPACT_AFTER: usize = 1024;
 
-/// What recording an OTP found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    /// First use: recorded on disk, the grant may go ahead.
-    New,
-    /// Refused: a replay, or an OTP the record cannot vouch for.
-    Refused(Refused),
-}
-
 /// What went wrong with the state directory.
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("cannot write the used-OTP record {path}: {source} (check that the state directory exists, is writable and not full)")]
-    Write { path: PathBuf, source: io::Error },
-    #[error("cannot read the used-OTP record {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+pub enum StoreError {
+    #[error("cannot write the used-OTP record {path}: {error} (check that the state directory exists, is writable and not full)")]
+    Write { path: PathBuf, error: io::Error },
+    #[error("cannot read the used-OTP record {path}: {error}")]
+    Read { path: PathBuf, error: io::Error },
     #[error("the used-OTP record {path} is damaged ({detail}); move it away to start a new one — OTPs of the last few minutes could then be replayed once")]
     Damaged { path: PathBuf, detail: String },
 }
@@ -77,10 +68,10 @@ impl OtpStore {
     /// the snapshot as of `now_minute` with `skew`, and starts a new log. OTPs that can no
     /// longer verify are forgotten at the next [`OtpStore::record`], which raises the floor
     /// below which every OTP is refused.
-    pub fn open(dir: &Path, now_minute: u32, skew: u32) -> Result<OtpStore, StateError> {
+    pub fn open(dir: &Path, now_minute: u32, skew: u32) -> Result<OtpStore, StoreError> {
         let write_err = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| StateError::Write { path, source }
+            move |error| StoreError::Write { path, error }
         };
         fs::DirBuilder::new()
             .recursive(true)
@@ -89,15 +80,15 @@ impl OtpStore {
             .map_err(write_err(dir))?;
         let snapshot = dir.join(SNAPSHOT);
         let mut used = match fs::read(&snapshot) {
-            Ok(bytes) => UsedOtps::from_bytes(&bytes).map_err(|e| StateError::Damaged {
+            Ok(bytes) => UsedOtps::from_bytes(&bytes).map_err(|e| StoreError::Damaged {
                 path: snapshot.clone(),
                 detail: e.to_string(),
             })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => UsedOtps::default(),
-            Err(source) => {
-                return Err(StateError::Read {
+            Err(error) => {
+                return Err(StoreError::Read {
                     path: snapshot,
-                    source,
+                    error,
                 })
             }
         };
@@ -114,10 +105,10 @@ impl OtpStore {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(StateError::Read {
+            Err(error) => {
+                return Err(StoreError::Read {
                     path: log_path,
-                    source,
+                    error,
                 })
             }
         }
@@ -142,44 +133,6 @@ impl OtpStore {
         };
         store.compact()?;
         Ok(store)
-    }
-
-    /// Whether `mac` was accepted before (and could still verify): a replay from any address.
-    pub fn is_used(&self, mac: &[u8; MAC_LEN]) -> bool {
-        self.used.is_used(mac)
-    }
-
-    /// Records `mac` of `minute` as used. Returns [`Recorded::New`] only once the entry is
-    /// written to the log, where a restarted daemon finds it; on a write error the OTP stays
-    /// unrecorded in memory too, so it is refused now and may be tried again once the disk is
-    /// fixed. Call [`OtpStore::flush`] once the grant is made.
-    pub fn record(
-        &mut self,
-        mac: [u8; MAC_LEN],
-        minute: u32,
-        now_minute: u32,
-        skew: u32,
-    ) -> Result<Recorded, StateError> {
-        let log_path = self.dir.join(LOG);
-        let write_err = |source| StateError::Write {
-            path: log_path.clone(),
-            source,
-        };
-        if self.torn {
-            self.cut_log().map_err(write_err)?;
-        }
-        if let Err(refused) = self.used.check_and_record(mac, minute, now_minute, skew) {
-            return Ok(Recorded::Refused(refused));
-        }
-        if let Err(source) = self.log.write_all(&entry(&mac, minute)) {
-            self.used.forget(&mac);
-            // A disk that fills up mid-entry leaves part of it written: cut it off now, or
-            // the entries appended after it would be unreadable at the next start.
-            self.torn = self.cut_log().is_err();
-            return Err(write_err(source));
-        }
-        self.logged += 1;
-        Ok(Recorded::New)
     }
 
     /// Has the entries written so far flushed to the disk in the background, and folds the log
@@ -207,7 +160,7 @@ impl OtpStore {
 
     /// Writes the whole record as a new snapshot, then empties the log. A crash in between
     /// leaves log entries that the snapshot already holds; replaying them is harmless.
-    fn compact(&mut self) -> Result<(), StateError> {
+    fn compact(&mut self) -> Result<(), StoreError> {
         let path = self.dir.join(SNAPSHOT);
         let tmp = self.dir.join(format!("{SNAPSHOT}.tmp"));
         let write = || -> io::Result<()> {
@@ -222,9 +175,9 @@ impl OtpStore {
             fs::rename(&tmp, &path)?;
             File::open(&self.dir)?.sync_all()
         };
-        let write_err = |source| StateError::Write {
+        let write_err = |error| StoreError::Write {
             path: path.clone(),
-            source,
+            error,
         };
         write().map_err(write_err)?;
         // The snapshot holds everything now: the log may be emptied, torn tail and all.
@@ -232,6 +185,48 @@ impl OtpStore {
         self.logged = 0;
         self.torn = false;
         self.log.sync_all().map_err(write_err)
+    }
+}
+
+/// The record on disk: what makes a replay fail after a restart.
+impl Record for OtpStore {
+    type Error = StoreError;
+
+    fn is_used(&self, mac: &[u8; MAC_LEN]) -> bool {
+        self.used.is_used(mac)
+    }
+
+    /// [`Recorded::New`] only once the entry is written to the log, where a restarted daemon
+    /// finds it; on a write error the OTP stays unrecorded in memory too, so it is refused now
+    /// and may be tried again once the disk is fixed. Call [`OtpStore::flush`] once the grant
+    /// is made.
+    fn record(
+        &mut self,
+        mac: [u8; MAC_LEN],
+        minute: u32,
+        now_minute: u32,
+        skew: u32,
+    ) -> Result<Recorded, StoreError> {
+        let log_path = self.dir.join(LOG);
+        let write_err = |error| StoreError::Write {
+            path: log_path.clone(),
+            error,
+        };
+        if self.torn {
+            self.cut_log().map_err(write_err)?;
+        }
+        if let Err(refused) = self.used.check_and_record(mac, minute, now_minute, skew) {
+            return Ok(Recorded::Refused(refused));
+        }
+        if let Err(error) = self.log.write_all(&entry(&mac, minute)) {
+            self.used.forget(&mac);
+            // A disk that fills up mid-entry leaves part of it written: cut it off now, or
+            // the entries appended after it would be unreadable at the next start.
+            self.torn = self.cut_log().is_err();
+            return Err(write_err(error));
+        }
+        self.logged += 1;
+        Ok(Recorded::New)
     }
 }
 
@@ -281,10 +276,10 @@ impl Flusher {
 
 /// Flushes the log to the disk; a failure is logged, as the grants it covers are made.
 fn flush(log: &File, path: &Path) {
-    if let Err(source) = log.sync_data() {
-        let e = StateError::Write {
+    if let Err(error) = log.sync_data() {
+        let e = StoreError::Write {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         tracing::error!(
             "{e}; OTPs granted since the last flush could be replayed after a power cut"
@@ -320,6 +315,7 @@ fn entries(bytes: &[u8]) -> impl Iterator<Item = ([u8; MAC_LEN], u32)> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::otp::Refused;
 
     const NOW: u32 = 29_000_000;
 
@@ -490,6 +486,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(SNAPSHOT), b"garbage").unwrap();
         let err = OtpStore::open(dir.path(), NOW, 1).err().unwrap();
-        assert!(matches!(err, StateError::Damaged { .. }), "{err}");
+        assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
     }
 }

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::*;
+use portknock::firewall::{Changes, Kernel};
 
 /// The usual lab, daemon started.
 fn lab(clients: usize, extra: &str) -> Option<Lab> {
@@ -645,16 +646,12 @@ fn removing_what_is_not_there_is_no_error_and_a_refused_change_fails_alone() {
     let first = lab
         .server
         .run(move || {
-            let mut kernel = portknock::firewall::SetUpdater::open()?;
-            kernel.grant(ip("198.18.0.7"), 22, open_for);
-            kernel.revoke(ip("198.18.0.8"), 22);
-            kernel.disarm(
-                ip("198.18.0.8"),
-                portknock::config::KnockPort::tcp(8000),
-                22,
-            );
-            kernel.grant(ip("fd00:5eed::7"), 2222, open_for);
-            kernel.commit()
+            let mut changes = Changes::new();
+            changes.grant(ip("198.18.0.7"), 22, open_for);
+            changes.revoke(ip("198.18.0.8"), 22);
+            changes.disarm(ip("198.18.0.8"), portknock::port::KnockPort::tcp(8000), 22);
+            changes.grant(ip("fd00:5eed::7"), 2222, open_for);
+            Kernel::open()?.commit(&mut changes)
         })
         .expect("inside the server namespace");
     assert!(first.is_ok(), "nothing to remove is no error: {first:?}");
@@ -663,11 +660,11 @@ fn removing_what_is_not_there_is_no_error_and_a_refused_change_fails_alone() {
     let second = lab
         .server
         .run(move || {
-            let mut kernel = portknock::firewall::SetUpdater::open()?;
-            kernel.grant(ip("198.18.0.9"), 22, open_for);
-            kernel.grant(ip("198.18.0.10"), 22, Duration::MAX);
-            kernel.grant(ip("198.18.0.11"), 22, open_for);
-            kernel.commit()
+            let mut changes = Changes::new();
+            changes.grant(ip("198.18.0.9"), 22, open_for);
+            changes.grant(ip("198.18.0.10"), 22, Duration::MAX);
+            changes.grant(ip("198.18.0.11"), 22, open_for);
+            Kernel::open()?.commit(&mut changes)
         })
         .expect("inside the server namespace");
     let error = second

@@ -97,5 +97,5 @@ fn without_root_the_demo_explains_itself() {
     ]);
     let out = output_within(cmd);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("sudo portknock demo"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sudo portknock demo"));
 }

@@ -7,19 +7,16 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use portknock::config::{KnockPort, SimpleDoor};
 use portknock::engine::{Engine, Outcome};
+use portknock::port::KnockPort;
 
 use super::flood::Sent;
-use super::systems::{KNOCK_TIMEOUT, PROTECTED, SEQUENCE};
+use super::systems::{KNOCK_TIMEOUT, SEQUENCE};
 
 /// Sources the spec's engine opens for this stream of knocks (timestamps as sent).
 pub fn engine_grants(knocks: &[Sent]) -> usize {
-    let door = SimpleDoor {
-        protected: PROTECTED,
-        sequence: SEQUENCE.iter().map(|&p| KnockPort::tcp(p)).collect(),
-    };
-    let mut engine = Engine::new(&[door], Duration::from_secs(KNOCK_TIMEOUT), 262_144);
+    let sequence = SEQUENCE.iter().map(|&p| KnockPort::tcp(p)).collect();
+    let mut engine = Engine::new(&[sequence], Duration::from_secs(KNOCK_TIMEOUT), 262_144);
     let t0 = Instant::now();
     let mut opened = HashSet::new();
     for k in knocks {

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
 use portknock::capture::parse_ip;
-use portknock::config::Proto;
+use portknock::port::Proto;
 
 fuzz_target!(|data: &[u8]| {
     let Some(packet) = parse_ip(data) else {

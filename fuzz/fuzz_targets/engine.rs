@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
-use portknock::config::{KnockPort, SimpleDoor};
+use portknock::port::KnockPort;
 use portknock::engine::reference::{justified, Reference};
 use portknock::engine::{DoorId, Engine, Outcome, MAX_DOORS_PER_SOURCE};
 
@@ -101,14 +101,6 @@ fuzz_target!(|data: &[u8]| {
                 .collect()
         })
         .collect();
-    let doors: Vec<SimpleDoor> = seqs
-        .iter()
-        .enumerate()
-        .map(|(i, s)| SimpleDoor {
-            protected: 1000 + i as u16,
-            sequence: s.clone(),
-        })
-        .collect();
     let timeout_ms = u64::from(input.timeout % 5000) + 1;
     let timeout = Duration::from_millis(timeout_ms);
     let max_sources = usize::from(input.max_sources % 64) + 1;
@@ -125,9 +117,9 @@ fuzz_target!(|data: &[u8]| {
         .collect();
 
     let distinct: HashSet<IpAddr> = knocks.iter().map(|k| k.0.to_canonical()).collect();
-    let exact = distinct.len() <= max_sources && doors.len() <= MAX_DOORS_PER_SOURCE;
+    let exact = distinct.len() <= max_sources && seqs.len() <= MAX_DOORS_PER_SOURCE;
 
-    let mut engine = Engine::new(&doors, timeout, max_sources);
+    let mut engine = Engine::new(&seqs, timeout, max_sources);
     let mut reference = Reference::new(seqs.clone(), timeout);
     let mut history: HashMap<IpAddr, Vec<(KnockPort, Instant)>> = HashMap::new();
     let start = Instant::now();

@@ -1,32 +1,18 @@
-//! `portknock check`: every problem to stderr, a summary of what would be enforced to stdout.
+//! `portknock check`: every warning, and a summary of what would be enforced. A configuration
+//! with errors never gets here: `cli` reports it, as it does for every command.
 
 use std::path::Path;
 
-use crate::cli::{EXIT_OK, EXIT_USAGE};
-use crate::config::{load, KnockPort, Loaded};
+use crate::config::Loaded;
+use crate::port::KnockPort;
+use crate::report::{count, Report};
 
-/// Validates the configuration in `dir`, prints every diagnostic to stderr and, when it is
-/// usable, a summary to stdout. Returns the exit status: 0 when valid (warnings may remain),
-/// 2 on errors.
-pub fn check_command(dir: &Path) -> u8 {
-    match load(dir) {
-        Ok(loaded) => {
-            for warning in &loaded.warnings {
-                eprintln!("{warning}");
-            }
-            print!("{}", summary(&loaded));
-            EXIT_OK
-        }
-        Err(err) => {
-            eprintln!("{err}");
-            eprintln!(
-                "{}, {}: nothing was changed; fix the errors above, then run portknock check again",
-                count(err.errors(), "error"),
-                count(err.warnings(), "warning"),
-            );
-            EXIT_USAGE
-        }
-    }
+/// The warnings of a valid configuration, and the summary of its doors.
+pub fn check(loaded: &Loaded) -> Report {
+    let mut report = Report::new();
+    loaded.warnings.iter().for_each(|w| report.note(w));
+    report.out = summary(loaded).into_bytes();
+    report
 }
 
 /// What the configuration enforces, one screen, ending with the `OK: ...` line.
@@ -106,17 +92,10 @@ fn summary(loaded: &Loaded) -> String {
     out
 }
 
-/// `1 error`, `2 errors`.
-fn count(n: usize, noun: &str) -> String {
-    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{
-        AdvancedDoor, Config, Diagnostic, KnockPort, Secret, Settings, SimpleDoor,
-    };
+    use crate::config::{AdvancedDoor, Config, Diagnostic, Secret, Settings, SimpleDoor};
 
     #[test]
     fn summary_of_a_configuration() {

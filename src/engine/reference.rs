@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::{DoorId, Outcome};
-use crate::config::KnockPort;
+use crate::port::KnockPort;
 
 /// The reference engine.
 pub struct Reference {

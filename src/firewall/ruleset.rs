@@ -15,11 +15,12 @@
 //! The rules are the same whatever the number of doors: doors live in set elements only, so
 //! 10,000 doors load as fast as one (nft would need a rule per door to grant the door's own
 //! port on its final knock, as it can neither look up a key holding a constant nor feed a map
-//! lookup into a set key; 20,000 such rules took 0.75 s to load).
+//! lookup into a set key; such rules made a 10,000-door `apply` several times slower:
+//! BENCHMARKS.md, scale).
 //!
 //! The price is one armed door per source at a time, since `knocked` names the source only:
 //! the daemon disarms the source's other door before it arms one, and the arming clears the
-//! source from `knocked` in the same transaction (`netlink::SetUpdater::arm`). A door
+//! source from `knocked` in the same transaction (`changes::Changes::arm`). A door
 //! disarmed so is granted by the daemon when its final knock comes, a moment later.
 
 use std::collections::BTreeSet;
@@ -29,7 +30,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::{Config, Proto};
+use crate::config::Config;
+use crate::port::Proto;
 
 /// The table portknock owns; nothing outside it is ever touched.
 pub const TABLE: &str = "portknock";
@@ -238,7 +240,7 @@ pub struct Batch {
 }
 
 /// The batch that removes the table, and with it every rule and grant of portknock.
-pub fn remove_batch() -> Batch {
+pub(super) fn remove_batch() -> Batch {
     Batch {
         nftables: vec![
             json!({"add": {"table": table()}}),

@@ -6,9 +6,10 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use portknock::config::{
-    parse_lists, AdvancedDoor, Diagnostic, Proto, SimpleDoor, ADVANCED_LIST_FILE, MAX_SEQUENCE,
+    parse_lists, AdvancedDoor, Diagnostic, SimpleDoor, ADVANCED_LIST_FILE, MAX_SEQUENCE,
     SIMPLE_LIST_FILE,
 };
+use portknock::port::Proto;
 
 pub const DIR: &str = "/etc/portknock";
 

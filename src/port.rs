@@ -97,7 +97,7 @@ pub fn parse_port(number: &str) -> Result<u16, PortError> {
 }
 
 /// Whether `field` is one or more ASCII digits.
-pub(super) fn is_digits(field: &str) -> bool {
+pub(crate) fn is_digits(field: &str) -> bool {
     !field.is_empty() && field.bytes().all(|b| b.is_ascii_digit())
 }
 

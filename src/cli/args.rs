@@ -1,19 +1,10 @@
-//! The command line: argument definitions and dispatch. Each command's work lives in the module
-//! named after what it does; this file only parses, calls, and maps results to exit codes.
+//! The command-line definition: every command, argument and help text, for clap to parse and
+//! for `generate` to turn into completions and manual pages.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-pub mod assets;
-
-/// Exit status for success.
-pub const EXIT_OK: u8 = 0;
-/// Exit status for a failure at run time.
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit status for bad usage or a bad configuration.
-pub const EXIT_USAGE: u8 = 2;
 /// Where the configuration lives unless `--config-dir` or `PORTKNOCK_CONFIG_DIR` says otherwise.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/portknock";
 
@@ -65,7 +56,7 @@ pub struct FamilyArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Afterwards, try TCP connections to PORT on HOST and report whether it opened (exit 1 if not).
-    #[arg(long, value_name = "PORT", value_parser = crate::config::parse_port)]
+    #[arg(long, value_name = "PORT", value_parser = crate::port::parse_port)]
     pub verify: Option<u16>,
     /// How long --verify keeps trying, in milliseconds.
     #[arg(
@@ -84,8 +75,8 @@ pub struct KnockArgs {
     /// The server: a host name, an IPv4 address or an IPv6 address.
     pub host: String,
     /// The knock ports in order: PORT for TCP, PORT/udp for UDP.
-    #[arg(required = true, value_name = "PORT[/udp]", value_parser = str::parse::<crate::config::KnockPort>)]
-    pub ports: Vec<crate::config::KnockPort>,
+    #[arg(required = true, value_name = "PORT[/udp]", value_parser = str::parse::<crate::port::KnockPort>)]
+    pub ports: Vec<crate::port::KnockPort>,
     /// Pause between two knocks, in milliseconds. The default leaves the server time to arm
     /// the final knock in its kernel, so a connection made right after the knock is let in at
     /// once; with 0 the final knock can beat the daemon, and the port still opens, but a
@@ -109,7 +100,7 @@ pub struct OtpArgs {
     /// The server: a host name, an IPv4 address or an IPv6 address.
     pub host: String,
     /// The door's UDP knock port.
-    #[arg(value_name = "KNOCKPORT", value_parser = crate::config::parse_port)]
+    #[arg(value_name = "KNOCKPORT", value_parser = crate::port::parse_port)]
     pub knock_port: u16,
     /// The door's secret. Other local users can read it (ps, /proc): prefer --secret-file or PORTKNOCK_SECRET.
     #[arg(value_name = "SECRET", conflicts_with = "secret_file", value_parser = crate::client::secret::parse_secret_argument)]
@@ -267,7 +258,7 @@ pub struct OpenArgs {
     /// The source address to let in.
     pub source: std::net::IpAddr,
     /// The protected port to open.
-    #[arg(value_parser = crate::config::parse_port)]
+    #[arg(value_parser = crate::port::parse_port)]
     pub port: u16,
     /// How long the grant lasts, in seconds.
     #[arg(long = "for", value_name = "SECONDS", default_value_t = crate::admin::DEFAULT_MANUAL_OPEN.as_secs(),
@@ -281,92 +272,6 @@ pub struct CloseArgs {
     /// The source address whose grant is taken back.
     pub source: std::net::IpAddr,
     /// The protected port.
-    #[arg(value_parser = crate::config::parse_port)]
+    #[arg(value_parser = crate::port::parse_port)]
     pub port: u16,
-}
-
-impl Command {
-    /// Whether the command changes or reads the kernel firewall, and so needs CAP_NET_ADMIN.
-    fn needs_net_admin(&self) -> bool {
-        match self {
-            Command::Check(_)
-            | Command::Knock(_)
-            | Command::Otp(_)
-            | Command::Demo
-            | Command::Generate(_) => false,
-            Command::Apply(args) => !args.dry_run,
-            Command::Serve(_)
-            | Command::Status(_)
-            | Command::Open(_)
-            | Command::Close(_)
-            | Command::Remove => true,
-        }
-    }
-
-    /// Whether the command only prints: when its reader goes away (`portknock status |
-    /// head`), it should end quietly, as other Unix tools do, rather than report the broken
-    /// pipe. Not the commands that feed nft through a pipe, whose failure must be reported,
-    /// nor the daemon.
-    fn only_prints(&self) -> bool {
-        match self {
-            Command::Check(_) | Command::Status(_) => true,
-            Command::Apply(args) => args.dry_run,
-            _ => false,
-        }
-    }
-}
-
-/// Lets a write to a closed pipe end the process, the default that the Rust runtime turns off.
-fn end_on_broken_pipe() {
-    use nix::sys::signal::{signal, SigHandler, Signal};
-    // SAFETY: restoring the default disposition installs no handler code.
-    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
-        eprintln!("portknock: cannot restore the default SIGPIPE disposition: {e}");
-    }
-}
-
-/// Parses the process arguments, runs the command and returns its exit status.
-pub fn run() -> ExitCode {
-    let cli = Cli::parse();
-    if cli.command.only_prints() {
-        end_on_broken_pipe();
-    }
-    if cli.command.needs_net_admin() {
-        if let Err(e) = crate::firewall::require_net_admin() {
-            eprintln!("portknock: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    }
-    let code = match cli.command {
-        Command::Check(args) => crate::admin::check_command(&args.config_dir),
-        Command::Knock(args) => crate::client::knock_command(&args),
-        Command::Otp(args) => crate::client::otp_command(&args),
-        Command::Serve(args) => {
-            init_logging();
-            crate::daemon::serve(&args.config_dir)
-        }
-        Command::Apply(args) => crate::admin::apply(&args.dir.config_dir, args.dry_run),
-        Command::Status(args) => crate::admin::status(&args.dir.config_dir, args.json),
-        Command::Open(args) => crate::admin::manual(
-            args.source,
-            args.port,
-            Some(std::time::Duration::from_secs(args.open_for)),
-        ),
-        Command::Close(args) => crate::admin::manual(args.source, args.port, None),
-        Command::Remove => crate::admin::remove(),
-        Command::Demo => crate::demo::demo(),
-        Command::Generate(args) => assets::generate_command(&args.dir),
-    };
-    ExitCode::from(code)
-}
-
-/// Logs to standard error, systemd style; `RUST_LOG` chooses the level (default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

@@ -1,0 +1,152 @@
+//! `portknock status`: the engine and modes, the doors, and the grants the kernel holds.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::AdminError;
+use crate::config::{Config, ConfigError, Loaded};
+use crate::firewall::{self, Grant, TABLE};
+use crate::port::KnockPort;
+use crate::report::Report;
+
+#[derive(Debug, Serialize)]
+struct Status {
+    /// False when the configuration has errors: the kernel state below is still the truth,
+    /// but the switches and doors cannot be shown.
+    config_valid: bool,
+    engine: bool,
+    simple: bool,
+    advanced: bool,
+    table_installed: bool,
+    doors: Vec<DoorStatus>,
+    grants: Vec<GrantStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct DoorStatus {
+    port: u16,
+    mode: &'static str,
+    knock: String,
+}
+
+#[derive(Debug, Serialize)]
+struct GrantStatus {
+    #[serde(flatten)]
+    grant: Grant,
+    mode: &'static str,
+}
+
+impl Status {
+    fn new(config: Option<&Config>, grants: Option<Vec<Grant>>) -> Status {
+        let mut doors: Vec<DoorStatus> = Vec::new();
+        if let Some(config) = config {
+            doors.extend(config.simple.iter().map(|d| {
+                DoorStatus {
+                    port: d.protected,
+                    mode: "simple",
+                    knock: d
+                        .sequence
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                }
+            }));
+            doors.extend(config.advanced.iter().map(|d| DoorStatus {
+                port: d.protected,
+                mode: "advanced",
+                knock: format!("{} (OTP)", KnockPort::udp(d.knock_port)),
+            }));
+        }
+        // Up to a million grants against up to 65,535 doors: looked up, not searched.
+        let modes: HashMap<u16, &'static str> = doors.iter().map(|d| (d.port, d.mode)).collect();
+        let unlisted = if config.is_some() {
+            "manual"
+        } else {
+            "unknown"
+        };
+        let mode_of = |port: u16| modes.get(&port).copied().unwrap_or(unlisted);
+        let grants = grants.as_ref().map(|g| {
+            g.iter()
+                .map(|&grant| GrantStatus {
+                    grant,
+                    mode: mode_of(grant.port),
+                })
+                .collect()
+        });
+        let settings = config.map(|c| &c.settings);
+        Status {
+            config_valid: config.is_some(),
+            engine: settings.is_some_and(|s| s.enabled),
+            simple: settings.is_some_and(|s| s.simple),
+            advanced: settings.is_some_and(|s| s.advanced),
+            table_installed: grants.is_some(),
+            grants: grants.unwrap_or_default(),
+            doors,
+        }
+    }
+
+    fn text(&self, report: &mut Report) {
+        let on = |b: bool| if b { "on" } else { "off" };
+        if self.config_valid {
+            report.line(format!(
+                "engine {}  simple {}  advanced {}",
+                on(self.engine),
+                on(self.simple),
+                on(self.advanced)
+            ));
+        } else {
+            report.line("configuration has errors (listed above): showing the kernel's state only");
+        }
+        if self.table_installed {
+            report.line(format!("table inet {TABLE}: installed"));
+        } else {
+            report.line(format!(
+                "table inet {TABLE}: NOT installed — nothing is protected (run `portknock apply`)"
+            ));
+        }
+        report.line(format!("doors: {}", self.doors.len()));
+        for d in &self.doors {
+            report.line(format!("  {:>5}  {:<8}  {}", d.port, d.mode, d.knock));
+        }
+        report.line(format!("grants: {}", self.grants.len()));
+        for g in &self.grants {
+            report.line(format!(
+                "  {:<39}  port {:>5}  {:<8}  {}s left",
+                g.grant.source.to_string(),
+                g.grant.port,
+                g.mode,
+                g.grant.remaining.as_secs()
+            ));
+        }
+    }
+}
+
+/// `portknock status [--json]`. A broken configuration is reported but does not hide the
+/// kernel's state: the grants shown are read from the kernel either way.
+pub fn status(loaded: Result<Loaded, ConfigError>, json: bool) -> Result<Report, AdminError> {
+    let mut report = Report::new();
+    let config = match loaded {
+        Ok(loaded) => {
+            loaded.warnings.iter().for_each(|w| report.note(w));
+            Some(loaded.config)
+        }
+        Err(e) => {
+            e.diagnostics.iter().for_each(|d| report.note(d));
+            None
+        }
+    };
+    let grants = firewall::grants().map_err(AdminError::Netlink)?;
+    let status = Status::new(config.as_ref(), grants);
+    if json {
+        let text = serde_json::to_string_pretty(&status).map_err(|error| AdminError::Json {
+            what: "the status",
+            error,
+        })?;
+        report.line(text);
+    } else {
+        status.text(&mut report);
+    }
+    Ok(report)
+}
