@@ -31,8 +31,8 @@ pub fn client6(i: usize) -> String {
 /// What went wrong building the network.
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
-    #[error("cannot run `ip {args}`: {source} — install iproute2 (apt-get install iproute2)")]
-    Spawn { args: String, source: io::Error },
+    #[error("cannot run `ip {args}`: {error} — install iproute2 (apt-get install iproute2)")]
+    Spawn { args: String, error: io::Error },
     #[error("`ip {args}` failed: {stderr}")]
     Failed { args: String, stderr: String },
 }
@@ -107,9 +107,9 @@ fn ip(args: &[&str]) -> Result<Output, NetnsError> {
     let out = Command::new("ip")
         .args(args)
         .output()
-        .map_err(|source| NetnsError::Spawn {
+        .map_err(|error| NetnsError::Spawn {
             args: joined.clone(),
-            source,
+            error,
         })?;
     if !out.status.success() {
         return Err(NetnsError::Failed {

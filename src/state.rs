@@ -8,11 +8,12 @@
 //! An entry is written to the log (a `write` into the kernel's page cache) before the grant the
 //! OTP earns is made, and `fdatasync`ed right after it by a thread of its own
 //! ([`OtpStore::record`], then [`OtpStore::flush`]), so no grant waits for the disk. The write
-//! is what makes a replay fail after the daemon restarts or is killed: the kernel keeps the page whatever happens to the process, and a full or read-only
-//! disk refuses the write, so the OTP is refused too. Waiting for the sync before the grant
-//! would add a disk flush (about 190 µs on this machine's SSD, hundreds of milliseconds on a busy
-//! cloud disk) to every OTP's knock-to-open time, long enough for the client's first SYN to be
-//! dropped; what it would buy is only a power cut within that flush. The log is folded into a
+//! is what makes a replay fail after the daemon restarts or is killed: the kernel keeps the
+//! page whatever happens to the process, and a full or read-only disk refuses the write, so
+//! the OTP is refused too. Waiting for the sync before the grant would add a disk flush to
+//! every OTP's knock-to-open time (BENCHMARKS.md, latency: it once doubled it; on a busy cloud
+//! disk it takes long enough for the client's first SYN to be dropped); what it would buy is
+//! only a power cut within that flush. The log is folded into a
 //! new snapshot at start-up and, after a grant, every 1,024 entries: that one
 //! snapshot (three syncs) is written on the daemon's own thread, once per thousand OTPs. A crash
 //! mid-append leaves a partial last entry, which is ignored. An append that fails part-way (a
