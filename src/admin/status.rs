@@ -19,9 +19,19 @@ struct Status {
     simple: bool,
     advanced: bool,
     table_installed: bool,
+    /// What the doors guard, in words.
+    guarded: &'static str,
+    /// Sources that pass every door without knocking, as prefixes.
+    trusted: Vec<String>,
     doors: Vec<DoorStatus>,
     grants: Vec<GrantStatus>,
 }
+
+/// What a door guards and who passes it anyway (docs/behaviour.md §4).
+const GUARDED: &str = "new TCP connections to the host's own addresses on a \
+protected port, whether they go to a socket of the host or DNAT sends them on to a container, \
+a VM or another machine; the host itself (loopback and its own addresses) and the trusted \
+sources pass, and what the host routes to other machines is left alone";
 
 #[derive(Debug, Serialize)]
 struct DoorStatus {
@@ -82,6 +92,11 @@ impl Status {
             simple: settings.is_some_and(|s| s.simple),
             advanced: settings.is_some_and(|s| s.advanced),
             table_installed: grants.is_some(),
+            guarded: GUARDED,
+            trusted: (settings.iter())
+                .flat_map(|s| &s.trusted)
+                .map(ToString::to_string)
+                .collect(),
             grants: grants.unwrap_or_default(),
             doors,
         }
@@ -105,6 +120,10 @@ impl Status {
             report.line(format!(
                 "table inet {TABLE}: NOT installed — nothing is protected (run `portknock apply`)"
             ));
+        }
+        report.line(format!("guarded: {}", self.guarded));
+        if !self.trusted.is_empty() {
+            report.line(format!("trusted: {}", self.trusted.join(" ")));
         }
         report.line(format!("doors: {}", self.doors.len()));
         for d in &self.doors {

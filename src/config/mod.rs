@@ -14,6 +14,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use crate::port::KnockPort;
 
 pub use conf::{MAX_DURATION_SECS, MAX_MAX_SOURCES, MAX_OTP_SKEW};
@@ -99,6 +101,8 @@ pub struct Settings {
     pub max_sources: usize,
     /// Where state that must survive a restart lives.
     pub state_dir: PathBuf,
+    /// `FW_PORTKNOCK_TRUSTED`: sources that pass every protected port without knocking.
+    pub trusted: Vec<IpNet>,
 }
 
 impl Settings {
@@ -117,6 +121,7 @@ impl Settings {
             ipv6: true,
             max_sources: 262_144,
             state_dir: PathBuf::from("/var/lib/portknock"),
+            trusted: Vec::new(),
         }
     }
 }

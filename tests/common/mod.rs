@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_portknock");
-pub use portknock::netns::{wait_until, Netns, Network, SERVER4, SERVER6};
+pub use portknock::netns::{behind4, behind6, wait_until, Netns, Network, SERVER4, SERVER6};
 
 /// The lab's usual doors: SSH behind a three-port sequence, 2222 behind OTPs.
 pub const SIMPLE: &str = "22:7000,9000,8000\n";
@@ -193,18 +193,7 @@ impl Lab {
 
     /// A TCP echo server on `port` in the server namespace, for both address families.
     pub fn listen(&self, port: u16) {
-        for addr in [format!("0.0.0.0:{port}"), format!("[::]:{port}")] {
-            // The socket is made inside the namespace; accepting can happen anywhere.
-            let listener = self
-                .server
-                .run(move || bind_v6only(&addr))
-                .expect("listener");
-            thread::spawn(move || {
-                for stream in listener.incoming().flatten() {
-                    thread::spawn(move || echo(stream));
-                }
-            });
-        }
+        listen_in(&self.server, port);
     }
 
     /// Runs `portknock ARGS` as a client in client namespace `i`.
@@ -242,6 +231,19 @@ impl Drop for Lab {
         if std::thread::panicking() {
             eprintln!("--- daemon log ---\n{}", self.daemon_log());
         }
+    }
+}
+
+/// A TCP echo server on `port` in namespace `ns`, for both address families.
+pub fn listen_in(ns: &Netns, port: u16) {
+    for addr in [format!("0.0.0.0:{port}"), format!("[::]:{port}")] {
+        // The socket is made inside the namespace; accepting can happen anywhere.
+        let listener = ns.run(move || bind_v6only(&addr)).expect("listener");
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                thread::spawn(move || echo(stream));
+            }
+        });
     }
 }
 
