@@ -9,6 +9,7 @@ pub mod capture;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod engine;

@@ -179,7 +179,7 @@ the daemon first (systemctl stop portknock): its next reload would install the t
 `portknock apply` puts the protection back.\n\n\
 Example:\n  systemctl stop portknock && portknock remove"
     )]
-    Remove,
+    Remove(ConfigDirArg),
     /// Knock a simple-mode sequence: one connection attempt (TCP) or datagram (PORT/udp) per port, in order.
     #[command(
         after_help = "Each TCP port gets one connection attempt (its SYN is the knock), each PORT/udp one \
@@ -255,6 +255,8 @@ pub struct StatusArgs {
 /// Arguments of `portknock open`.
 #[derive(Debug, Args)]
 pub struct OpenArgs {
+    #[command(flatten)]
+    pub dir: ConfigDirArg,
     /// The source address to let in.
     pub source: std::net::IpAddr,
     /// The protected port to open.
@@ -269,6 +271,8 @@ pub struct OpenArgs {
 /// Arguments of `portknock close`.
 #[derive(Debug, Args)]
 pub struct CloseArgs {
+    #[command(flatten)]
+    pub dir: ConfigDirArg,
     /// The source address whose grant is taken back.
     pub source: std::net::IpAddr,
     /// The protected port.

@@ -101,7 +101,7 @@ impl Command {
             Command::Status(_) => "status",
             Command::Open(_) => "open",
             Command::Close(_) => "close",
-            Command::Remove => "remove",
+            Command::Remove(_) => "remove",
             Command::Knock(_) => "knock",
             Command::Otp(_) => "otp",
             Command::Demo => "demo",
@@ -122,7 +122,7 @@ impl Command {
             | Command::Status(_)
             | Command::Open(_)
             | Command::Close(_)
-            | Command::Remove => true,
+            | Command::Remove(_) => true,
         }
     }
 
@@ -150,7 +150,7 @@ impl Command {
                 if args.dry_run {
                     admin::dry_run(loaded)?
                 } else {
-                    admin::apply(loaded)?
+                    admin::apply(&args.dir.config_dir, loaded)?
                 }
             }
             Command::Serve(args) => {
@@ -161,10 +161,11 @@ impl Command {
             }
             Command::Status(args) => admin::status(config::load(&args.dir.config_dir), args.json)?,
             Command::Open(args) => {
-                admin::open(args.source, args.port, Duration::from_secs(args.open_for))?
+                let open_for = Duration::from_secs(args.open_for);
+                admin::open(&args.dir.config_dir, args.source, args.port, open_for)?
             }
-            Command::Close(args) => admin::close(args.source, args.port)?,
-            Command::Remove => admin::remove()?,
+            Command::Close(args) => admin::close(&args.dir.config_dir, args.source, args.port)?,
+            Command::Remove(args) => admin::remove(&args.config_dir)?,
             Command::Knock(args) => client::knock(&KnockRequest {
                 host: args.host,
                 ports: args.ports,

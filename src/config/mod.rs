@@ -217,6 +217,16 @@ pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
     })
 }
 
+/// The state directory `portknock.conf` of `dir` names, read without the lists, so that it is
+/// found even when the rest of the configuration is broken; the default when the file cannot
+/// be read.
+pub fn state_dir(dir: &Path) -> PathBuf {
+    match read(&dir.join(CONF_FILE)) {
+        Ok((text, _)) => parse_settings(dir, &text).0.state_dir,
+        Err(_) => Settings::defaults(dir).state_dir,
+    }
+}
+
 /// Parses the text of `portknock.conf` of the configuration directory `dir` as [`load`] does,
 /// without reading a file: the settings (a bad value keeps its default) and every problem,
 /// sorted as [`load`] sorts them. Public for fuzzing.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
+use super::keeper::Keeper;
 use crate::capture::Packet;
 use crate::config::Config;
 use crate::engine::{DoorId, Engine, Outcome};
@@ -83,6 +84,7 @@ pub struct Core {
     doors: Doors,
     lines: LineBudget,
     overruns: u64,
+    keeper: Keeper,
 }
 
 /// What the core derives from the doors of the configuration in force.
@@ -113,14 +115,20 @@ impl Doors {
 }
 
 impl Core {
-    /// The core for `config`, at `now`.
-    pub fn new(config: Config, now: Instant) -> Core {
+    /// The core for `config`, at `now`, of the daemon whose process is `pid`.
+    pub fn new(config: Config, now: Instant, pid: u32) -> Core {
         Core {
             doors: Doors::new(&config),
             config,
             lines: LineBudget::new(JUNK_LINES_PER_SECOND, now),
             overruns: 0,
+            keeper: Keeper::new(pid),
         }
+    }
+
+    /// What keeps the table in force, and knows the grants to put back.
+    pub fn keeper(&mut self) -> &mut Keeper {
+        &mut self.keeper
     }
 
     /// Takes `config` in force. Knock progress starts over, which costs a client in the middle
@@ -206,6 +214,7 @@ impl Core {
                     // time; this is the grant that lasts, and it covers a final knock that beat
                     // the arming and the doors the kernel does not hold.
                     effects.changes.grant(source, door, open_for);
+                    self.keeper.granted(source, door, now, open_for);
                     effects.events.push(Event::Opened { source, door });
                 }
                 Outcome::Reset { door, .. } => {
@@ -293,8 +302,10 @@ impl Core {
         let mut changes = Changes::new();
         if open {
             changes.grant(source, door, open_for);
+            self.keeper.granted(source, door, now, open_for);
         } else {
             changes.revoke(source, door);
+            self.keeper.revoked(source, door);
         }
         Some(Accepted {
             source,

@@ -112,7 +112,7 @@ impl Daemon {
     fn new(config: Config) -> Daemon {
         let start = Instant::now();
         Daemon {
-            core: Core::new(config, start),
+            core: Core::new(config, start, 1),
             start,
             record: Memory::default(),
         }
