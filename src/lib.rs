@@ -20,3 +20,4 @@ pub mod pidfile;
 pub mod port;
 pub mod report;
 pub mod state;
+pub mod trial;

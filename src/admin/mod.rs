@@ -10,6 +10,7 @@ mod manual;
 mod status;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::config::{self, Loaded};
 use crate::control::{self, Answer, ControlError, Request};
@@ -33,6 +34,8 @@ pub enum AdminError {
     Control(ControlError),
     #[error("the daemon refused: {0}")]
     Refused(String),
+    #[error("{0}")]
+    NoDaemon(&'static str),
     #[error("cannot render {what} as JSON: {error}")]
     Json {
         what: &'static str,
@@ -43,16 +46,29 @@ pub enum AdminError {
 /// `portknock apply` of the configuration in `dir`: the running daemon is asked to put it in
 /// force, so that it is in force in the kernel and in the daemon when this returns; with no
 /// daemon running, it is installed here.
-pub fn apply(dir: &Path, loaded: Loaded) -> Result<Report, AdminError> {
+///
+/// With `confirm_within`, the daemon rolls the configuration back unless confirmed in time;
+/// that needs the daemon, since it must happen when this process and its session are gone.
+pub fn apply(
+    dir: &Path,
+    loaded: Loaded,
+    confirm_within: Option<Duration>,
+) -> Result<Report, AdminError> {
     let mut report = warnings(&loaded);
     let config = loaded.config;
     let request = Request::Apply {
         dir: canonical(dir),
-        confirm_within: None,
+        confirm_within,
     };
     if let Some(done) = ask_daemon(&config.settings.state_dir, &request)? {
         report.line(done);
         return Ok(report);
+    }
+    if confirm_within.is_some() {
+        return Err(AdminError::NoDaemon(
+            "--confirm-within needs the daemon running, which rolls back even when this \
+             session is gone: start it (systemctl start portknock), or apply without it",
+        ));
     }
     firewall::install(&config, &[]).map_err(AdminError::Install)?;
     if config.settings.enabled {
@@ -95,6 +111,20 @@ pub fn dry_run(loaded: Loaded) -> Result<Report, AdminError> {
         error,
     })?;
     report.line(text);
+    Ok(report)
+}
+
+/// `portknock confirm`: keeps what an `apply --confirm-within` put in force.
+pub fn confirm(dir: &Path) -> Result<Report, AdminError> {
+    let mut report = Report::new();
+    match ask_daemon(&config::state_dir(dir), &Request::Confirm)? {
+        Some(done) => report.line(done),
+        None => {
+            return Err(AdminError::NoDaemon(
+                "no daemon is running, so there is nothing to confirm",
+            ))
+        }
+    }
     Ok(report)
 }
 

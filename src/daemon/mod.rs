@@ -33,6 +33,7 @@ use crate::firewall::{
 use crate::otp;
 use crate::pidfile::{self, PidError};
 use crate::state::{OtpStore, StoreError};
+use crate::trial;
 
 /// Why the daemon could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -101,10 +102,22 @@ struct Daemon<'a> {
     dir: &'a Path,
     /// `dir` as `apply` names it in its requests.
     canonical: std::path::PathBuf,
+    state_dir: std::path::PathBuf,
     core: Core,
     kernel: Kernel,
     store: OtpStore,
     effects: Effects,
+    /// An `apply --confirm-within` waiting for its confirmation.
+    pending: Option<Pending>,
+}
+
+/// A configuration in force until a deadline, unless confirmed.
+struct Pending {
+    /// What comes back at the deadline.
+    previous: Config,
+    deadline: Instant,
+    /// The files of the configuration on trial, to refuse them after a rollback.
+    fingerprint: String,
 }
 
 /// `portknock serve` with the configuration of `dir`, already loaded and valid: runs until
@@ -118,9 +131,11 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
     let mut capture = Capture::open(NFLOG_GROUP).map_err(ServeError::Capture)?;
     let mut monitor = Monitor::open().map_err(ServeError::Monitor)?;
     let control = control::Listener::bind(&state_dir).map_err(ServeError::Control)?;
+    let config = unless_rolled_back(config);
     let mut core = Core::new(config, Instant::now(), std::process::id());
     let nft = firewall::install(core.config(), &[]).map_err(ServeError::Install)?;
     core.keeper().installed_by(nft);
+    keep_confirmed(&state_dir, core.config());
     let settings = &core.config().settings;
     let minute = otp::current_minute().unwrap_or(0);
     let store = OtpStore::open(&settings.state_dir, minute, settings.otp_skew)
@@ -137,6 +152,8 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
     let mut daemon = Daemon {
         dir,
         canonical: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        state_dir,
+        pending: None,
         core,
         kernel,
         store,
@@ -145,7 +162,9 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
     let mut batch = Vec::new();
     let mut transactions = Vec::new();
     while !signals.stop.load(Ordering::Relaxed) {
-        let timeout = match daemon.core.keeper().due() {
+        let deadline = daemon.pending.as_ref().map(|p| p.deadline);
+        let due = daemon.core.keeper().due();
+        let timeout = match due.into_iter().chain(deadline).min() {
             Some(due) => {
                 let wait = due.saturating_duration_since(Instant::now());
                 PollTimeout::try_from(wait + Duration::from_millis(1)).unwrap_or(PollTimeout::MAX)
@@ -194,6 +213,7 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
             daemon.knocks(&batch);
         }
         daemon.heal();
+        daemon.roll_back_if_due();
     }
     info!("portknock stopping; the rules stay in force and grants run out on their own");
     Ok(())
@@ -284,6 +304,15 @@ impl Daemon<'_> {
             }
         };
         log_diagnostics(&loaded.warnings);
+        if trial::rejected(&self.state_dir).as_deref() == Some(&trial::fingerprint(&loaded.config))
+        {
+            error!("reload refused: the configuration files hold the configuration that was rolled back for want of a confirmation; change them, or apply them again (with --confirm-within to try once more)");
+            return;
+        }
+        if self.pending.is_some() {
+            error!("reload refused: an apply waits for its confirmation (`portknock confirm`); reload after it");
+            return;
+        }
         // Only `portknock apply` with FW_PORTKNOCK=no (or `portknock remove`) takes the table
         // away. A reload never does: an emptied or truncated portknock.conf reads as the
         // engine off, and must not open every protected port at the next SIGHUP.
@@ -301,11 +330,14 @@ impl Daemon<'_> {
             }
         }
         match self.put_in_force(loaded.config) {
-            Ok(()) => info!(
-                simple = self.core.config().simple.len(),
-                advanced = self.core.config().advanced.len(),
-                "configuration reloaded"
-            ),
+            Ok(()) => {
+                keep_confirmed(&self.state_dir, self.core.config());
+                info!(
+                    simple = self.core.config().simple.len(),
+                    advanced = self.core.config().advanced.len(),
+                    "configuration reloaded"
+                );
+            }
             Err(e) => error!("reload refused: {e}; still enforcing the previous configuration"),
         }
     }
@@ -346,17 +378,30 @@ impl Daemon<'_> {
                 self.dir.display(),
                 dir.display()
             )),
-            Request::Apply { .. } => {
+            Request::Apply { .. } if self.pending.is_some() => Answer::Refused(format!(
+                "an apply already waits for its confirmation, for {} s more: run `portknock confirm` to keep it, or let it roll back, then apply again",
+                self.pending.as_ref().map_or(0, |p| p.deadline.saturating_duration_since(Instant::now()).as_secs())
+            )),
+            Request::Apply { confirm_within, .. } => {
                 let config = match config::load(self.dir) {
                     Ok(loaded) => loaded.config,
                     Err(e) => return Answer::Refused(format!("the configuration has errors:\n{e}")),
                 };
                 let enabled = config.settings.enabled;
+                let fingerprint = trial::fingerprint(&config);
+                let previous = self.core.config().clone();
                 if let Err(e) = self.put_in_force(config) {
                     return Answer::Refused(format!(
                         "{e}; the daemon still enforces the previous configuration"
                     ));
                 }
+                if let Err(e) = trial::clear_rejected(&self.state_dir) {
+                    warn!("cannot forget the configuration rolled back before: {e}");
+                }
+                if let Some(within) = confirm_within {
+                    return self.await_confirmation(previous, *within, fingerprint, &who);
+                }
+                keep_confirmed(&self.state_dir, self.core.config());
                 let c = self.core.config();
                 let (simple, advanced) = (c.simple.len(), c.advanced.len());
                 info!(simple, advanced, "configuration reloaded, as `portknock apply` asked ({who})");
@@ -374,6 +419,7 @@ impl Daemon<'_> {
             }
             Request::Remove => match firewall::remove() {
                 Ok(nft) => {
+                    self.set_pending(None);
                     let keeper = self.core.keeper();
                     keeper.installed_by(nft);
                     keeper.turned_off();
@@ -414,8 +460,105 @@ impl Daemon<'_> {
                     Err(e) => Answer::Refused(e.to_string()),
                 }
             }
-            Request::Confirm => Answer::Refused("no apply is waiting for confirmation".to_string()),
+            Request::Confirm => match self.pending.take() {
+                Some(_) => {
+                    self.set_pending(None);
+                    keep_confirmed(&self.state_dir, self.core.config());
+                    info!("configuration confirmed by {who}: it stays");
+                    Answer::Done("confirmed: the configuration in force stays".to_string())
+                }
+                None => Answer::Refused("no apply is waiting for confirmation".to_string()),
+            },
         }
+    }
+
+    /// Starts the trial of the configuration just put in force: `previous` comes back after
+    /// `within` unless confirmed.
+    fn await_confirmation(
+        &mut self,
+        previous: Config,
+        within: Duration,
+        fingerprint: String,
+        who: &str,
+    ) -> Answer {
+        self.pending = Some(Pending {
+            previous,
+            deadline: Instant::now() + within,
+            fingerprint,
+        });
+        let deadline = std::time::SystemTime::now() + within;
+        let unix = deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.set_pending(Some(trial::Pending { deadline: unix }));
+        let secs = within.as_secs();
+        info!("configuration applied on trial by {who}: it is rolled back in {secs} s unless confirmed");
+        Answer::Done(format!(
+            "applied on trial: run `portknock confirm` within {secs} s, from a new session through \
+             the new doors, or the previous configuration comes back by itself"
+        ))
+    }
+
+    /// Puts the previous configuration back if the trial's time ran out unconfirmed.
+    fn roll_back_if_due(&mut self) {
+        if self
+            .pending
+            .as_ref()
+            .is_none_or(|p| p.deadline > Instant::now())
+        {
+            return;
+        }
+        let Some(trial) = self.pending.take() else {
+            return;
+        };
+        self.set_pending(None);
+        match self.put_in_force(trial.previous) {
+            Ok(()) => {
+                if let Err(e) = trial::reject(&self.state_dir, &trial.fingerprint) {
+                    error!("cannot remember the configuration rolled back: {e}; a reload of the files would put it in force again");
+                }
+                let c = self.core.config();
+                warn!(
+                    simple = c.simple.len(),
+                    advanced = c.advanced.len(),
+                    "not confirmed in time: rolled back to the previous configuration; the files still hold the one rolled back, and a reload refuses them until they change"
+                );
+            }
+            Err(e) => error!("not confirmed in time, but the previous configuration cannot be put back: {e}; still enforcing the one on trial"),
+        }
+    }
+
+    /// Says in the state directory whether a confirmation is awaited, for `status`.
+    fn set_pending(&mut self, pending: Option<trial::Pending>) {
+        if pending.is_none() {
+            self.pending = None;
+        }
+        if let Err(e) = trial::set_pending(&self.state_dir, pending) {
+            warn!("cannot note the awaited confirmation for `portknock status`: {e}");
+        }
+    }
+}
+
+/// `config`, or the last confirmed configuration when `config`'s files hold one that was rolled
+/// back for want of confirmation: a restart must not put it back in force.
+fn unless_rolled_back(config: Config) -> Config {
+    match trial::in_force(config) {
+        trial::InForce::Files(config) => config,
+        trial::InForce::Confirmed(confirmed) => {
+            warn!("the configuration files hold the configuration that was rolled back for want of a confirmation: enforcing the last confirmed one instead, until the files change or are applied again");
+            confirmed
+        }
+        trial::InForce::Unreadable(config, e) => {
+            error!("the configuration files hold the configuration that was rolled back, and the last confirmed one cannot be read ({e}): enforcing the files");
+            config
+        }
+    }
+}
+
+/// Keeps a copy of the configuration in force for good; a failure is logged.
+fn keep_confirmed(state_dir: &Path, config: &Config) {
+    if let Err(e) = trial::keep_confirmed(state_dir, config) {
+        warn!("cannot keep a copy of the configuration in {}: {e}; a rollback would not survive a restart", state_dir.display());
     }
 }
 
