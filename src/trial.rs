@@ -178,9 +178,10 @@ mod tests {
             confirmed_dir(&state).join(SIMPLE_LIST_FILE)
         );
         // A newer copy replaces it.
+        let before = fingerprint(&loaded.config);
         fs::write(&simple, "22:7000,9000,6000\n").unwrap();
         let changed = config::load(&etc).unwrap();
-        assert_ne!(fingerprint(&loaded.config), fingerprint(&changed.config));
+        assert_ne!(before, fingerprint(&changed.config), "the files changed");
         keep_confirmed(&state, &changed.config).unwrap();
         let copy = config::load(&confirmed_dir(&state)).unwrap();
         assert_eq!(copy.config.simple, changed.config.simple);
