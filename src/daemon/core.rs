@@ -138,6 +138,12 @@ impl Core {
         self.config = config;
     }
 
+    /// Forgets which doors are armed in the kernel, when a failed commit leaves it unknown;
+    /// the next installation of the policy empties the kernel's fast path to agree.
+    pub fn forget_armed(&mut self) {
+        self.doors.kernel_armed.clear();
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config

@@ -136,10 +136,11 @@ impl Keeper {
         }
     }
 
-    /// Notifications were lost: what changed is unknown, so the policy is put back to be sure.
-    pub fn lost_track(&mut self, now: Instant) {
+    /// What the kernel holds is not known any more (notifications were lost, a commit failed
+    /// half-way for all the daemon can tell): the policy is put back, to agree with it again.
+    pub fn lost_track(&mut self, why: &str, now: Instant) {
         if !self.off {
-            self.wait("nftables notifications were lost".to_string(), now);
+            self.wait(why.to_string(), now);
         }
     }
 
@@ -304,12 +305,12 @@ mod tests {
         assert!(keeper.is_off());
         assert_eq!(keeper.due(), None, "the waiting heal is dropped");
         keeper.observe(&transaction(8, deleted_table()), now);
-        keeper.lost_track(now);
+        keeper.lost_track("notifications were lost", now);
         assert_eq!(keeper.due(), None, "nothing is kept while off");
         keeper.turned_on();
-        keeper.lost_track(now);
+        keeper.lost_track("notifications were lost", now);
         let heal = keeper.take_heal(now).expect("kept again");
-        assert_eq!(heal.reason, "nftables notifications were lost");
+        assert_eq!(heal.reason, "notifications were lost");
     }
 
     #[test]

@@ -233,14 +233,29 @@ impl Daemon<'_> {
             if let Some(mut otp) = accepted {
                 // In force before it is logged, in a transaction of its own (what earlier
                 // knocks of this read changed goes first), so that its outcome is its own.
-                commit(&mut self.kernel, &mut self.effects.changes);
+                self.commit_knocks();
                 let made = self.kernel.commit(&mut otp.changes);
                 self.store.flush();
                 log_accepted(&otp, made);
             }
         }
         self.effects.events.drain(..).for_each(|e| log(&e));
-        commit(&mut self.kernel, &mut self.effects.changes);
+        self.commit_knocks();
+    }
+
+    /// Sends the set changes the knocks decided. A refusal is logged; after an I/O error the
+    /// kernel may hold part of them, so the daemon forgets what it armed and puts the policy
+    /// back, which empties the fast path, to agree with the kernel again.
+    fn commit_knocks(&mut self) {
+        match self.kernel.commit(&mut self.effects.changes) {
+            Ok(()) => {}
+            Err(e @ NetlinkError::Refused { .. }) => error!("{e}"),
+            Err(e) => {
+                error!("{e}; putting the policy back to agree with the kernel again");
+                self.core.forget_armed();
+                (self.core.keeper()).lost_track("a set update failed half-way", Instant::now());
+            }
+        }
     }
 
     /// Reads the kernel's notifications and tells the keeper what was done to the table.
@@ -252,7 +267,9 @@ impl Daemon<'_> {
         let now = Instant::now();
         match monitor.read(transactions) {
             Ok(()) => {}
-            Err(MonitorError::Overrun) => self.core.keeper().lost_track(now),
+            Err(MonitorError::Overrun) => {
+                (self.core.keeper()).lost_track("nftables notifications were lost", now)
+            }
             Err(e) => error!("{e}"),
         }
         for transaction in transactions.drain(..) {
@@ -288,7 +305,7 @@ impl Daemon<'_> {
                     "cannot restore table inet {TABLE} ({}): {e}; trying again",
                     heal.reason
                 );
-                self.core.keeper().lost_track(Instant::now());
+                self.core.keeper().lost_track(&heal.reason, Instant::now());
             }
         }
     }
@@ -559,13 +576,6 @@ fn unless_rolled_back(config: Config) -> Config {
 fn keep_confirmed(state_dir: &Path, config: &Config) {
     if let Err(e) = trial::keep_confirmed(state_dir, config) {
         warn!("cannot keep a copy of the configuration in {}: {e}; a rollback would not survive a restart", state_dir.display());
-    }
-}
-
-/// Sends the queued set changes to the kernel; a failure is logged.
-fn commit(kernel: &mut Kernel, changes: &mut Changes) {
-    if let Err(e) = kernel.commit(changes) {
-        error!("{e}");
     }
 }
 

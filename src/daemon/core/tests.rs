@@ -542,3 +542,16 @@ fn a_reload_starts_knock_progress_over_with_the_new_doors() {
         }]
     );
 }
+
+#[test]
+fn armings_forgotten_after_a_failed_commit_are_not_disarmed_again() {
+    let mut d = Daemon::new(config(16, true));
+    d.knocks(0, a(), &[5000]);
+    d.core.forget_armed();
+    let late = KNOCK_TIMEOUT.as_millis() as u64 + 1;
+    assert_eq!(
+        d.knocks(late, a(), &[7000]).changes,
+        Changes::new(),
+        "the reinstalled policy emptied the fast path: nothing is left to disarm"
+    );
+}
