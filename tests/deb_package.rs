@@ -3,7 +3,7 @@
 //! under a running daemon, removed and purged in a throwaway Debian root booted with systemd,
 //! then removed from a chroot.
 //!
-//! Safety (SPEC §6): the package is never installed on this machine. The throwaway root is
+//! Safety (docs/behaviour.md §6): the package is never installed on this machine. The throwaway root is
 //! made by mmdebstrap from Debian's packages (which needs the Debian mirror) in a directory of
 //! its own. Everything that then runs in it — systemd, the daemon, dpkg and the maintainer
 //! scripts, which run `portknock remove` — runs in a network namespace made for the test,
@@ -620,7 +620,7 @@ fn named_portknock(dir: &Path, found: &mut Vec<PathBuf>) {
 /// A file of the administrator's own in /etc/portknock, which a purge removes too.
 const SECRET_FILE: &str = "client-secret";
 
-/// The address the administrator lets in by hand, from the test networks' range (SPEC §6).
+/// The address the administrator lets in by hand, from the test networks' range (docs/behaviour.md §6).
 const VISITOR: &str = "198.18.0.9";
 
 #[test]
