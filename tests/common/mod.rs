@@ -63,25 +63,70 @@ pub fn skipped(why: &str) {
 
 /// Runs `cmd` to its end and returns its output; a run longer than [`RUN_BOUND`] is killed and
 /// fails the test.
-pub fn output_within(mut cmd: Command) -> Output {
+pub fn output_within(cmd: Command) -> Output {
+    output_within_for(cmd, RUN_BOUND)
+}
+
+/// [`output_within`] for a command that may take longer than [`RUN_BOUND`] (a build, say).
+/// Its output is read as it comes, so that a command that writes more than a pipe holds does
+/// not block on it.
+pub fn output_within_for(mut cmd: Command, bound: Duration) -> Output {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn");
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
     let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > RUN_BOUND {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > bound {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
+            let _ = child.wait();
+            // Not joined: a process the command started may still hold the pipe open.
+            let stderr = stderr.1.lock().map(|e| e.clone()).unwrap_or_default();
             panic!(
-                "still running after {RUN_BOUND:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
+                "{:?} still running after {bound:?}; stderr so far:\n{}",
+                cmd.get_program(),
+                String::from_utf8_lossy(&stderr)
             );
         }
         thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
     }
-    child.wait_with_output().expect("output")
+}
+
+type Drained = (
+    thread::JoinHandle<()>,
+    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+);
+
+/// Reads `pipe` to its end on a thread of its own, into a buffer that can be looked at before.
+fn drain(mut pipe: impl Read + Send + 'static) -> Drained {
+    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shared = std::sync::Arc::clone(&buffer);
+    let reader = thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+            shared
+                .lock()
+                .expect("buffer")
+                .extend_from_slice(&chunk[..n]);
+        }
+    });
+    (reader, buffer)
+}
+
+fn collect((reader, buffer): Drained) -> Vec<u8> {
+    reader.join().expect("pipe reader");
+    std::mem::take(&mut *buffer.lock().expect("buffer"))
 }
 
 /// A lab with the configuration written and listeners on 22 and 2222; the daemon is not
@@ -418,12 +463,16 @@ impl Lab {
 
 /// The absolute path of `program` on this process's `PATH`.
 pub fn which(program: &str) -> PathBuf {
+    find_on_path(program).unwrap_or_else(|| panic!("{program} is not on PATH"))
+}
+
+/// The absolute path of `program` on this process's `PATH`, if it is there.
+pub fn find_on_path(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
         .map(|dir| dir.join(program))
         .find(|path| path.is_file())
-        .unwrap_or_else(|| panic!("{program} is not on PATH"))
 }
 
 /// The OTP payload for `secret`, `source` and `minute`, computed here independently of
