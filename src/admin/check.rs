@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::config::Loaded;
+use crate::config::{random_orders, Loaded};
 use crate::port::KnockPort;
 use crate::report::{count, Report};
 
@@ -41,7 +41,10 @@ fn summary(loaded: &Loaded) -> String {
     let simple_doors = config
         .simple
         .iter()
-        .map(|door| door_line(door.protected, &door.sequence, ""))
+        .map(|door| {
+            let odds = format!(" (random order: 1 in {})", random_orders(&door.sequence));
+            door_line(door.protected, &door.sequence, &odds)
+        })
         .collect();
     let advanced_doors = config
         .advanced
@@ -143,7 +146,7 @@ mod tests {
             "configuration: /etc/portknock\n\
              engine:        on\n\
              simple mode:   on, 1 door in /etc/portknock/simple-portknock-list\n\
-             \x20    22  <- 7000/tcp 8000/udp 6000/tcp\n\
+             \x20    22  <- 7000/tcp 8000/udp 6000/tcp (random order: 1 in 6)\n\
              advanced mode: on, 1 door in /etc/portknock/advanced-portknock-list\n\
              \x20  2222  <- 2000/udp (open/close secrets set)\n\
              timeouts:      knock 10 s, simple open 30 s, advanced open 3600 s, OTP skew 1 min either side\n\

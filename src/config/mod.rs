@@ -20,7 +20,7 @@ use crate::port::KnockPort;
 
 pub use conf::{MAX_DURATION_SECS, MAX_MAX_SOURCES, MAX_OTP_SKEW};
 pub use diagnostic::{ConfigError, Diagnostic, Severity};
-pub use lists::{MAX_SEQUENCE, MIN_SECRET_LEN};
+pub use lists::{random_orders, MAX_SEQUENCE, MIN_RANDOM_ORDERS, MIN_SECRET_LEN};
 
 /// Name of the settings file inside the configuration directory.
 pub const CONF_FILE: &str = "portknock.conf";

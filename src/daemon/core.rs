@@ -32,6 +32,8 @@ pub enum Event {
     WrongSequence { source: IpAddr, door: u16 },
     /// The source's progress outlived the knock timeout.
     Expired { source: IpAddr, door: u16 },
+    /// The source knocked on many ports outside every door while it had progress: a scan.
+    Scanned { source: IpAddr },
     /// A datagram to an OTP knock port that is no one-time password.
     NotAnOtp { source: IpAddr, port: u16 },
     /// A one-time password that was used before.
@@ -200,6 +202,7 @@ impl Core {
         let source = packet.source;
         let settings = &self.config.settings;
         let (timeout, open_for) = (settings.knock_timeout, settings.simple_open);
+        let mut scanned = false;
         for outcome in self.doors.engine.knock(source, packet.knock, now) {
             match outcome {
                 Outcome::Armed { door, final_knock } => {
@@ -231,8 +234,12 @@ impl Core {
                     let door = self.config.simple[door].protected;
                     self.junk(Event::Expired { source, door }, now, effects);
                 }
+                Outcome::Scanned { .. } => scanned = true,
                 Outcome::Progress { .. } | Outcome::Retransmit { .. } => {}
             }
+        }
+        if scanned {
+            self.junk(Event::Scanned { source }, now, effects);
         }
         // Whatever ended the armed door's progress (it opened, reset or expired, or the engine
         // let it go for its bounds), the kernel's arming ends with it.

@@ -602,6 +602,9 @@ fn log(event: &Event) {
         Event::Expired { source, door } => {
             info!(%source, door, "expired: knocks too slow, sequence restarted");
         }
+        Event::Scanned { source } => {
+            info!(%source, "scan: knocks on many ports outside every door; progress reset");
+        }
         Event::NotAnOtp { source, port } => {
             info!(%source, port, "bad OTP: the datagram is not a 64-hex-digit one-time password");
         }

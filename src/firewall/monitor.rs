@@ -70,7 +70,14 @@ impl TableChange {
     pub fn alters_policy(&self) -> bool {
         let run_time = [Family::V4, Family::V6].iter().any(|f| {
             let sets = f.sets();
-            [sets.granted, sets.armed, sets.expected, sets.knocked].contains(&self.name.as_str())
+            [
+                sets.granted,
+                sets.armed,
+                sets.expected,
+                sets.knocked,
+                sets.seen,
+            ]
+            .contains(&self.name.as_str())
         });
         !(self.object == Object::Elements && run_time)
     }

@@ -134,6 +134,7 @@ impl Policy {
             ));
             cmds.push(dynamic_set(sets.expected, json!([addr, "inet_service"])));
             cmds.push(dynamic_set(sets.knocked, json!(addr)));
+            cmds.push(dynamic_set(sets.seen, json!(addr)));
         }
         for (name, ports) in [
             ("protected", &self.protected),
@@ -170,7 +171,7 @@ impl Policy {
             "family": "inet", "table": TABLE, "name": "prerouting",
             "type": "filter", "hook": "prerouting", "prio": PRIORITY, "policy": "accept",
         }}}));
-        for name in ["knock", "guard"] {
+        for name in ["knock", "scan", "guard"] {
             cmds.push(json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": name}}}));
         }
         // Only SYNs count as TCP knocks: a retransmitted ACK or a RST is not a connection attempt.
@@ -183,11 +184,49 @@ impl Policy {
         ));
         cmds.push(rule(
             "prerouting",
-            vec![dport_in("tcp", "knock_tcp"), syn_only, jump("knock")],
+            vec![
+                dport_in("tcp", "knock_tcp"),
+                syn_only.clone(),
+                jump("knock"),
+            ],
         ));
         cmds.push(rule(
             "prerouting",
             vec![dport_in("udp", "knock_udp"), jump("knock")],
+        ));
+        // A source that knocked lately and now tries ports outside every door may be a scan,
+        // which walks knock ports in a random order: the daemon sees those tries too and takes
+        // many of them for a scan. Everyone else's connections cost a flag test here, no lookup.
+        let new_udp =
+            json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["new"]}});
+        for family in [Family::V4, Family::V6] {
+            let seen = in_set(saddr(family), family.sets().seen);
+            cmds.push(rule(
+                "prerouting",
+                vec![
+                    syn_only.clone(),
+                    dport_not_in("tcp", "knock_tcp"),
+                    seen.clone(),
+                    jump("scan"),
+                ],
+            ));
+            cmds.push(rule(
+                "prerouting",
+                vec![
+                    dport_not_in("udp", "knock_udp"),
+                    new_udp.clone(),
+                    seen,
+                    jump("scan"),
+                ],
+            ));
+        }
+        cmds.push(rule(
+            "scan",
+            vec![not_for_this_host(), json!({"return": null})],
+        ));
+        cmds.push(rule(
+            "scan",
+            vec![json!({"log": {"group": NFLOG_GROUP, "snaplen": SNAPLEN}})],
         ));
 
         // Packets the host routes to other machines are not knocks on its doors.
@@ -210,14 +249,25 @@ impl Policy {
         ));
         let l4proto = json!({"meta": {"key": "l4proto"}});
         let dport = json!({"payload": {"protocol": "th", "field": "dport"}});
+        let knock_timeout = self.knock_timeout.as_secs().max(1);
         for family in [Family::V4, Family::V6] {
             let sets = family.sets();
             cmds.push(rule(
                 "knock",
                 vec![
-                    in_set(json!({"concat": [saddr(family), l4proto, dport]}), sets.armed),
+                    json!({"set": {"op": "update", "set": format!("@{}", sets.seen),
+                    "elem": {"elem": {"val": saddr(family), "timeout": knock_timeout}}}}),
+                ],
+            ));
+            cmds.push(rule(
+                "knock",
+                vec![
+                    in_set(
+                        json!({"concat": [saddr(family), l4proto, dport]}),
+                        sets.armed,
+                    ),
                     json!({"set": {"op": "update", "set": format!("@{}", sets.knocked),
-                        "elem": {"elem": {"val": saddr(family), "timeout": self.knock_timeout.as_secs().max(1)}}}}),
+                        "elem": {"elem": {"val": saddr(family), "timeout": knock_timeout}}}}),
                 ],
             ));
         }
@@ -299,6 +349,8 @@ pub struct FamilySets {
     pub expected: &'static str,
     /// Sources whose armed final knock came.
     pub knocked: &'static str,
+    /// Sources that knocked lately, whose tries of other ports the daemon watches for a scan.
+    pub seen: &'static str,
 }
 
 impl Family {
@@ -317,6 +369,7 @@ impl Family {
                 armed: "armed4",
                 expected: "expected4",
                 knocked: "knocked4",
+                seen: "seen4",
             },
             Family::V6 => FamilySets {
                 trusted: "trusted6",
@@ -324,6 +377,7 @@ impl Family {
                 armed: "armed6",
                 expected: "expected6",
                 knocked: "knocked6",
+                seen: "seen6",
             },
         }
     }
@@ -405,6 +459,10 @@ fn in_set(key: Value, set: &str) -> Value {
 /// Matches a packet whose destination is none of the host's own addresses.
 fn not_for_this_host() -> Value {
     json!({"match": {"op": "!=", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}})
+}
+
+fn dport_not_in(proto: &str, set: &str) -> Value {
+    json!({"match": {"op": "!=", "left": {"payload": {"protocol": proto, "field": "dport"}}, "right": format!("@{set}")}})
 }
 
 fn dport_in(proto: &str, set: &str) -> Value {
@@ -542,17 +600,46 @@ mod tests {
             json!({"meta": {"key": "l4proto"}}),
             json!({"payload": {"protocol": "th", "field": "dport"}}),
         ];
-        for (rule, (ip, n)) in knock[2..].iter().zip([("ip", 4), ("ip6", 6)]) {
+        for (rules, (ip, n)) in knock[2..].chunks(2).zip([("ip", 4), ("ip6", 6)]) {
             let saddr = json!({"payload": {"protocol": ip, "field": "saddr"}});
             assert_eq!(
-                *rule,
-                &json!([
+                *rules[0],
+                json!([{"set": {"op": "update", "set": format!("@seen{n}"),
+                    "elem": {"elem": {"val": saddr, "timeout": 10}}}}]),
+                "a knocking source is watched for a scan for the knock timeout"
+            );
+            assert_eq!(
+                *rules[1],
+                json!([
                     {"match": {"op": "==", "left": {"concat": [saddr, l4[0], l4[1]]}, "right": format!("@armed{n}")}},
                     {"set": {"op": "update", "set": format!("@knocked{n}"),
                         "elem": {"elem": {"val": saddr, "timeout": 10}}}},
                 ])
             );
         }
+    }
+
+    #[test]
+    fn new_tries_of_other_ports_by_sources_that_knocked_lately_are_logged_for_the_host_only() {
+        let batch = batch(&policy());
+        let prerouting = rules_of(&batch, "prerouting");
+        let jumps_to_scan: Vec<&&Value> = prerouting
+            .iter()
+            .filter(|r| r.as_array().unwrap().last() == Some(&json!({"jump": {"target": "scan"}})))
+            .collect();
+        assert_eq!(jumps_to_scan.len(), 4, "TCP and UDP, IPv4 and IPv6");
+        for rule in &jumps_to_scan {
+            let text = rule.to_string();
+            assert!(text.contains(r#""op":"!=""#), "other ports only: {text}");
+            assert!(text.contains("@seen"), "sources that knocked only: {text}");
+            assert!(
+                text.contains(r#""syn""#) || text.contains(r#""new""#),
+                "new tries only: {text}"
+            );
+        }
+        let scan = rules_of(&batch, "scan");
+        assert_eq!(scan[0][0]["match"]["left"]["fib"]["result"], "type");
+        assert!(scan[1][0].get("log").is_some());
     }
 
     #[test]

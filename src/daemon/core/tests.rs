@@ -555,3 +555,18 @@ fn armings_forgotten_after_a_failed_commit_are_not_disarmed_again() {
         "the reinstalled policy emptied the fast path: nothing is left to disarm"
     );
 }
+
+#[test]
+fn a_scan_loses_its_progress_and_its_arming_and_says_so_once() {
+    let mut d = Daemon::new(config(16, true));
+    d.knocks(0, a(), &[5000]);
+    let others: Vec<u16> = (40_000..40_000 + crate::engine::SCAN_PORTS as u16).collect();
+    let scan = d.knocks(1, a(), &others);
+    assert_eq!(scan.events, [Event::Scanned { source: a() }]);
+    assert_eq!(scan.changes, expect(|c| disarm(c, a(), 5001, 24)));
+    assert_eq!(
+        d.knocks(20, a(), &[5001]).events,
+        [],
+        "the final knock opens nothing"
+    );
+}
