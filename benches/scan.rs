@@ -59,7 +59,7 @@ fn simulate(scans: u64, ports: u64) -> (u64, u64) {
             in_order += 1;
         }
         let mut open = false;
-        let mut previous = None;
+        let mut previous: Option<u64> = None;
         for (position, knock) in order {
             if let Some(last) = previous {
                 let between = (position - last - 1).min(200);
