@@ -442,6 +442,18 @@ mod tests {
     }
 
     #[test]
+    fn the_current_minute_is_the_system_clock_s() {
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let minute = current_minute().expect("a clock after 1970");
+        let after = before + 61;
+        assert!((epoch_minute(before)..=epoch_minute(after)).contains(&minute));
+        assert!(minute > 29_000_000, "after 2025");
+    }
+
+    #[test]
     fn message_matches_spec() {
         assert_eq!(hex::encode(&*message(SOURCE, MINUTE)), "cb0071054081ba01");
     }
@@ -617,6 +629,7 @@ mod tests {
         );
         assert!(!used.is_used(&m));
         assert_eq!(used.len(), 1);
+        assert!(!used.is_empty());
         assert_eq!(
             used.check_and_record(m, MINUTE, MINUTE + 2, 5),
             Err(Refused::TooOld),

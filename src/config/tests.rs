@@ -204,3 +204,10 @@ fn the_text_parsers_for_fuzzing_report_what_load_reports() {
     let (_, _, diags) = parse_lists(p, Some("22:7000,9000,8000\n"), None);
     assert_eq!(diags, []);
 }
+
+#[test]
+fn a_secret_never_shows_its_bytes() {
+    let secret = Secret::new("hipjazzhipjazz");
+    assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+    assert_eq!(secret.expose(), b"hipjazzhipjazz");
+}
