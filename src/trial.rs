@@ -3,8 +3,9 @@
 //! want of confirmation stays rolled back across a reload or a restart:
 //!
 //! - `pending-confirmation`: the deadline of the trial under way;
-//! - `confirmed/`: a copy of the last configuration put in force for good (at start, on a
-//!   reload, an `apply`, a `confirm`), as a configuration directory `config::load` reads;
+//! - `confirmed/`: a copy of the configuration in force for good before the trial, written when
+//!   the trial starts, as a configuration directory `config::load` reads (the daemon holds
+//!   its files' text in memory until then, so that nothing is written outside a trial);
 //! - `rejected`: the fingerprint of the files of a configuration that was rolled back for want
 //!   of confirmation. While the files are unchanged, a reload refuses them and a starting
 //!   daemon runs on `confirmed/` instead; an explicit `apply` of them clears it.
@@ -50,15 +51,26 @@ pub fn set_pending(state_dir: &Path, pending: Option<Pending>) -> io::Result<()>
 const CONFIRMED: &str = "confirmed";
 const REJECTED: &str = "rejected";
 
-/// What the files of a configuration hold, as a fingerprint; missing files count as empty.
-pub fn fingerprint(config: &Config) -> String {
-    let mut hash = Sha256::new();
-    for path in sources(config) {
-        let text = fs::read(&path).unwrap_or_default();
-        hash.update((text.len() as u64).to_le_bytes());
-        hash.update(&text);
+/// What the files of a configuration hold: `portknock.conf` and the two lists, a missing
+/// file as empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Texts([Vec<u8>; 3]);
+
+/// The texts of the files `config` is read from, as they are now.
+pub fn texts(config: &Config) -> Texts {
+    Texts(sources(config).map(|path| fs::read(path).unwrap_or_default()))
+}
+
+impl Texts {
+    /// A fingerprint of the three texts.
+    pub fn fingerprint(&self) -> String {
+        let mut hash = Sha256::new();
+        for text in &self.0 {
+            hash.update((text.len() as u64).to_le_bytes());
+            hash.update(text);
+        }
+        hex::encode(hash.finalize())
     }
-    hex::encode(hash.finalize())
 }
 
 /// The files a configuration is read from.
@@ -70,30 +82,40 @@ fn sources(config: &Config) -> [PathBuf; 3] {
     ]
 }
 
-/// Copies the files of `config` into `state_dir/confirmed/`, replacing the copy there; the
-/// lists are copied under their default names, which the copied `portknock.conf` is made to
-/// name, so that the copy reads the same wherever the lists were.
-pub fn keep_confirmed(state_dir: &Path, config: &Config) -> io::Result<()> {
+/// Writes `texts` into `state_dir/confirmed/`, replacing the copy there; the lists go under
+/// their default names, which the copied `portknock.conf` is made to name, so that the copy
+/// reads the same wherever the lists were.
+pub fn keep_confirmed(state_dir: &Path, texts: &Texts) -> io::Result<()> {
     let fresh = state_dir.join(format!("{CONFIRMED}.new"));
     let _ = fs::remove_dir_all(&fresh);
     fs::create_dir(&fresh)?;
     fs::set_permissions(&fresh, fs::Permissions::from_mode(0o700))?;
-    let [conf, simple, advanced] = sources(config);
-    let mut text = fs::read_to_string(conf).unwrap_or_default();
-    text.push_str(&format!(
-        "\n# Added by portknock: this copy's lists are beside it.\n\
-         FW_PORTKNOCK_SIMPLE_LIST=\"{SIMPLE_LIST_FILE}\"\n\
-         FW_PORTKNOCK_ADVANCED_LIST=\"{ADVANCED_LIST_FILE}\"\n"
-    ));
-    fs::write(fresh.join(CONF_FILE), text)?;
-    for (from, name) in [(simple, SIMPLE_LIST_FILE), (advanced, ADVANCED_LIST_FILE)] {
+    let [conf, simple, advanced] = &texts.0;
+    let mut conf = conf.clone();
+    conf.extend_from_slice(
+        format!(
+            "\n# Added by portknock: this copy's lists are beside it.\n\
+             FW_PORTKNOCK_SIMPLE_LIST=\"{SIMPLE_LIST_FILE}\"\n\
+             FW_PORTKNOCK_ADVANCED_LIST=\"{ADVANCED_LIST_FILE}\"\n"
+        )
+        .as_bytes(),
+    );
+    fs::write(fresh.join(CONF_FILE), conf)?;
+    for (text, name) in [(simple, SIMPLE_LIST_FILE), (advanced, ADVANCED_LIST_FILE)] {
         let to = fresh.join(name);
-        fs::write(&to, fs::read(from).unwrap_or_default())?;
+        fs::write(&to, text)?;
         fs::set_permissions(&to, fs::Permissions::from_mode(0o600))?;
     }
-    let kept = state_dir.join(CONFIRMED);
-    let _ = fs::remove_dir_all(&kept);
-    fs::rename(&fresh, &kept)
+    forget_confirmed(state_dir)?;
+    fs::rename(&fresh, state_dir.join(CONFIRMED))
+}
+
+/// Removes the confirmed copy: no trial needs it any more.
+pub fn forget_confirmed(state_dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(state_dir.join(CONFIRMED)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// The configuration directory of the last confirmed configuration.
@@ -117,7 +139,7 @@ pub enum InForce {
 /// back for want of confirmation, while the files hold it unchanged.
 pub fn in_force(config: Config) -> InForce {
     let state_dir = &config.settings.state_dir;
-    if rejected(state_dir).as_deref() != Some(&fingerprint(&config)) {
+    if rejected(state_dir).as_deref() != Some(&texts(&config).fingerprint()) {
         return InForce::Files(config);
     }
     match config::load(&confirmed_dir(state_dir)) {
@@ -170,25 +192,28 @@ mod tests {
         let loaded = config::load(&etc).unwrap();
         let state = dir.path().join("state");
         fs::create_dir_all(&state).unwrap();
-        keep_confirmed(&state, &loaded.config).unwrap();
+        let before = texts(&loaded.config);
+        keep_confirmed(&state, &before).unwrap();
         let copy = config::load(&confirmed_dir(&state)).unwrap();
         assert_eq!(copy.config.simple, loaded.config.simple);
-        assert_eq!(
-            copy.config.settings.simple_list,
-            confirmed_dir(&state).join(SIMPLE_LIST_FILE)
-        );
-        // A newer copy replaces it.
-        let before = fingerprint(&loaded.config);
+        let copied_list = confirmed_dir(&state).join(SIMPLE_LIST_FILE);
+        assert_eq!(copy.config.settings.simple_list, copied_list);
+        // Changed files are told apart, and a newer copy replaces the old.
         fs::write(&simple, "22:7000,9000,6000\n").unwrap();
         let changed = config::load(&etc).unwrap();
-        assert_ne!(before, fingerprint(&changed.config), "the files changed");
-        keep_confirmed(&state, &changed.config).unwrap();
+        let after = texts(&changed.config);
+        assert_ne!(before.fingerprint(), after.fingerprint());
+        assert_eq!(before.fingerprint(), before.clone().fingerprint());
+        keep_confirmed(&state, &after).unwrap();
         let copy = config::load(&confirmed_dir(&state)).unwrap();
         assert_eq!(copy.config.simple, changed.config.simple);
+        forget_confirmed(&state).unwrap();
+        forget_confirmed(&state).unwrap();
+        assert!(!confirmed_dir(&state).exists());
 
         assert_eq!(rejected(&state), None);
-        reject(&state, &fingerprint(&changed.config)).unwrap();
-        assert_eq!(rejected(&state), Some(fingerprint(&changed.config)));
+        reject(&state, &after.fingerprint()).unwrap();
+        assert_eq!(rejected(&state), Some(after.fingerprint()));
         clear_rejected(&state).unwrap();
         clear_rejected(&state).unwrap();
         assert_eq!(rejected(&state), None);

@@ -281,7 +281,7 @@ fn without_a_working_nft_apply_and_serve_fail_clearly_and_change_nothing() {
 
     // nft failing: the rules in force stay exactly as they were.
     ok(&lab.admin(&["apply"]));
-    let installed = lab.ruleset();
+    let installed = lab.policy();
     assert!(installed.contains("table inet portknock"));
     // Many doors more: the batch is larger than a pipe holds, so an nft that fails without
     // reading it all leaves portknock writing into a closed pipe. Odd ports eight apart, so that
@@ -304,11 +304,7 @@ fn without_a_working_nft_apply_and_serve_fail_clearly_and_change_nothing() {
                 "nothing was changed",
             ],
         );
-        assert_eq!(
-            lab.ruleset(),
-            installed,
-            "{args:?} half-installed something"
-        );
+        assert_eq!(lab.policy(), installed, "{args:?} half-installed something");
     }
     assert!(!lab.can_connect(0, SERVER4, 22), "still enforcing");
     ok(&lab.admin(&["apply"]));
@@ -420,7 +416,7 @@ fn a_flood_that_overruns_the_nflog_buffer_is_logged_and_knocks_work_afterwards()
 fn a_deleted_or_truncated_configuration_is_refused_on_sighup_and_restoring_it_works() {
     let Some(mut lab) = lab(1, FAST) else { return };
     lab.start_daemon();
-    let installed = lab.ruleset();
+    let installed = lab.policy();
     let dir = lab.config_dir();
     let conf = dir.join("portknock.conf");
     let simple = dir.join("simple-portknock-list");
@@ -466,7 +462,7 @@ fn a_deleted_or_truncated_configuration_is_refused_on_sighup_and_restoring_it_wo
         fault();
         lab.signal_daemon("-HUP");
         assert_logged(&lab, "reload refused", n + 1);
-        assert_eq!(lab.ruleset(), installed, "{what}: the rules changed");
+        assert_eq!(lab.policy(), installed, "{what}: the rules changed");
         assert!(!lab.can_connect(0, SERVER4, 22), "{what}: still closed");
         ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
         lab.connect(0, SERVER4, 22);
@@ -591,7 +587,7 @@ fn daemons_started_at_the_same_moment_leave_exactly_one_running() {
 fn a_second_daemon_with_another_state_directory_refuses_and_changes_nothing() {
     let Some(mut lab) = lab(1, FAST) else { return };
     lab.start_daemon();
-    let installed = lab.ruleset();
+    let installed = lab.policy();
     // Same namespace, another configuration directory and state directory: the pid-file lock
     // cannot see the first daemon, the kernel's NFLOG group can.
     let other = lab.dir.path().join("other");
@@ -609,11 +605,7 @@ fn a_second_daemon_with_another_state_directory_refuses_and_changes_nothing() {
     cmd.arg("serve").env("PORTKNOCK_CONFIG_DIR", &other);
     let out = output_within(cmd);
     assert_failed_naming(&out, &["NFLOG group", "another process already reads it"]);
-    assert_eq!(
-        lab.ruleset(),
-        installed,
-        "the second daemon changed nothing"
-    );
+    assert_eq!(lab.policy(), installed, "the second daemon changed nothing");
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
     lab.connect(0, SERVER4, 22);
 }

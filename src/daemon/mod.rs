@@ -109,6 +109,9 @@ struct Daemon<'a> {
     effects: Effects,
     /// An `apply --confirm-within` waiting for its confirmation.
     pending: Option<Pending>,
+    /// The files' text of the configuration in force for good: what a trial's rollback puts
+    /// back, kept on disk only while a trial runs.
+    confirmed: trial::Texts,
 }
 
 /// A configuration in force until a deadline, unless confirmed.
@@ -116,8 +119,9 @@ struct Pending {
     /// What comes back at the deadline.
     previous: Config,
     deadline: Instant,
-    /// The files of the configuration on trial, to refuse them after a rollback.
-    fingerprint: String,
+    /// The files' text of the configuration on trial, to refuse them after a rollback, or to
+    /// keep them once confirmed.
+    texts: trial::Texts,
 }
 
 /// `portknock serve` with the configuration of `dir`, already loaded and valid: runs until
@@ -135,7 +139,7 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
     let mut core = Core::new(config, Instant::now(), std::process::id());
     let nft = firewall::install(core.config(), &[]).map_err(ServeError::Install)?;
     core.keeper().installed_by(nft);
-    keep_confirmed(&state_dir, core.config());
+    let confirmed = trial::texts(core.config());
     let settings = &core.config().settings;
     let minute = otp::current_minute().unwrap_or(0);
     let store = OtpStore::open(&settings.state_dir, minute, settings.otp_skew)
@@ -154,6 +158,7 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
         canonical: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
         state_dir,
         pending: None,
+        confirmed,
         core,
         kernel,
         store,
@@ -321,7 +326,8 @@ impl Daemon<'_> {
             }
         };
         log_diagnostics(&loaded.warnings);
-        if trial::rejected(&self.state_dir).as_deref() == Some(&trial::fingerprint(&loaded.config))
+        if trial::rejected(&self.state_dir).as_deref()
+            == Some(&trial::texts(&loaded.config).fingerprint())
         {
             error!("reload refused: the configuration files hold the configuration that was rolled back for want of a confirmation; change them, or apply them again (with --confirm-within to try once more)");
             return;
@@ -348,7 +354,7 @@ impl Daemon<'_> {
         }
         match self.put_in_force(loaded.config) {
             Ok(()) => {
-                keep_confirmed(&self.state_dir, self.core.config());
+                self.confirmed = trial::texts(self.core.config());
                 info!(
                     simple = self.core.config().simple.len(),
                     advanced = self.core.config().advanced.len(),
@@ -405,20 +411,22 @@ impl Daemon<'_> {
                     Err(e) => return Answer::Refused(format!("the configuration has errors:\n{e}")),
                 };
                 let enabled = config.settings.enabled;
-                let fingerprint = trial::fingerprint(&config);
+                let texts = trial::texts(&config);
                 let previous = self.core.config().clone();
                 if let Err(e) = self.put_in_force(config) {
                     return Answer::Refused(format!(
                         "{e}; the daemon still enforces the previous configuration"
                     ));
                 }
-                if let Err(e) = trial::clear_rejected(&self.state_dir) {
+                if let Err(e) = trial::clear_rejected(&self.state_dir)
+                    .and_then(|()| trial::forget_confirmed(&self.state_dir))
+                {
                     warn!("cannot forget the configuration rolled back before: {e}");
                 }
                 if let Some(within) = confirm_within {
-                    return self.await_confirmation(previous, *within, fingerprint, &who);
+                    return self.await_confirmation(previous, *within, texts, &who);
                 }
-                keep_confirmed(&self.state_dir, self.core.config());
+                self.confirmed = texts;
                 let c = self.core.config();
                 let (simple, advanced) = (c.simple.len(), c.advanced.len());
                 info!(simple, advanced, "configuration reloaded, as `portknock apply` asked ({who})");
@@ -478,9 +486,12 @@ impl Daemon<'_> {
                 }
             }
             Request::Confirm => match self.pending.take() {
-                Some(_) => {
+                Some(trial) => {
                     self.set_pending(None);
-                    keep_confirmed(&self.state_dir, self.core.config());
+                    self.confirmed = trial.texts;
+                    if let Err(e) = trial::forget_confirmed(&self.state_dir) {
+                        warn!("cannot remove the copy of the previous configuration: {e}");
+                    }
                     info!("configuration confirmed by {who}: it stays");
                     Answer::Done("confirmed: the configuration in force stays".to_string())
                 }
@@ -495,13 +506,17 @@ impl Daemon<'_> {
         &mut self,
         previous: Config,
         within: Duration,
-        fingerprint: String,
+        texts: trial::Texts,
         who: &str,
     ) -> Answer {
+        // What comes back must outlive this process: a restart after the rollback runs on it.
+        if let Err(e) = trial::keep_confirmed(&self.state_dir, &self.confirmed) {
+            warn!("cannot keep a copy of the previous configuration in {}: {e}; a rollback would not survive a restart", self.state_dir.display());
+        }
         self.pending = Some(Pending {
             previous,
             deadline: Instant::now() + within,
-            fingerprint,
+            texts,
         });
         let deadline = std::time::SystemTime::now() + within;
         let unix = deadline
@@ -531,7 +546,7 @@ impl Daemon<'_> {
         self.set_pending(None);
         match self.put_in_force(trial.previous) {
             Ok(()) => {
-                if let Err(e) = trial::reject(&self.state_dir, &trial.fingerprint) {
+                if let Err(e) = trial::reject(&self.state_dir, &trial.texts.fingerprint()) {
                     error!("cannot remember the configuration rolled back: {e}; a reload of the files would put it in force again");
                 }
                 let c = self.core.config();
@@ -569,13 +584,6 @@ fn unless_rolled_back(config: Config) -> Config {
             error!("the configuration files hold the configuration that was rolled back, and the last confirmed one cannot be read ({e}): enforcing the files");
             config
         }
-    }
-}
-
-/// Keeps a copy of the configuration in force for good; a failure is logged.
-fn keep_confirmed(state_dir: &Path, config: &Config) {
-    if let Err(e) = trial::keep_confirmed(state_dir, config) {
-        warn!("cannot keep a copy of the configuration in {}: {e}; a rollback would not survive a restart", state_dir.display());
     }
 }
 

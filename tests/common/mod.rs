@@ -448,6 +448,30 @@ impl Lab {
         assert!(status.success(), "kill {signal} {pid} failed");
     }
 
+    /// [`Lab::ruleset`] without the elements the packet path and the daemon add at run time
+    /// (they all have a timeout, so nft lists them with `expires`): the policy alone, which
+    /// knocks do not change.
+    pub fn policy(&self) -> String {
+        let text = self.ruleset();
+        let mut policy = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(found) = rest.find("elements = {") {
+            // Whole lines: from the start of the line to the end of the one that closes it.
+            let start = rest[..found].rfind('\n').map_or(0, |n| n + 1);
+            let close = found + rest[found..].find('}').unwrap_or(rest.len() - found);
+            let end = rest[close..]
+                .find('\n')
+                .map_or(rest.len(), |n| close + n + 1);
+            policy.push_str(&rest[..start]);
+            if !rest[start..end].contains("expires") {
+                policy.push_str(&rest[start..end]);
+            }
+            rest = &rest[end..];
+        }
+        policy.push_str(rest);
+        policy
+    }
+
     /// `nft list ruleset` in the server namespace: the whole of what the kernel enforces there.
     pub fn ruleset(&self) -> String {
         let out = self
