@@ -19,9 +19,9 @@ use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
 use crate::firewall::{self, SNAPLEN};
 use crate::port::KnockPort;
 
-/// Receive buffer asked of the kernel: a burst of some 50,000 knocks waits here while the
+/// Receive buffer asked of the kernel, 16 MiB: a burst of some 50,000 knocks waits here while the
 /// daemon works, instead of being dropped.
-const RECV_BUFFER: usize = 16 << 20;
+const RECV_BUFFER: usize = 16_777_216;
 
 /// Most datagrams one [`Capture::recv`] takes: enough for one kernel update to cover many
 /// knocks under a flood, few enough that the first of them is not kept waiting.

@@ -39,9 +39,9 @@ const DESTROY_SET_ELEM: u8 = 30;
 const INET: u8 = 1;
 /// The size of `struct nfgenmsg` before the attributes.
 const NFGEN_LEN: usize = 4;
-/// What the receive buffer is asked to hold: a `nft flush ruleset` of a large ruleset sends a
+/// What the receive buffer is asked to hold, 4 MiB: a `nft flush ruleset` of a large ruleset sends a
 /// message per object.
-const RECV_BUFFER: usize = 4 << 20;
+const RECV_BUFFER: usize = 4_194_304;
 
 /// What kind of object of the table a change is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
