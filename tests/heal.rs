@@ -120,6 +120,9 @@ fn what_other_tools_do_to_the_table_is_undone_with_the_grants_still_running() {
         lab.ruleset().contains("tcp dport 9999"),
         "the table nft -f loaded is untouched"
     );
+    for line in lab.daemon_log().lines().filter(|l| l.contains("restored")) {
+        eprintln!("{line}");
+    }
 }
 
 /// Something another tool does to the ruleset.

@@ -32,7 +32,8 @@ const PRUNE_EVERY: usize = 4096;
 /// A heal to make now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heal {
-    /// What happened, for the log: the first foreign change since the last heal.
+    /// What happened, for the log: the first foreign change since the last heal (the largest
+    /// of its transaction).
     pub reason: String,
     /// Grants still running that the daemon knows of, to put back if the kernel lost them.
     pub grants: Vec<Grant>,
@@ -130,7 +131,10 @@ impl Keeper {
         if own || self.off {
             return;
         }
-        if let Some(change) = transaction.changes.iter().find(|c| c.alters_policy()) {
+        // The largest change names it: a flushed ruleset deletes rules and chains before the
+        // table, and it is the table that was deleted.
+        let policy = transaction.changes.iter().filter(|c| c.alters_policy());
+        if let Some(change) = policy.min_by_key(|c| c.object) {
             let by = format!("{} (pid {})", transaction.process, transaction.pid);
             self.wait(format!("{change} by {by}"), now);
         }
@@ -286,7 +290,8 @@ mod tests {
     }
 
     #[test]
-    fn the_first_foreign_change_names_the_heal_and_a_removal_on_purpose_stops_it() {
+    fn the_largest_change_of_the_first_foreign_transaction_names_the_heal_and_a_removal_on_purpose_stops_it(
+    ) {
         let now = Instant::now();
         let mut keeper = Keeper::new(DAEMON);
         let changes = vec![
@@ -298,7 +303,8 @@ mod tests {
         keeper.observe(&transaction(8, deleted_table()), now);
         assert_eq!(
             keeper.take_heal(now).map(|h| h.reason).as_deref(),
-            Some("a rule of chain guard deleted by nft (pid 7)")
+            Some("table inet portknock deleted by nft (pid 7)"),
+            "the largest change of the first foreign transaction"
         );
         keeper.observe(&transaction(8, deleted_table()), now);
         keeper.turned_off();

@@ -43,13 +43,13 @@ const NFGEN_LEN: usize = 4;
 /// message per object.
 const RECV_BUFFER: usize = 4_194_304;
 
-/// What kind of object of the table a change is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What kind of object of the table a change is about, the largest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Object {
     Table,
     Chain,
-    Rule,
     Set,
+    Rule,
     Elements,
 }
 
