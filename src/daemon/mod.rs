@@ -135,8 +135,11 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
     let mut capture = Capture::open(NFLOG_GROUP).map_err(ServeError::Capture)?;
     let mut monitor = Monitor::open().map_err(ServeError::Monitor)?;
     let control = control::Listener::bind(&state_dir).map_err(ServeError::Control)?;
+    let kernel = Kernel::open().map_err(ServeError::Netlink)?;
     let config = unless_rolled_back(config);
-    let mut core = Core::new(config, Instant::now(), std::process::id());
+    // The daemon's own commits carry the netlink port id of its socket, not its pid.
+    let portid = kernel.portid().map_err(ServeError::Netlink)?;
+    let mut core = Core::new(config, Instant::now(), portid);
     let nft = firewall::install(core.config(), &[]).map_err(ServeError::Install)?;
     core.keeper().installed_by(nft);
     let confirmed = trial::texts(core.config());
@@ -144,7 +147,6 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
     let minute = otp::current_minute().unwrap_or(0);
     let store = OtpStore::open(&settings.state_dir, minute, settings.otp_skew)
         .map_err(ServeError::Store)?;
-    let kernel = Kernel::open().map_err(ServeError::Netlink)?;
     // Everything that needs more than CAP_NET_ADMIN (creating the state directory, binding
     // the sockets) is done; from here on the daemon can only manage the firewall.
     firewall::keep_only_net_admin().map_err(ServeError::Privilege)?;

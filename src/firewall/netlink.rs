@@ -94,6 +94,14 @@ impl Kernel {
         })
     }
 
+    /// The socket's netlink port, which the kernel's notifications name as the maker of the
+    /// changes committed here.
+    pub fn portid(&self) -> Result<u32, NetlinkError> {
+        let mut address = netlink_sys::SocketAddr::new(0, 0);
+        (self.socket.get_address(&mut address)).map_err(NetlinkError::Io)?;
+        Ok(address.port_number())
+    }
+
     /// Sends the queued changes as one transaction and waits for the kernel's answer.
     ///
     /// One refused change aborts the whole transaction (an add to a full set, say); the changes
