@@ -222,3 +222,30 @@ fn apply_dry_run_needs_no_privilege() {
         "{batch}"
     );
 }
+
+#[test]
+fn files_saved_with_a_byte_order_mark_check_as_without() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let names = [
+        "portknock.conf",
+        "simple-portknock-list",
+        "advanced-portknock-list",
+    ];
+    let read = |name: &str| fs::read_to_string(examples.join(name)).expect("read an example");
+    let plain = config_dir(
+        &names
+            .map(|n| (n, read(n)))
+            .each_ref()
+            .map(|(n, t)| (*n, t.as_str())),
+    );
+    let marked = names.map(|n| (n, format!("\u{feff}{}", read(n))));
+    let marked = config_dir(&marked.each_ref().map(|(n, t)| (*n, t.as_str())));
+    let run = |dir: &Path| {
+        let out = check(&["--config-dir", &dir.to_string_lossy()], None);
+        let shown = |bytes: &[u8]| text(bytes).replace(&*dir.to_string_lossy(), "DIR");
+        (out.status.code(), shown(&out.stdout), shown(&out.stderr))
+    };
+    let expected = run(plain.path());
+    assert_eq!(expected.0, Some(0), "{expected:?}");
+    assert_eq!(run(marked.path()), expected);
+}

@@ -7,6 +7,7 @@ mod conf;
 mod diagnostic;
 mod lists;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
@@ -277,8 +278,23 @@ fn read(path: &Path) -> io::Result<(String, u32)> {
     let mode = file.metadata()?.permissions().mode();
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
-    // Invalid UTF-8 is kept visible as U+FFFD, which every port and secret check rejects.
-    Ok((String::from_utf8_lossy(&bytes).into_owned(), mode))
+    Ok((text(&bytes).into_owned(), mode))
+}
+
+/// The bytes of a configuration file as the parsers take them: without a leading byte-order
+/// mark, and with invalid UTF-8 kept visible as U+FFFD, which every port and secret check
+/// rejects. Public for fuzzing, which must read a file as [`load`] does.
+pub fn text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(without_bom(bytes))
+}
+
+/// The UTF-8 byte-order mark. Windows editors write one at the start of a text file; it is no
+/// part of the first line (docs/behaviour.md §1), where it would hide the first key or port.
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// `bytes` without a leading [`BOM`].
+pub fn without_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(BOM).unwrap_or(bytes)
 }
 
 /// Reads the list of an enabled mode; a missing or unreadable list is an error.

@@ -204,3 +204,55 @@ fn the_text_parsers_for_fuzzing_report_what_load_reports() {
     let (_, _, diags) = parse_lists(p, Some("22:7000,9000,8000\n"), None);
     assert_eq!(diags, []);
 }
+
+#[test]
+fn a_leading_byte_order_mark_is_not_part_of_any_file() {
+    let files = [
+        (CONF_FILE, ALL_ON),
+        (SIMPLE_LIST_FILE, "22:7000,9000,8000\n"),
+        (
+            ADVANCED_LIST_FILE,
+            "2222,2000,hipjazzhipjazz,superawesome\n",
+        ),
+    ];
+    let expected = load(dir_with(&files).path()).expect("valid");
+    // Each file alone, then all three, as a Windows editor saves them.
+    for marked in [
+        &[CONF_FILE][..],
+        &[SIMPLE_LIST_FILE],
+        &[ADVANCED_LIST_FILE],
+        &[CONF_FILE, SIMPLE_LIST_FILE, ADVANCED_LIST_FILE],
+    ] {
+        let texts = files.map(|(name, text)| {
+            let bom = if marked.contains(&name) {
+                "\u{feff}"
+            } else {
+                ""
+            };
+            (name, format!("{bom}{text}"))
+        });
+        let dir = dir_with(&texts.each_ref().map(|(n, t)| (*n, t.as_str())));
+        let loaded = load(dir.path()).unwrap_or_else(|e| panic!("{marked:?}: {e}"));
+        assert_eq!(loaded.warnings, [], "{marked:?}");
+        assert_eq!(
+            (
+                loaded.config.settings,
+                loaded.config.simple,
+                loaded.config.advanced
+            ),
+            (
+                Settings {
+                    simple_list: dir.path().join(SIMPLE_LIST_FILE),
+                    advanced_list: dir.path().join(ADVANCED_LIST_FILE),
+                    ..expected.config.settings.clone()
+                },
+                expected.config.simple.clone(),
+                expected.config.advanced.clone()
+            ),
+            "{marked:?}"
+        );
+    }
+    // Only a leading one: elsewhere it is a character like any other.
+    assert_eq!(text(b"\xEF\xBB\xBFa\xEF\xBB\xBF"), "a\u{feff}");
+    assert_eq!(text(b"\xEF\xBBa\xFF"), "\u{fffd}a\u{fffd}");
+}
