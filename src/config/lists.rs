@@ -210,10 +210,9 @@ fn advanced_door(
     };
     let protected = note(port(protected, "the protected port"), errors);
     let knock_port = note(port(knock, "the knock port"), errors);
-    // `&`, not `&&`: both secrets are checked even when the first is bad.
-    let secrets_valid =
-        secret(open, "open", errors, warnings) & secret(close, "close", errors, warnings);
-    if secrets_valid && open == close {
+    let open = note(secret(open, "open", warnings), errors);
+    let close = note(secret(close, "close", warnings), errors);
+    if open.is_some() && open == close {
         errors.push(
             "the open secret and the close secret are the same, so a close could not be told \
              from an open; choose two different secrets"
@@ -223,31 +222,55 @@ fn advanced_door(
     Some(AdvancedDoor {
         protected: protected?,
         knock_port: knock_port?,
-        open_secret: Secret::new(open),
-        close_secret: Secret::new(close),
+        open_secret: Secret::new(open?),
+        close_secret: Secret::new(close?),
     })
 }
 
-/// Checks one secret, naming it by `which` only: its value never goes into a message.
-fn secret(value: &str, which: &str, errors: &mut Vec<String>, warnings: &mut Vec<String>) -> bool {
+/// One secret as written, without the quotes around it; its problems name it by `which`
+/// only: its value never goes into a message.
+fn secret<'a>(
+    written: &'a str,
+    which: &str,
+    warnings: &mut Vec<String>,
+) -> Result<&'a str, String> {
+    let value = unquote(written).ok_or_else(|| {
+        format!(
+            "the {which} secret has a quote that is not one of a matching pair around the whole \
+             secret; write the secret bare, or whole in \"...\" or '...', which are not part of it"
+        )
+    })?;
     if value.is_empty() {
-        errors.push(format!("the {which} secret is empty"));
-        false
-    } else if !value.bytes().all(|b| b.is_ascii_graphic()) {
-        errors.push(format!(
+        return Err(format!("the {which} secret is empty"));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
             "the {which} secret has a character that is not printable ASCII; use letters, \
              digits and punctuation"
         ));
-        false
-    } else {
-        if value.len() < MIN_SECRET_LEN {
-            warnings.push(format!(
-                "the {which} secret is shorter than {MIN_SECRET_LEN} characters; one captured \
-                 knock lets anyone guess a short secret offline"
-            ));
-        }
-        true
     }
+    if value.len() < MIN_SECRET_LEN {
+        warnings.push(format!(
+            "the {which} secret is shorter than {MIN_SECRET_LEN} characters; one captured \
+             knock lets anyone guess a short secret offline"
+        ));
+    }
+    Ok(value)
+}
+
+/// A field written bare, or whole in matching double or single quotes, which are dropped as
+/// the shell and portknock.conf drop them; `None` for any other quote, which would otherwise
+/// become part of the secret unseen.
+fn unquote(field: &str) -> Option<&str> {
+    for quote in ['"', '\''] {
+        let inner = field
+            .strip_prefix(quote)
+            .and_then(|f| f.strip_suffix(quote));
+        if let Some(inner) = inner.filter(|inner| !inner.contains(quote)) {
+            return Some(inner);
+        }
+    }
+    (!field.contains(['"', '\''])).then_some(field)
 }
 
 /// A port from 1 to 65535, `what` naming it in the message.

@@ -224,6 +224,52 @@ fn advanced_format_and_field_errors() {
 }
 
 #[test]
+fn secrets_in_matching_quotes_lose_them_as_in_portknock_conf() {
+    let text =
+        "2023,45124,\"quotedOpen1\",\"quotedClose1\"\n2024,45125,'single-quoted',bare-secret\n\
+                2025,45126,\"it's-mine\",'say-\"hi\"'\n";
+    assert_eq!(
+        advanced(text),
+        (
+            vec![
+                (1, adoor(2023, 45124, "quotedOpen1", "quotedClose1")),
+                (2, adoor(2024, 45125, "single-quoted", "bare-secret")),
+                (3, adoor(2025, 45126, "it's-mine", "say-\"hi\"")),
+            ],
+            vec![]
+        )
+    );
+}
+
+#[test]
+fn a_quote_that_is_not_a_matching_pair_is_an_error() {
+    let text = "22,2000,\"unclosed,closeclose\n23,2001,openopen,unopened'\n\
+                24,2002,in\"side,closeclose\n25,2003,\"one\"two\",closeclose\n\
+                26,2004,'mixed\",closeclose\n27,2005,\"\",closeclose\n";
+    let quote = |line, which| {
+        format!(
+            "{A}:{line}: error: the {which} secret has a quote that is not one of a matching pair \
+             around the whole secret; write the secret bare, or whole in \"...\" or '...', \
+             which are not part of it"
+        )
+    };
+    assert_eq!(
+        advanced(text),
+        (
+            vec![],
+            vec![
+                quote(1, "open"),
+                quote(2, "close"),
+                quote(3, "open"),
+                quote(4, "open"),
+                quote(5, "open"),
+                format!("{A}:6: error: the open secret is empty"),
+            ]
+        )
+    );
+}
+
+#[test]
 fn advanced_secret_checks() {
     let (doors, diags) = advanced("22,2000,samesame,samesame\n23,2001,hipjazz,elite\n");
     assert_eq!(doors, [(2, adoor(23, 2001, "hipjazz", "elite"))]);
@@ -391,6 +437,17 @@ fn render_simple(doors: &[SimpleDoor]) -> String {
 /// Printable ASCII without ',' and white space.
 const SECRET: &str = "[!-+\\--~]{1,40}";
 
+/// A secret as the list writes it: bare, or in the kind of quote it does not hold; `None` for
+/// one that holds both kinds, which the list cannot hold.
+fn written(secret: &str) -> Option<String> {
+    match (secret.contains('"'), secret.contains('\'')) {
+        (false, false) => Some(secret.to_string()),
+        (true, false) => Some(format!("'{secret}'")),
+        (false, true) => Some(format!("\"{secret}\"")),
+        (true, true) => None,
+    }
+}
+
 proptest! {
     #[test]
     fn simple_doors_round_trip(doors in valid_simple()) {
@@ -404,18 +461,17 @@ proptest! {
         doors in prop::collection::btree_map(1..1000u16, (SECRET, SECRET), 1..6),
         knock_base in 1000..=60000u16,
     ) {
-        let doors: Vec<AdvancedDoor> = (knock_base..)
+        let doors: Vec<(AdvancedDoor, String)> = (knock_base..)
             .zip(doors)
             .filter(|(_, (_, (open, close)))| open != close)
-            .map(|(knock, (protected, (open, close)))| adoor(protected, knock, &open, &close))
-            .collect();
-        let text: String = doors
-            .iter()
-            .map(|d| {
-                let secret = |s: &Secret| String::from_utf8_lossy(s.expose()).into_owned();
-                format!("{},{},{},{}\n", d.protected, d.knock_port, secret(&d.open_secret), secret(&d.close_secret))
+            .filter_map(|(knock, (protected, (open, close)))| {
+                let line = format!("{protected},{knock},{},{}\n", written(&open)?, written(&close)?);
+                Some((adoor(protected, knock, &open, &close), line))
             })
             .collect();
+        prop_assume!(!doors.is_empty(), "a list without doors is an error");
+        let text: String = doors.iter().map(|(_, line)| line.as_str()).collect();
+        let doors: Vec<AdvancedDoor> = doors.into_iter().map(|(door, _)| door).collect();
         let (parsed, diags) = advanced(&text);
         prop_assert_eq!(parsed.into_iter().map(|(_, d)| d).collect::<Vec<_>>(), doors);
         prop_assert!(diags.iter().all(|d| d.contains(": warning: ")), "{:?}", diags);
