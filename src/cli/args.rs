@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::port::{self, KnockPort, PortError};
+
 /// Where the configuration lives unless `--config-dir` or `PORTKNOCK_CONFIG_DIR` says otherwise.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/portknock";
 
@@ -74,9 +76,10 @@ pub struct VerifyArgs {
 pub struct KnockArgs {
     /// The server: a host name, an IPv4 address or an IPv6 address.
     pub host: String,
-    /// The knock ports in order: PORT for TCP, PORT/udp for UDP.
-    #[arg(required = true, value_name = "PORT[/udp]", value_parser = str::parse::<crate::port::KnockPort>)]
-    pub ports: Vec<crate::port::KnockPort>,
+    /// The knock ports in order: PORT for TCP, PORT/udp for UDP; as separate arguments, or
+    /// separated by commas as the simple list writes them (7000,8000/udp,9000).
+    #[arg(required = true, value_name = "PORT[/udp]", value_parser = knocks)]
+    pub ports: Vec<Knocks>,
     /// Pause between two knocks, in milliseconds. The default leaves the server time to arm
     /// the final knock in its kernel, so a connection made right after the knock is let in at
     /// once; with 0 the final knock can beat the daemon, and the port still opens, but a
@@ -92,6 +95,19 @@ pub struct KnockArgs {
     pub family: FamilyArgs,
     #[command(flatten)]
     pub verify: VerifyArgs,
+}
+
+/// The knock ports of one argument of `portknock knock`.
+#[derive(Debug, Clone)]
+pub struct Knocks(pub Vec<KnockPort>);
+
+/// One argument of `portknock knock`: one knock port, or several separated by commas. A comma
+/// at either end is allowed: it is what is left of `7000, 8000` typed with spaces, which the
+/// shell splits.
+fn knocks(argument: &str) -> Result<Knocks, PortError> {
+    let inner = argument.strip_prefix(',').unwrap_or(argument);
+    let inner = inner.strip_suffix(',').unwrap_or(inner);
+    port::sequence(inner).collect::<Result<_, _>>().map(Knocks)
 }
 
 /// Arguments of `portknock otp`.

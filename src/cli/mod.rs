@@ -167,7 +167,7 @@ impl Command {
             Command::Remove => admin::remove()?,
             Command::Knock(args) => client::knock(&KnockRequest {
                 host: args.host,
-                ports: args.ports,
+                ports: args.ports.into_iter().flat_map(|knocks| knocks.0).collect(),
                 delay: Duration::from_millis(args.delay),
                 family: family(&args.family),
                 verify: verify(&args.verify),

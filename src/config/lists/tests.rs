@@ -156,6 +156,52 @@ fn sequence_length_and_repeats() {
 }
 
 #[test]
+fn white_space_around_separators_is_accepted() {
+    let spaced = "22: 41873, 17219, 33391/udp, 29002\n23 :7000 ,9000,\t8000\n";
+    let plain = "22:41873,17219,33391/udp,29002\n23:7000,9000,8000\n";
+    assert_eq!(simple(spaced), simple(plain));
+    assert_eq!(simple(plain).0.len(), 2);
+    let spaced =
+        "22, 2000, hipjazzhipjazz ,superawesome  23, 2001,'elite-october', november-rain\n";
+    let plain = "22,2000,hipjazzhipjazz,superawesome 23,2001,elite-october,november-rain\n";
+    assert_eq!(advanced(spaced), advanced(plain));
+    assert_eq!(advanced(plain).0.len(), 2);
+}
+
+#[test]
+fn white_space_inside_a_field_is_named() {
+    let text = "22,2000,hip jazz,superawesome\n23,2001,openopen,\"close close\"\n\
+                24,2002,openopen,closeclose 25,2003,openopen,closeclose\n";
+    let (doors, diags) = advanced(text);
+    assert_eq!(doors.len(), 2, "two doors on one line are two doors");
+    let space = |line, which| {
+        format!(
+            "{A}:{line}: error: the {which} secret holds white space; a secret is printable \
+             ASCII without white space or commas, quoted or not"
+        )
+    };
+    assert_eq!(diags, [space(1, "open"), space(2, "close")]);
+}
+
+#[test]
+fn wrong_separators_are_named_with_the_right_form() {
+    let text = "22:41873;17219\n23:7000,33391:udp,9000\n24:7000:9000:8000\n25:7100,7300.7200\n";
+    assert_eq!(
+        simple(text).1,
+        [
+            format!("{S}:1: error: the knock port at position 1 holds ';', which is not a separator; knock ports are separated by commas: write 41873,17219"),
+            format!("{S}:2: error: the knock port at position 2 is knockd's PORT:PROTOCOL; write 33391/udp"),
+            format!("{S}:3: error: the knock port at position 1 holds ':', which is not a separator; knock ports are separated by commas: write 7000,9000,8000"),
+            format!("{S}:4: error: the knock port at position 2 holds '.', which is not a separator; knock ports are separated by commas: write 7300,7200"),
+        ]
+    );
+    assert_eq!(
+        advanced("22;2000;openopen;closeclose\n").1,
+        [format!("{A}:1: error: expected 4 fields, found 1; ';' is not a separator: fields are separated by commas; advanced lines are PORT,KNOCKPORT,OPENSECRET,CLOSESECRET")]
+    );
+}
+
+#[test]
 fn simple_warnings() {
     let (doors, diags) = simple("22:7000\n23:7/udp\n24:1,2,3\n25:3,2,1\n26:1,2/udp\n");
     assert_eq!(doors.len(), 5);
