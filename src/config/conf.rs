@@ -46,7 +46,12 @@ pub(super) fn parse(dir: &Path, file: &Path, text: &str, diags: &mut Vec<Diagnos
     for (index, raw) in text.lines().enumerate() {
         let line = Some(index + 1);
         let (key, value) = match assignment(raw) {
-            None => continue,
+            None => {
+                if let Some(message) = lookalike(raw) {
+                    diags.push(Diagnostic::warning(file, line, message));
+                }
+                continue;
+            }
             Some(Ok(assignment)) => assignment,
             Some(Err(message)) => {
                 diags.push(Diagnostic::error(file, line, message));
@@ -90,26 +95,53 @@ pub(super) fn parse(dir: &Path, file: &Path, text: &str, diags: &mut Vec<Diagnos
 /// Splits a line into key and value; `None` for lines that are not about portknock (other
 /// settings, comments, blank lines).
 fn assignment(raw: &str) -> Option<Result<(&str, String), String>> {
-    let mut line = raw.trim_start();
-    if let Some(rest) = line.strip_prefix("export") {
-        if rest.starts_with(char::is_whitespace) {
-            line = rest.trim_start();
-        }
-    }
+    let line = without_export(raw);
     if !line.starts_with("FW_PORTKNOCK") {
         return None;
     }
     match line.split_once('=') {
-        Some((key, rest))
-            if key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && !rest.starts_with(char::is_whitespace) =>
-        {
+        Some((key, rest)) if is_key(key) && !rest.starts_with(char::is_whitespace) => {
             Some(value(rest).map(|value| (key, value)))
         }
         _ => Some(Err(
             "expected KEY=\"value\" with no spaces around '='".to_string()
         )),
     }
+}
+
+/// The line without its indentation and an `export` before the key.
+fn without_export(raw: &str) -> &str {
+    let line = raw.trim_start();
+    match line.strip_prefix("export") {
+        Some(rest) if rest.starts_with(char::is_whitespace) => rest.trim_start(),
+        _ => line,
+    }
+}
+
+/// The warning for an assignment that is not portknock's but looks meant to be: its key in
+/// another case (`fw_portknock_simple`) or with a mistyped prefix (`FW_PORTKNOK_SIMPLE`), whose
+/// value would otherwise be ignored without a word.
+fn lookalike(raw: &str) -> Option<String> {
+    let (key, _) = without_export(raw).split_once('=')?;
+    let key = key.trim_end();
+    if !is_key(key) {
+        return None;
+    }
+    let upper = key.to_ascii_uppercase();
+    let known = closest(&upper);
+    let why = if upper.starts_with("FW_PORTKNOCK") {
+        "keys are upper case"
+    } else if strsim::damerau_levenshtein(&upper, known) <= 2 {
+        "portknock's keys begin with FW_PORTKNOCK"
+    } else {
+        return None;
+    };
+    Some(format!("{key} is ignored: {why}; did you mean {known}?"))
+}
+
+/// Whether `key` can be a shell variable's name.
+fn is_key(key: &str) -> bool {
+    !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// The value after `KEY=`: quoted with `"` or `'`, or one word, then at most a comment.
@@ -344,6 +376,25 @@ FW_PORTKNOCK_STATE_DIR="/var/lib/pk state"
             [
                 format!("{FILE}:1: error: unknown key FW_PORTKNOCK_SIMPEL; did you mean FW_PORTKNOCK_SIMPLE?"),
                 format!("{FILE}:2: error: unknown key FW_PORTKNOCK_ADVANCED_OPEN_TIME; did you mean FW_PORTKNOCK_ADVANCED_OPEN?"),
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_in_another_case_or_with_a_mistyped_prefix_are_warned_about() {
+        let text = "fw_portknock_advanced_open=600\nexport Fw_PortKnock=yes\n\
+                    FW_PORTKNOK_KNOCK_TIMEOUT=5\nFW_PROTKNOCK_SIMPLE = yes\n\
+                    FW_SERVICES_EXT_TCP=ssh\nFW_PORTKNOCKING=1 # x\nPORTKNOCK=yes\n";
+        let (settings, diags) = run(text);
+        assert_eq!(settings, Settings::defaults(Path::new("/c")), "all ignored");
+        assert_eq!(
+            diags,
+            [
+                format!("{FILE}:1: warning: fw_portknock_advanced_open is ignored: keys are upper case; did you mean FW_PORTKNOCK_ADVANCED_OPEN?"),
+                format!("{FILE}:2: warning: Fw_PortKnock is ignored: keys are upper case; did you mean FW_PORTKNOCK?"),
+                format!("{FILE}:3: warning: FW_PORTKNOK_KNOCK_TIMEOUT is ignored: portknock's keys begin with FW_PORTKNOCK; did you mean FW_PORTKNOCK_KNOCK_TIMEOUT?"),
+                format!("{FILE}:4: warning: FW_PROTKNOCK_SIMPLE is ignored: portknock's keys begin with FW_PORTKNOCK; did you mean FW_PORTKNOCK_SIMPLE?"),
+                format!("{FILE}:6: error: unknown key FW_PORTKNOCKING; did you mean FW_PORTKNOCK?"),
             ]
         );
     }

@@ -16,6 +16,51 @@ pub const MAX_SEQUENCE: usize = 32;
 /// offline against it.
 pub const MIN_SECRET_LEN: usize = 8;
 
+/// Knock sequences that portknock's README, examples, docs and help print: whoever read them
+/// can knock them.
+const PUBLISHED_SEQUENCES: [&[KnockPort]; 5] = [
+    &[
+        KnockPort::tcp(7000),
+        KnockPort::tcp(9000),
+        KnockPort::tcp(8000),
+    ],
+    &[
+        KnockPort::tcp(7300),
+        KnockPort::udp(7100),
+        KnockPort::tcp(7200),
+    ],
+    &[
+        KnockPort::tcp(7000),
+        KnockPort::udp(8000),
+        KnockPort::tcp(9000),
+    ],
+    &[
+        KnockPort::tcp(1),
+        KnockPort::tcp(2),
+        KnockPort::tcp(3),
+        KnockPort::tcp(4),
+        KnockPort::tcp(5),
+    ],
+    &[
+        KnockPort::tcp(7),
+        KnockPort::tcp(8),
+        KnockPort::tcp(9),
+        KnockPort::tcp(10),
+        KnockPort::tcp(11),
+    ],
+];
+
+/// Secrets that they print, the test vectors' among them.
+const PUBLISHED_SECRETS: [&str; 7] = [
+    "hipjazz",
+    "superawesome",
+    "hipjazzhipjazz",
+    "elite-october",
+    "november-rain",
+    "elite",
+    "october",
+];
+
 const SIMPLE_FORMAT: &str =
     "simple lines are PORT:KNOCKPORT,KNOCKPORT,... (e.g. 22:7000,9000,8000)";
 const ADVANCED_FORMAT: &str = "advanced lines are PORT,KNOCKPORT,OPENSECRET,CLOSESECRET";
@@ -203,6 +248,13 @@ fn simple_door(
                 .to_string(),
         );
     }
+    if PUBLISHED_SEQUENCES.contains(&sequence.as_slice()) {
+        warnings.push(
+            "this sequence is published as an example (README, examples, docs), so anyone who \
+             read them can knock it; choose knock ports of your own"
+                .to_string(),
+        );
+    }
     Some(SimpleDoor {
         protected: protected?,
         sequence,
@@ -285,6 +337,12 @@ fn secret<'a>(
         warnings.push(format!(
             "the {which} secret is shorter than {MIN_SECRET_LEN} characters; one captured \
              knock lets anyone guess a short secret offline"
+        ));
+    }
+    if PUBLISHED_SECRETS.contains(&value) {
+        warnings.push(format!(
+            "the {which} secret is published as an example (README, examples, docs), so anyone \
+             can make its passwords; choose a long random secret of your own"
         ));
     }
     Ok(value)

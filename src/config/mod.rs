@@ -162,6 +162,9 @@ pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
         }
     };
 
+    if !settings.enabled {
+        diags.extend(idle_doors(&conf_path, &settings));
+    }
     let simple_text = if settings.enabled && settings.simple {
         read_list(&settings.simple_list, "simple", "SIMPLE", &mut diags).map(|(text, _)| text)
     } else {
@@ -210,6 +213,47 @@ pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
             advanced: advanced.entries.into_iter().map(|e| e.door).collect(),
         },
         warnings: diags,
+    })
+}
+
+/// With the engine off, a word about the doors that the lists of the modes that are on hold:
+/// they wait only for `FW_PORTKNOCK="yes"`, which may have been lost. The lists are read to
+/// count their doors, not checked; one that cannot be read counts none.
+fn idle_doors(conf: &Path, settings: &Settings) -> Option<Diagnostic> {
+    type Count = fn(&Path, &str, &mut Vec<Diagnostic>) -> usize;
+    let lists: [(&str, bool, &Path, Count); 2] = [
+        (
+            "simple",
+            settings.simple,
+            &settings.simple_list,
+            |file, text, diags| lists::parse_simple(file, text, diags).len(),
+        ),
+        (
+            "advanced",
+            settings.advanced,
+            &settings.advanced_list,
+            |file, text, diags| lists::parse_advanced(file, text, diags).len(),
+        ),
+    ];
+    let counts: Vec<String> = lists
+        .into_iter()
+        .filter(|(_, on, _, _)| *on)
+        .filter_map(|(mode, _, file, count)| {
+            let (text, _) = read(file).ok()?;
+            let doors = count(file, &text, &mut Vec::new());
+            (doors > 0).then(|| format!("{mode}: {doors}"))
+        })
+        .collect();
+    (!counts.is_empty()).then(|| {
+        Diagnostic::warning(
+            conf,
+            None,
+            format!(
+                "FW_PORTKNOCK is not \"yes\", so no port is protected, though the lists of the \
+                 modes that are on hold doors ({}); set FW_PORTKNOCK=\"yes\" to enforce them",
+                counts.join(", ")
+            ),
+        )
     })
 }
 

@@ -55,7 +55,7 @@ fn adoor(protected: u16, knock_port: u16, open: &str, close: &str) -> AdvancedDo
 
 #[test]
 fn simple_entries_with_comments_and_several_per_line() {
-    let text = "# doors\n22:7000,9000,8000   # ssh\n\n 23:2,1/udp,7/TCP\t24:9,8,7/UDP #x 25:1\r\n";
+    let text = "# doors\n22:7000,9000,8001   # ssh\n\n 23:2,1/udp,7/TCP\t24:9,8,7/UDP #x 25:1\r\n";
     assert_eq!(
         simple(text),
         (
@@ -67,7 +67,7 @@ fn simple_entries_with_comments_and_several_per_line() {
                         &[
                             KnockPort::tcp(7000),
                             KnockPort::tcp(9000),
-                            KnockPort::tcp(8000)
+                            KnockPort::tcp(8001)
                         ]
                     )
                 ),
@@ -170,7 +170,7 @@ fn white_space_around_separators_is_accepted() {
 
 #[test]
 fn white_space_inside_a_field_is_named() {
-    let text = "22,2000,hip jazz,superawesome\n23,2001,openopen,\"close close\"\n\
+    let text = "22,2000,hip jazz,superawesome1\n23,2001,openopen,\"close close\"\n\
                 24,2002,openopen,closeclose 25,2003,openopen,closeclose\n";
     let (doors, diags) = advanced(text);
     assert_eq!(doors.len(), 2, "two doors on one line are two doors");
@@ -218,6 +218,44 @@ fn simple_warnings() {
 }
 
 #[test]
+fn published_example_sequences_and_secrets_are_warned_about() {
+    let (doors, diags) = simple(
+        "22:7000,9000,8000\n8443:7300,7100/udp,7200\n23:7000,8000/udp,9000\n24:7000,9000,8001\n",
+    );
+    assert_eq!(doors.len(), 4);
+    let sequence = |line| {
+        format!(
+            "{S}:{line}: warning: this sequence is published as an example (README, examples, \
+             docs), so anyone who read them can knock it; choose knock ports of your own"
+        )
+    };
+    let ascending = format!("{S}:3: warning: the sequence is strictly ascending, so a sequential port scan walks it; put the knock ports out of order");
+    assert_eq!(diags, [sequence(1), sequence(2), ascending, sequence(3)]);
+    let (doors, diags) = advanced(
+        "2222,2000,hipjazzhipjazz,superawesome\n3389,2001,elite-october,november-rain\n\
+         22,2002,hipjazz1,\"superawesome\"\n",
+    );
+    assert_eq!(doors.len(), 3);
+    let secret = |line, which| {
+        format!(
+            "{A}:{line}: warning: the {which} secret is published as an example (README, \
+             examples, docs), so anyone can make its passwords; choose a long random secret of \
+             your own"
+        )
+    };
+    assert_eq!(
+        diags,
+        [
+            secret(1, "open"),
+            secret(1, "close"),
+            secret(2, "open"),
+            secret(2, "close"),
+            secret(3, "close"),
+        ]
+    );
+}
+
+#[test]
 fn a_list_without_doors_is_an_error() {
     assert_eq!(
         simple("# nothing yet\n\n").1,
@@ -231,12 +269,12 @@ fn a_list_without_doors_is_an_error() {
 
 #[test]
 fn advanced_entries_keep_secrets_whole() {
-    let text = "# d\n22,2000,hip#jazz:1,superawesome  23,2001,x:y~z!@$%^&*()-,October2024 # c\n";
+    let text = "# d\n22,2000,hip#jazz:1,superawesome1  23,2001,x:y~z!@$%^&*()-,October2024 # c\n";
     assert_eq!(
         advanced(text),
         (
             vec![
-                (2, adoor(22, 2000, "hip#jazz:1", "superawesome")),
+                (2, adoor(22, 2000, "hip#jazz:1", "superawesome1")),
                 (2, adoor(23, 2001, "x:y~z!@$%^&*()-", "October2024")),
             ],
             vec![]
@@ -317,8 +355,8 @@ fn a_quote_that_is_not_a_matching_pair_is_an_error() {
 
 #[test]
 fn advanced_secret_checks() {
-    let (doors, diags) = advanced("22,2000,samesame,samesame\n23,2001,hipjazz,elite\n");
-    assert_eq!(doors, [(2, adoor(23, 2001, "hipjazz", "elite"))]);
+    let (doors, diags) = advanced("22,2000,samesame,samesame\n23,2001,jazzhip,etile\n");
+    assert_eq!(doors, [(2, adoor(23, 2001, "jazzhip", "etile"))]);
     let short = |which| {
         format!("{A}:2: warning: the {which} secret is shorter than 8 characters; one captured knock lets anyone guess a short secret offline")
     };
