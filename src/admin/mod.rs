@@ -15,7 +15,7 @@ use crate::pidfile::{self, PidError};
 use crate::report::{count, Report};
 
 pub use check::check;
-pub use manual::{close, open, DEFAULT_MANUAL_OPEN, MAX_MANUAL_OPEN};
+pub use manual::{close, open, parse_open_for, NotProtected, DEFAULT_MANUAL_OPEN};
 pub use status::status;
 
 /// Why an administrator's command failed.
@@ -27,6 +27,8 @@ pub enum AdminError {
     Remove(NftError),
     #[error(transparent)]
     Netlink(NetlinkError),
+    #[error(transparent)]
+    NotProtected(NotProtected),
     #[error("the rules are in force, but the running daemon could not be told to reload: {0}")]
     Reload(PidError),
     #[error("cannot render {what} as JSON: {error}")]

@@ -170,21 +170,29 @@ Examples:\n  portknock serve\n  systemctl enable --now portknock"
     /// Show the engine and modes, the doors, and every active grant with its time left.
     #[command(
         after_help = "Grants are read from the kernel, so this is the truth even when the daemon \
-is not running or the configuration is broken.\n\n\
+is not running. When the configuration cannot be used (a missing directory, errors), one line \
+says so and only what the kernel holds is shown.\n\n\
 Examples:\n  portknock status\n  portknock status --json | jq '.grants'"
     )]
     Status(StatusArgs),
     /// Open PORT to SOURCE by hand, for a while, as a knock would.
     #[command(
         after_help = "The grant is a kernel set element with a timeout, like a knock's: it ends on \
-time even if the daemon is not running. `portknock close` ends it early.\n\n\
-Example:\n  portknock open 198.18.0.2 22 --for 600"
+time even if the daemon is not running. `portknock close` ends it early. PORT must be one that a \
+door of the configuration protects: a grant of any other port changes nothing, so it is refused \
+unless --force is given (which also skips reading the configuration).\n\n\
+Exit status: 0 opened, 1 failure at run time (no privilege, the table is not installed), 2 bad \
+usage, a broken configuration, or a port no door protects.\n\n\
+Examples:\n  portknock open 198.18.0.2 22 --for 10m\n  portknock open 2001:db8::7 2222 --for 2h"
     )]
     Open(OpenArgs),
     /// Take back a grant of PORT to SOURCE; established connections stay up.
     #[command(
         after_help = "New connections from SOURCE to PORT are dropped again; connections already \
-established are never cut.\n\n\
+established are never cut. Says how long the grant had left, or that there was nothing to \
+close.\n\n\
+Exit status: 0 closed, or nothing to close (the state asked for holds, so a script that closes to \
+be sure does not fail), 1 failure at run time.\n\n\
 Example:\n  portknock close 198.18.0.2 22"
     )]
     Close(CloseArgs),
@@ -271,15 +279,20 @@ pub struct StatusArgs {
 /// Arguments of `portknock open`.
 #[derive(Debug, Args)]
 pub struct OpenArgs {
+    #[command(flatten)]
+    pub dir: ConfigDirArg,
     /// The source address to let in.
     pub source: std::net::IpAddr,
-    /// The protected port to open.
+    /// The protected port to open: one of the configuration's doors.
     #[arg(value_parser = crate::port::parse_port)]
     pub port: u16,
-    /// How long the grant lasts, in seconds.
-    #[arg(long = "for", value_name = "SECONDS", default_value_t = crate::admin::DEFAULT_MANUAL_OPEN.as_secs(),
-          value_parser = clap::value_parser!(u64).range(1..=crate::admin::MAX_MANUAL_OPEN.as_secs()))]
-    pub open_for: u64,
+    /// How long the grant lasts: seconds, or a number with s, m, h or d (30s, 10m, 2h, 7d), at
+    /// most 7d.
+    #[arg(long = "for", value_name = "DURATION", default_value = crate::admin::DEFAULT_MANUAL_OPEN, value_parser = crate::admin::parse_open_for)]
+    pub open_for: std::time::Duration,
+    /// Grant PORT even if no door protects it, without reading the configuration.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `portknock close`.

@@ -60,6 +60,7 @@ impl CommandError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CommandError::Config { .. }
+            | CommandError::Admin(AdminError::NotProtected(_))
             | CommandError::Client(
                 ClientError::Resolve { .. }
                 | ClientError::NoAddressOfFamily { .. }
@@ -159,9 +160,19 @@ impl Command {
                 daemon::serve(&args.config_dir, loaded)?;
                 Report::new()
             }
-            Command::Status(args) => admin::status(config::load(&args.dir.config_dir), args.json)?,
+            Command::Status(args) => {
+                let dir = &args.dir.config_dir;
+                admin::status(dir, config::load(dir), args.json)?
+            }
             Command::Open(args) => {
-                admin::open(args.source, args.port, Duration::from_secs(args.open_for))?
+                // Forced, the doors need not be known, so a broken configuration cannot stand
+                // in the way of a grant made to get back in.
+                let loaded = match args.force {
+                    true => None,
+                    false => Some(config::load(&args.dir.config_dir)?),
+                };
+                let doors = loaded.as_ref().map(|loaded| &loaded.config);
+                admin::open(args.source, args.port, args.open_for, doors)?
             }
             Command::Close(args) => admin::close(args.source, args.port)?,
             Command::Remove => admin::remove()?,
