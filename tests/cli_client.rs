@@ -306,8 +306,9 @@ fn knock_ipv4_flag_refuses_an_ipv6_address() {
 }
 
 /// Runs `args --verify PORT` with the environment `env`, first against a listening port of
-/// 127.0.0.1, then against a closed one, whose refusal the report must name. Returns the
-/// second run. (The advice for a port a firewall keeps shut is checked in tests/daemon.rs.)
+/// 127.0.0.1, then against a closed one, whose refusal the report must name. Both answer
+/// before the knock already, which the report must say too. Returns the second run. (The
+/// advice for a port a firewall keeps shut is checked in tests/daemon.rs.)
 fn verify_open_and_closed(args: &[&str], env: &[(&str, &str)]) -> Run {
     let with_verify = |port: &str, extra: &[&str]| {
         let mut all = args.to_vec();
@@ -322,7 +323,7 @@ fn verify_open_and_closed(args: &[&str], env: &[(&str, &str)]) -> Run {
     assert!(
         result
             .stdout_text()
-            .contains(&format!("port {open} on 127.0.0.1 is open")),
+            .contains(&format!("port {open} on 127.0.0.1 is open, but it was already open before the knock (an earlier grant?)")),
         "{}",
         result.stdout_text()
     );
@@ -331,11 +332,14 @@ fn verify_open_and_closed(args: &[&str], env: &[(&str, &str)]) -> Run {
     let result = with_verify(&closed, &["--verify-timeout", "300"]);
     assert_exit(&result, 1);
     // Nothing listens on loopback's closed port, so the kernel refuses rather than drops:
-    // the report tells the refusal apart from a firewall that stayed shut.
+    // the report tells the refusal apart from a firewall that stayed shut, and it refused
+    // before the knock too.
     let stdout = result.stdout_text();
     assert!(
         stdout.contains(&format!(
-            "port {closed} on 127.0.0.1 refused the connection: the firewall let it through"
+            "port {closed} on 127.0.0.1 refused the connection, as it did before the knock: the \
+             firewall already lets it through (an earlier grant?), but nothing listens on port \
+             {closed}"
         )),
         "{stdout}"
     );

@@ -330,6 +330,54 @@ fn verify_tells_a_shut_door_from_an_open_one() {
 }
 
 #[test]
+fn verify_says_when_the_port_was_already_open_before_the_knock() {
+    let Some(lab) = lab(1, "FW_PORTKNOCK_SIMPLE_OPEN=60\n") else {
+        return;
+    };
+    let stdout = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let already = "was already open before the knock (an earlier grant?)";
+    let out = lab.client(0, &["knock", SERVER4, "7000,9000,8000", "--verify", "22"]);
+    ok(&out);
+    assert!(
+        stdout(&out).contains("port 22 on 198.18.0.1 is open (answered after")
+            && !stdout(&out).contains(already),
+        "{}",
+        stdout(&out)
+    );
+    // A wrong sequence while that grant lives: the port is open, but not thanks to this knock.
+    let out = lab.client(
+        0,
+        &["knock", SERVER4, "7000", "8000", "9000", "--verify", "22"],
+    );
+    ok(&out);
+    assert!(
+        stdout(&out).contains(&format!("port 22 on 198.18.0.1 is open, but it {already}")),
+        "{}",
+        stdout(&out)
+    );
+    // The same for a one-time password: a wrong secret with an earlier grant live.
+    let out = lab.client(
+        0,
+        &["otp", SERVER4, "2000", "opensecret1", "--verify", "2222"],
+    );
+    ok(&out);
+    assert!(!stdout(&out).contains(already), "{}", stdout(&out));
+    let out = lab.client(
+        0,
+        &["otp", SERVER4, "2000", "wrongsecret", "--verify", "2222"],
+    );
+    ok(&out);
+    assert!(
+        stdout(&out).contains(&format!(
+            "port 2222 on 198.18.0.1 is open, but it {already}"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert_logged(&lab, "bad OTP", 1);
+}
+
+#[test]
 fn strict_reset_on_an_interleaved_wrong_knock() {
     // docs/behaviour.md §2: 1,2,5,3,4 does not open 22:1,2,3,4,5.
     let Some(mut lab) = lab_with(1, FAST, "22:1,2,3,4,5\n", ADVANCED) else {

@@ -57,7 +57,9 @@ pub struct FamilyArgs {
 /// `--verify PORT`: afterwards, check that the protected port opened.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Afterwards, try TCP connections to PORT on HOST and report whether it opened (exit 1 if not).
+    /// Afterwards, try TCP connections to PORT on HOST and report whether it opened (exit 1 if
+    /// not). PORT is tried before the knock too, so that one an earlier grant keeps open is not
+    /// credited to this knock.
     #[arg(long, value_name = "PORT", value_parser = crate::port::parse_port)]
     pub verify: Option<u16>,
     /// How long --verify keeps trying, in milliseconds.
