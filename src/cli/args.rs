@@ -241,11 +241,14 @@ Example:\n  sudo portknock demo"
     /// Write shell completions and manual pages for this version into DIR (for packagers).
     #[command(
         after_help = "Writes DIR/completions/portknock.bash, _portknock (zsh) and portknock.fish, and \
-DIR/man/portknock.1 with one page per command (portknock-serve.1, ...). They are generated from \
+DIR/man/portknock.1 with one page per command (portknock-check.1, ..., the daemon's \
+portknock-serve.8) and portknock.conf.5 for the configuration files. They are generated from \
 the same definitions as this help, so they always match the binary. Needs no privileges.\n\n\
 Examples:\n  portknock generate /tmp/pk\n  \
 install -Dm644 -t /usr/share/bash-completion/completions /tmp/pk/completions/portknock.bash\n  \
-install -Dm644 -t /usr/local/share/man/man1 /tmp/pk/man/*.1"
+install -Dm644 -t /usr/local/share/man/man1 /tmp/pk/man/*.1\n  \
+install -Dm644 -t /usr/local/share/man/man5 /tmp/pk/man/*.5\n  \
+install -Dm644 -t /usr/local/share/man/man8 /tmp/pk/man/*.8"
     )]
     Generate(GenerateArgs),
 }

@@ -20,20 +20,89 @@ pub const MAX_OTP_SKEW: u32 = 10;
 /// Largest `FW_PORTKNOCK_MAX_SOURCES` (2^24): the point of the limit is bounded memory.
 pub const MAX_MAX_SOURCES: usize = 1 << 24;
 
-/// Every key of docs/behaviour.md §1.1, for "did you mean".
-const KEYS: [&str; 12] = [
-    "FW_PORTKNOCK",
-    "FW_PORTKNOCK_SIMPLE",
-    "FW_PORTKNOCK_ADVANCED",
-    "FW_PORTKNOCK_SIMPLE_LIST",
-    "FW_PORTKNOCK_ADVANCED_LIST",
-    "FW_PORTKNOCK_KNOCK_TIMEOUT",
-    "FW_PORTKNOCK_SIMPLE_OPEN",
-    "FW_PORTKNOCK_ADVANCED_OPEN",
-    "FW_PORTKNOCK_OTP_SKEW",
-    "FW_PORTKNOCK_IPV6",
-    "FW_PORTKNOCK_MAX_SOURCES",
-    "FW_PORTKNOCK_STATE_DIR",
+/// One key of `portknock.conf`: the one description of it, which docs/behaviour.md §1.1 and
+/// README show as a table row, the example file as its comment, and the manual page
+/// portknock.conf(5) as an entry (tests/cli_packaging.rs checks the copies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// The key, `FW_PORTKNOCK_...`.
+    pub name: &'static str,
+    /// Its default as the documents write it; `DIR` is the configuration directory.
+    pub default: &'static str,
+    /// What it does: plain text (no markup), a phrase that starts in lower case.
+    pub doc: &'static str,
+}
+
+/// Every key of `portknock.conf`, in the order the documents list them.
+pub const KEYS: [Key; 12] = [
+    Key {
+        name: "FW_PORTKNOCK",
+        default: "no",
+        doc:
+            "the engine as a whole; \"no\" protects nothing, and portknock apply removes the table",
+    },
+    Key {
+        name: "FW_PORTKNOCK_SIMPLE",
+        default: "no",
+        doc: "simple mode: doors that open after knocks on a sequence of ports, in order",
+    },
+    Key {
+        name: "FW_PORTKNOCK_ADVANCED",
+        default: "no",
+        doc: "advanced mode: doors that open on a one-time password sent in one UDP datagram",
+    },
+    Key {
+        name: "FW_PORTKNOCK_SIMPLE_LIST",
+        default: "DIR/simple-portknock-list",
+        doc: "the simple list; a relative path is taken from the configuration directory DIR",
+    },
+    Key {
+        name: "FW_PORTKNOCK_ADVANCED_LIST",
+        default: "DIR/advanced-portknock-list",
+        doc: "the advanced list; a relative path is taken from DIR",
+    },
+    Key {
+        name: "FW_PORTKNOCK_KNOCK_TIMEOUT",
+        default: "10",
+        doc: "seconds allowed from one knock of a sequence to the next (1 to 2592000)",
+    },
+    Key {
+        name: "FW_PORTKNOCK_SIMPLE_OPEN",
+        default: "30",
+        doc: "seconds a completed sequence keeps the port open to new connections from its \
+              source (1 to 2592000); established connections are never cut",
+    },
+    Key {
+        name: "FW_PORTKNOCK_ADVANCED_OPEN",
+        default: "3600",
+        doc: "seconds an open password keeps the port open, unless the close password comes \
+              first (1 to 2592000)",
+    },
+    Key {
+        name: "FW_PORTKNOCK_OTP_SKEW",
+        default: "1",
+        doc: "minutes either side of the server's minute whose passwords are accepted (0 to \
+              10); 0 accepts the current minute only",
+    },
+    Key {
+        name: "FW_PORTKNOCK_IPV6",
+        default: "yes",
+        doc: "observe knocks that arrive over IPv6; with \"no\" they are ignored, and \
+              protected ports still stay closed over IPv6",
+    },
+    Key {
+        name: "FW_PORTKNOCK_MAX_SOURCES",
+        default: "262144",
+        doc: "most source addresses whose knock progress is kept at once (1 to 16777216); \
+              past it the least recently active is forgotten first, which bounds memory under \
+              a flood",
+    },
+    Key {
+        name: "FW_PORTKNOCK_STATE_DIR",
+        default: "/var/lib/portknock",
+        doc: "where the daemon keeps what must outlive it: the record of used passwords, so \
+              that a replay stays refused after a restart, and its pid file; an absolute path",
+    },
 ];
 
 /// Reads the settings in `text` (the content of `file`), reporting problems into `diags`.
@@ -264,9 +333,9 @@ fn list_path(dir: &Path, v: &str, default: &Path) -> PathBuf {
 /// `SIMPEL` finds `SIMPLE`.
 fn closest(key: &str) -> &'static str {
     KEYS.iter()
-        .copied()
+        .map(|known| known.name)
         .min_by_key(|known| strsim::damerau_levenshtein(key, known))
-        .unwrap_or(KEYS[0])
+        .unwrap_or(KEYS[0].name)
 }
 
 #[cfg(test)]
@@ -329,7 +398,7 @@ FW_PORTKNOCK_STATE_DIR="/var/lib/pk state"
     fn every_known_key_is_applied() {
         let mut s = Settings::defaults(Path::new("/c"));
         let d = s.clone();
-        for key in KEYS {
+        for key in KEYS.map(|k| k.name) {
             assert_eq!(
                 apply(&mut s, &d, Path::new("/c"), key, ""),
                 Some(Ok(())),
@@ -340,6 +409,15 @@ FW_PORTKNOCK_STATE_DIR="/var/lib/pk state"
             apply(&mut s, &d, Path::new("/c"), "FW_PORTKNOCK_X", "1"),
             None
         );
+    }
+
+    #[test]
+    fn every_documented_default_is_the_default() {
+        let text: String = KEYS
+            .iter()
+            .map(|k| format!("{}=\"{}\"\n", k.name, k.default.replace("DIR/", "")))
+            .collect();
+        assert_eq!(run(&text), (Settings::defaults(Path::new("/c")), vec![]));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::port::KnockPort;
 
-pub use conf::{MAX_DURATION_SECS, MAX_MAX_SOURCES, MAX_OTP_SKEW};
+pub use conf::{Key, KEYS, MAX_DURATION_SECS, MAX_MAX_SOURCES, MAX_OTP_SKEW};
 pub use diagnostic::{ConfigError, Diagnostic, Severity};
 pub use lists::{MAX_SEQUENCE, MIN_SECRET_LEN};
 
