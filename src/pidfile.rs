@@ -1,12 +1,9 @@
 //! The daemon's pid file in the state directory: its lock keeps a second daemon from starting,
-//! and it tells `apply` which process to ask for a reload.
+//! and it names the daemon's process for whoever looks (`systemctl`, an administrator).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 /// Name of the pid file in the state directory.
 const PID_FILE: &str = "portknock.pid";
@@ -22,12 +19,6 @@ pub enum PidError {
     Taken { path: PathBuf },
     #[error("cannot write {}: {error}", path.display())]
     Write { path: PathBuf, error: io::Error },
-    #[error("cannot read {}: {error}", path.display())]
-    Read { path: PathBuf, error: io::Error },
-    #[error("{} holds no pid", path.display())]
-    NoPid { path: PathBuf },
-    #[error("cannot signal the daemon (pid {pid}): {error}")]
-    Signal { pid: i32, error: nix::errno::Errno },
 }
 
 /// The pid file of the running daemon, locked for as long as this value lives.
@@ -64,52 +55,19 @@ pub fn lock(state_dir: &Path) -> Result<PidLock, PidError> {
     Ok(PidLock { _file: file })
 }
 
-/// Sends SIGHUP to the daemon whose pid file is in `state_dir`; `Ok(None)` when none runs.
-pub fn signal_reload(state_dir: &Path) -> Result<Option<i32>, PidError> {
-    let path = state_dir.join(PID_FILE);
-    let read_error = |path: &Path| {
-        let path = path.to_path_buf();
-        move |error| PidError::Read { path, error }
-    };
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(read_error(&path)(e)),
-    };
-    // A pid file nobody holds locked is a leftover of a daemon that died: no one to signal.
-    if file.try_lock_shared().is_ok() {
-        return Ok(None);
-    }
-    let text = fs::read_to_string(&path).map_err(read_error(&path))?;
-    let pid = text
-        .trim()
-        .parse::<i32>()
-        .map_err(|_| PidError::NoPid { path })?;
-    match kill(Pid::from_raw(pid), Signal::SIGHUP) {
-        Ok(()) => Ok(Some(pid)),
-        Err(nix::errno::Errno::ESRCH) => Ok(None),
-        Err(error) => Err(PidError::Signal { pid, error }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn one_lock_at_a_time_and_no_daemon_to_signal_without_one() {
+    fn one_lock_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        assert!(signal_reload(&state).unwrap().is_none(), "no pid file");
         let held = lock(&state).unwrap();
         let pid = fs::read_to_string(state.join(PID_FILE)).unwrap();
         assert_eq!(pid, format!("{}\n", std::process::id()));
         assert!(matches!(lock(&state), Err(PidError::Taken { .. })));
         drop(held);
-        assert!(
-            signal_reload(&state).unwrap().is_none(),
-            "a pid file nobody holds is a leftover"
-        );
         let again = lock(&state);
         assert!(again.is_ok(), "free again once dropped");
     }

@@ -2,10 +2,12 @@
 //! like a knock's, so they expire in the kernel like any grant.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use super::AdminError;
-use crate::config::Config;
+use crate::config::{self, Config};
+use crate::control::Request;
 use crate::firewall::{self, Changes, Kernel, TABLE};
 use crate::report::Report;
 
@@ -60,9 +62,13 @@ fn doors_protect(protected: &[u16]) -> String {
     format!("the doors protect {}", ports.join(", "))
 }
 
-/// `portknock open SOURCE PORT --for DURATION`. With `doors`, the configuration in force, a
-/// port none of its doors protects is refused; without (`--force`), anything is granted.
+/// `portknock open SOURCE PORT --for DURATION`, with the daemon of the configuration in `dir`:
+/// the running daemon makes the grant, logs who asked, and keeps it should the table have to
+/// be restored; with no daemon running, the grant is made here. With `doors`, the
+/// configuration, a port none of its doors protects is refused; without (`--force`), any port
+/// is granted.
 pub fn open(
+    dir: &Path,
     source: IpAddr,
     port: u16,
     open_for: Duration,
@@ -79,20 +85,24 @@ pub fn open(
     }
     // The kernel sees an IPv4-mapped address as IPv4.
     let source = source.to_canonical();
-    let mut changes = Changes::new();
-    changes.grant(source, port, open_for);
-    commit(&mut changes)?;
-    let mut report = Report::new();
-    report.line(format!(
-        "opened port {port} to {source} for {}s",
-        open_for.as_secs()
-    ));
-    Ok(report)
+    let request = Request::Open {
+        source,
+        port,
+        open_for,
+    };
+    let line = format!("opened port {port} to {source} for {}s", open_for.as_secs());
+    by_daemon_or_here(
+        dir,
+        &request,
+        |changes| changes.grant(source, port, open_for),
+        line,
+    )
 }
 
-/// `portknock close SOURCE PORT`. Says whether there was a grant to take back; the revoke is
-/// sent either way, so that a grant made since it looked is taken back too.
-pub fn close(source: IpAddr, port: u16) -> Result<Report, AdminError> {
+/// `portknock close SOURCE PORT`, as [`open`] does it. Says how long the grant had left, or
+/// that there was none; the revoke is sent either way, so that a grant made since the grants
+/// were read is taken back too, and the daemon logs who asked.
+pub fn close(dir: &Path, source: IpAddr, port: u16) -> Result<Report, AdminError> {
     let source = source.to_canonical();
     let Some(grants) = firewall::grants().map_err(AdminError::Netlink)? else {
         let mut report = Report::new();
@@ -101,20 +111,35 @@ pub fn close(source: IpAddr, port: u16) -> Result<Report, AdminError> {
         ));
         return Ok(report);
     };
-    let mut changes = Changes::new();
-    changes.revoke(source, port);
-    commit(&mut changes)?;
-    let mut report = Report::new();
-    match grants.iter().find(|g| g.source == source && g.port == port) {
-        Some(grant) => report.line(format!(
+    let line = match grants.iter().find(|g| g.source == source && g.port == port) {
+        Some(grant) => format!(
             "closed port {port} to {source}: its grant had {}s left (established connections \
              stay up)",
             grant.remaining.as_secs()
-        )),
-        None => report.line(format!(
-            "nothing to close: {source} had no grant of port {port}"
-        )),
+        ),
+        None => format!("nothing to close: {source} had no grant of port {port}"),
+    };
+    let request = Request::Close { source, port };
+    by_daemon_or_here(dir, &request, |changes| changes.revoke(source, port), line)
+}
+
+/// Asks the running daemon; with none, queues `change` and commits it. Either way, says
+/// `line`.
+fn by_daemon_or_here(
+    dir: &Path,
+    request: &Request,
+    change: impl FnOnce(&mut Changes),
+    line: String,
+) -> Result<Report, AdminError> {
+    let mut report = Report::new();
+    report.line(line);
+    if super::ask_daemon(&config::state_dir(dir), request)?.is_some() {
+        return Ok(report);
     }
+    let mut changes = Changes::new();
+    change(&mut changes);
+    commit(&mut changes)?;
+    report.note("portknock: no daemon is running, so this is in the kernel but in no log");
     Ok(report)
 }
 
@@ -221,7 +246,7 @@ mod tests {
             }],
         };
         let source = IpAddr::from([198, 18, 0, 2]);
-        let refused = open(source, 80, Duration::from_secs(600), Some(&config));
+        let refused = open(dir, source, 80, Duration::from_secs(600), Some(&config));
         assert!(
             matches!(&refused, Err(AdminError::NotProtected(e)) if e.protected == [22, 2222]),
             "{refused:?}"

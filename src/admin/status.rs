@@ -6,10 +6,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::AdminError;
-use crate::config::{Config, ConfigError, Loaded};
+use crate::config::{self, Config, ConfigError, Loaded};
 use crate::firewall::{self, Grant, TABLE};
 use crate::port::KnockPort;
 use crate::report::{count, Report};
+use crate::trial;
 
 #[derive(Debug, Serialize)]
 struct Status {
@@ -24,8 +25,27 @@ struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     advanced: Option<bool>,
     table_installed: bool,
+    /// What the doors guard, in words.
+    guarded: &'static str,
+    /// Sources that pass every door without knocking, as prefixes.
+    trusted: Vec<String>,
+    /// An `apply --confirm-within` the daemon waits to see confirmed.
+    pending_confirmation: Option<PendingStatus>,
     doors: Vec<DoorStatus>,
     grants: Vec<GrantStatus>,
+}
+
+/// What a door guards and who passes it anyway (docs/behaviour.md §4).
+const GUARDED: &str = "new TCP connections to the host's own addresses on a \
+protected port, whether they go to a socket of the host or DNAT sends them on to a container, \
+a VM or another machine; the host itself (loopback and its own addresses) and the trusted \
+sources pass, and what the host routes to other machines is left alone";
+
+#[derive(Debug, Serialize)]
+struct PendingStatus {
+    /// When the daemon rolls back unless confirmed, in seconds since the Unix epoch.
+    deadline: u64,
+    seconds_left: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -46,7 +66,12 @@ struct GrantStatus {
 }
 
 impl Status {
-    fn new(config: Option<&Config>, grants: Option<Vec<Grant>>) -> Status {
+    fn new(
+        config: Option<&Config>,
+        grants: Option<Vec<Grant>>,
+        pending: Option<trial::Pending>,
+        now: u64,
+    ) -> Status {
         let mut doors: Vec<DoorStatus> = Vec::new();
         if let Some(config) = config {
             doors.extend(config.simple.iter().map(|d| {
@@ -85,6 +110,15 @@ impl Status {
             simple: settings.map(|s| s.simple),
             advanced: settings.map(|s| s.advanced),
             table_installed: grants.is_some(),
+            guarded: GUARDED,
+            pending_confirmation: pending.map(|p| PendingStatus {
+                deadline: p.deadline,
+                seconds_left: p.deadline.saturating_sub(now),
+            }),
+            trusted: (settings.iter())
+                .flat_map(|s| &s.trusted)
+                .map(ToString::to_string)
+                .collect(),
             grants: grants.unwrap_or_default(),
             doors,
         }
@@ -109,6 +143,16 @@ impl Status {
             report.line(format!(
                 "table inet {TABLE}: NOT installed — nothing is protected (run `portknock apply`)"
             ));
+        }
+        if let Some(p) = &self.pending_confirmation {
+            report.line(format!(
+                "PENDING: the configuration in force is on trial: `portknock confirm` within {} s keeps it, else the previous one comes back",
+                p.seconds_left
+            ));
+        }
+        report.line(format!("guarded: {}", self.guarded));
+        if !self.trusted.is_empty() {
+            report.line(format!("trusted: {}", self.trusted.join(" ")));
         }
         if self.config_valid {
             report.line(format!("doors: {}", self.doors.len()));
@@ -141,10 +185,21 @@ pub fn status(
     json: bool,
 ) -> Result<Report, AdminError> {
     let mut report = Report::new();
+    let state_dir = match &loaded {
+        Ok(loaded) => loaded.config.settings.state_dir.clone(),
+        Err(_) => config::state_dir(dir),
+    };
     let (config, unusable) = match loaded {
         Ok(loaded) => {
             loaded.warnings.iter().for_each(|w| report.note(w));
-            (Some(loaded.config), None)
+            let config = match trial::in_force(loaded.config) {
+                trial::InForce::Files(config) | trial::InForce::Unreadable(config, _) => config,
+                trial::InForce::Confirmed(confirmed) => {
+                    report.note("the configuration files hold the configuration that was rolled back for want of a confirmation: shown is the last confirmed one, which the daemon enforces");
+                    confirmed
+                }
+            };
+            (Some(config), None)
         }
         Err(e) => (
             None,
@@ -157,7 +212,11 @@ pub fn status(
         ),
     };
     let grants = firewall::grants().map_err(AdminError::Netlink)?;
-    let status = Status::new(config.as_ref(), grants);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let pending = trial::pending(&state_dir);
+    let status = Status::new(config.as_ref(), grants, pending, now);
     if json {
         let text = serde_json::to_string_pretty(&status).map_err(|error| AdminError::Json {
             what: "the status",
@@ -209,29 +268,35 @@ mod tests {
             }],
             advanced: vec![],
         };
-        let status = Status::new(Some(&config), grants());
+        let status = Status::new(Some(&config), grants(), None, 0);
         assert_eq!(
             text(&status, None),
-            "engine on  simple on  advanced off\n\
+            format!(
+                "engine on  simple on  advanced off\n\
              table inet portknock: installed\n\
+             guarded: {GUARDED}\n\
              doors: 1\n\
              \x20    22  simple    7000/tcp,8000/udp\n\
              grants: 2\n\
              \x20 198.18.0.2                               port    22  simple    42s left\n\
              \x20 198.18.0.3                               port    80  manual    42s left\n"
+            )
         );
     }
 
     #[test]
     fn without_a_configuration_only_the_kernel_is_shown() {
-        let status = Status::new(None, grants());
+        let status = Status::new(None, grants(), None, 0);
         assert_eq!(
             text(&status, Some("configuration in d cannot be used")),
-            "configuration in d cannot be used\n\
+            format!(
+                "configuration in d cannot be used\n\
              table inet portknock: installed\n\
+             guarded: {GUARDED}\n\
              grants: 2\n\
              \x20 198.18.0.2                               port    22  42s left\n\
              \x20 198.18.0.3                               port    80  42s left\n"
+            )
         );
         let json = serde_json::to_value(&status).expect("JSON");
         assert_eq!(
@@ -239,6 +304,9 @@ mod tests {
             serde_json::json!({
                 "config_valid": false,
                 "table_installed": true,
+                "guarded": GUARDED,
+                "trusted": [],
+                "pending_confirmation": null,
                 "doors": [],
                 "grants": [
                     {"source": "198.18.0.2", "port": 22, "remaining": 42},
@@ -246,7 +314,7 @@ mod tests {
                 ],
             })
         );
-        let gone = Status::new(None, None);
+        let gone = Status::new(None, None, None, 0);
         assert!(text(&gone, Some("c")).contains("NOT installed"));
     }
 }

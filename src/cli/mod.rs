@@ -98,11 +98,12 @@ impl Command {
         match self {
             Command::Check(_) => "check",
             Command::Apply(_) => "apply",
+            Command::Confirm(_) => "confirm",
             Command::Serve(_) => "serve",
             Command::Status(_) => "status",
             Command::Open(_) => "open",
             Command::Close(_) => "close",
-            Command::Remove => "remove",
+            Command::Remove(_) => "remove",
             Command::Knock(_) => "knock",
             Command::Otp(_) => "otp",
             Command::Demo => "demo",
@@ -120,10 +121,11 @@ impl Command {
             | Command::Generate(_) => false,
             Command::Apply(args) => !args.dry_run,
             Command::Serve(_)
+            | Command::Confirm(_)
             | Command::Status(_)
             | Command::Open(_)
             | Command::Close(_)
-            | Command::Remove => true,
+            | Command::Remove(_) => true,
         }
     }
 
@@ -148,10 +150,11 @@ impl Command {
             Command::Check(args) => admin::check(&config::load(&args.config_dir)?),
             Command::Apply(args) => {
                 let loaded = config::load(&args.dir.config_dir)?;
+                let confirm_within = args.confirm_within.map(Duration::from_secs);
                 if args.dry_run {
                     admin::dry_run(loaded)?
                 } else {
-                    admin::apply(loaded)?
+                    admin::apply(&args.dir.config_dir, loaded, confirm_within)?
                 }
             }
             Command::Serve(args) => {
@@ -165,17 +168,19 @@ impl Command {
                 admin::status(dir, config::load(dir), args.json)?
             }
             Command::Open(args) => {
+                let dir = &args.dir.config_dir;
                 // Forced, the doors need not be known, so a broken configuration cannot stand
                 // in the way of a grant made to get back in.
                 let loaded = match args.force {
                     true => None,
-                    false => Some(config::load(&args.dir.config_dir)?),
+                    false => Some(config::load(dir)?),
                 };
                 let doors = loaded.as_ref().map(|loaded| &loaded.config);
-                admin::open(args.source, args.port, args.open_for, doors)?
+                admin::open(dir, args.source, args.port, args.open_for, doors)?
             }
-            Command::Close(args) => admin::close(args.source, args.port)?,
-            Command::Remove => admin::remove()?,
+            Command::Close(args) => admin::close(&args.dir.config_dir, args.source, args.port)?,
+            Command::Remove(args) => admin::remove(&args.config_dir)?,
+            Command::Confirm(args) => admin::confirm(&args.config_dir)?,
             Command::Knock(args) => client::knock(&KnockRequest {
                 host: args.host,
                 ports: args.ports.into_iter().flat_map(|knocks| knocks.0).collect(),

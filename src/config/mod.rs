@@ -15,6 +15,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use crate::port::KnockPort;
 
 pub use conf::{Key, KEYS, MAX_DURATION_SECS, MAX_MAX_SOURCES, MAX_OTP_SKEW};
@@ -100,6 +102,8 @@ pub struct Settings {
     pub max_sources: usize,
     /// Where state that must survive a restart lives.
     pub state_dir: PathBuf,
+    /// `FW_PORTKNOCK_TRUSTED`: sources that pass every protected port without knocking.
+    pub trusted: Vec<IpNet>,
 }
 
 impl Settings {
@@ -118,6 +122,7 @@ impl Settings {
             ipv6: true,
             max_sources: 262_144,
             state_dir: PathBuf::from("/var/lib/portknock"),
+            trusted: Vec::new(),
         }
     }
 }
@@ -255,6 +260,16 @@ fn idle_doors(conf: &Path, settings: &Settings) -> Option<Diagnostic> {
             ),
         )
     })
+}
+
+/// The state directory `portknock.conf` of `dir` names, read without the lists, so that it is
+/// found even when the rest of the configuration is broken; the default when the file cannot
+/// be read.
+pub fn state_dir(dir: &Path) -> PathBuf {
+    match read(&dir.join(CONF_FILE)) {
+        Ok((text, _)) => parse_settings(dir, &text).0.state_dir,
+        Err(_) => Settings::defaults(dir).state_dir,
+    }
 }
 
 /// Parses the text of `portknock.conf` of the configuration directory `dir` as [`load`] does,

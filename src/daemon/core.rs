@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
+use super::keeper::Keeper;
 use crate::capture::Packet;
 use crate::config::{Config, MAX_OTP_SKEW};
 use crate::engine::{DoorId, Engine, Outcome};
@@ -91,6 +92,7 @@ pub struct Core {
     doors: Doors,
     lines: LineBudget,
     overruns: u64,
+    keeper: Keeper,
 }
 
 /// What the core derives from the doors of the configuration in force.
@@ -121,14 +123,20 @@ impl Doors {
 }
 
 impl Core {
-    /// The core for `config`, at `now`.
-    pub fn new(config: Config, now: Instant) -> Core {
+    /// The core for `config`, at `now`, of the daemon whose process is `pid`.
+    pub fn new(config: Config, now: Instant, pid: u32) -> Core {
         Core {
             doors: Doors::new(&config),
             config,
             lines: LineBudget::new(JUNK_LINES_PER_SECOND, now),
             overruns: 0,
+            keeper: Keeper::new(pid),
         }
+    }
+
+    /// What keeps the table in force, and knows the grants to put back.
+    pub fn keeper(&mut self) -> &mut Keeper {
+        &mut self.keeper
     }
 
     /// Takes `config` in force. Knock progress starts over, which costs a client in the middle
@@ -136,6 +144,12 @@ impl Core {
     pub fn reload(&mut self, config: Config) {
         self.doors = Doors::new(&config);
         self.config = config;
+    }
+
+    /// Forgets which doors are armed in the kernel, when a failed commit leaves it unknown;
+    /// the next installation of the policy empties the kernel's fast path to agree.
+    pub fn forget_armed(&mut self) {
+        self.doors.kernel_armed.clear();
     }
 
     /// The configuration in force.
@@ -215,6 +229,7 @@ impl Core {
                     // time; this is the grant that lasts, and it covers a final knock that beat
                     // the arming and the doors the kernel does not hold.
                     effects.changes.grant(source, door, open_for);
+                    self.keeper.granted(source, door, now, open_for);
                     effects.events.push(Event::Opened { source, door });
                 }
                 Outcome::Reset { door, .. } => {
@@ -311,8 +326,10 @@ impl Core {
         let mut changes = Changes::new();
         if open {
             changes.grant(source, door, open_for);
+            self.keeper.granted(source, door, now, open_for);
         } else {
             changes.revoke(source, door);
+            self.keeper.revoked(source, door);
         }
         Some(Accepted {
             source,

@@ -112,7 +112,7 @@ impl Daemon {
     fn new(config: Config) -> Daemon {
         let start = Instant::now();
         Daemon {
-            core: Core::new(config, start),
+            core: Core::new(config, start, 1),
             start,
             record: Memory::default(),
         }
@@ -595,5 +595,18 @@ fn a_reload_starts_knock_progress_over_with_the_new_doors() {
             source: a(),
             door: 22
         }]
+    );
+}
+
+#[test]
+fn armings_forgotten_after_a_failed_commit_are_not_disarmed_again() {
+    let mut d = Daemon::new(config(16, true));
+    d.knocks(0, a(), &[5000]);
+    d.core.forget_armed();
+    let late = KNOCK_TIMEOUT.as_millis() as u64 + 1;
+    assert_eq!(
+        d.knocks(late, a(), &[7000]).changes,
+        Changes::new(),
+        "the reinstalled policy emptied the fast path: nothing is left to disarm"
     );
 }
