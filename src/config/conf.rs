@@ -505,6 +505,25 @@ FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
             PathBuf::from(r"/a\b#c")
         );
         assert_eq!(dir("FW_PORTKNOCK_STATE_DIR=/a#b"), PathBuf::from("/a#b"));
+        // In single quotes a backslash is a character like any other, even before the quote.
+        assert_eq!(
+            dir(r"FW_PORTKNOCK_STATE_DIR='/a\\b\'"),
+            PathBuf::from(r"/a\\b\")
+        );
+    }
+
+    #[test]
+    fn export_is_a_word_of_its_own() {
+        assert_eq!(
+            run("exportFW_PORTKNOCK=yes\nexport\tFW_PORTKNOCK_SIMPLE=yes\n"),
+            (
+                Settings {
+                    simple: true,
+                    ..Settings::defaults(Path::new("/c"))
+                },
+                vec![]
+            )
+        );
     }
 
     #[test]
