@@ -756,3 +756,44 @@ fn a_clock_jump_forwards_and_back_across_restarts_reopens_no_replay_window() {
         "the replay did not open"
     );
 }
+
+/// Waits, if need be, until at least five seconds are left of this minute, so that a knock
+/// and its check fall in the same minute.
+fn wait_for_room_in_the_minute() {
+    let second = || {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.expect("clock").as_secs() % 60
+    };
+    if second() >= 55 {
+        wait_until(Duration::from_secs(10), || second() < 55).expect("the next minute");
+    }
+}
+
+#[test]
+fn a_client_clock_minutes_off_is_logged_as_clock_skew() {
+    let Some(mut lab) = lab(1, "") else {
+        return;
+    };
+    lab.start_daemon();
+    let lib = path_str(&libfaketime());
+    // Only the client's clock is off; its monotonic clock is left alone for its own waits.
+    let knock = |offset: &str| {
+        wait_for_room_in_the_minute();
+        let mut cmd = lab.clients[0].command(BIN);
+        cmd.args(["otp", SERVER4, "2000", "opensecret1"])
+            .env_remove("PORTKNOCK_SECRET")
+            .env("LD_PRELOAD", &lib)
+            .env("FAKETIME", offset)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        ok(&output_within(cmd));
+    };
+    knock("+3m");
+    assert_logged(&lab, "bad OTP: clock skew of +3 minutes", 1);
+    knock("-4m");
+    assert_logged(&lab, "bad OTP: clock skew of -4 minutes", 1);
+    assert!(
+        !lab.can_connect(0, SERVER4, 2222),
+        "a skewed OTP opens nothing"
+    );
+    assert!(!lab.daemon_log().contains("grant:"), "{}", lab.daemon_log());
+}

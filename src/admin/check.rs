@@ -30,7 +30,7 @@ fn summary(loaded: &Loaded) -> String {
         line("engine:        on".to_string());
     } else {
         line(
-            "engine:        off (FW_PORTKNOCK=no): no port is protected, the lists were not read"
+            "engine:        off (FW_PORTKNOCK=no): no port is protected, no door is checked"
                 .to_string(),
         );
     }
@@ -169,7 +169,12 @@ mod tests {
             warnings: vec![],
         };
         let text = summary(&loaded);
-        assert!(text.contains("engine:        off (FW_PORTKNOCK=no): no port is protected, the lists were not read\n"), "{text}");
+        assert!(
+            text.contains(
+                "engine:        off (FW_PORTKNOCK=no): no port is protected, no door is checked\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.ends_with("OK: 0 simple doors, 0 advanced doors, 0 warnings\n"),
             "{text}"

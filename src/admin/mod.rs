@@ -18,7 +18,7 @@ use crate::firewall::{self, InstallError, NetlinkError, NftError, TABLE};
 use crate::report::{count, Report};
 
 pub use check::check;
-pub use manual::{close, open, DEFAULT_MANUAL_OPEN, MAX_MANUAL_OPEN};
+pub use manual::{close, open, parse_open_for, NotProtected, DEFAULT_MANUAL_OPEN};
 pub use status::status;
 
 /// Why an administrator's command failed.
@@ -30,6 +30,8 @@ pub enum AdminError {
     Remove(NftError),
     #[error(transparent)]
     Netlink(NetlinkError),
+    #[error(transparent)]
+    NotProtected(NotProtected),
     #[error(transparent)]
     Control(ControlError),
     #[error("the daemon refused: {0}")]

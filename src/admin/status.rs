@@ -9,17 +9,21 @@ use super::AdminError;
 use crate::config::{self, Config, ConfigError, Loaded};
 use crate::firewall::{self, Grant, TABLE};
 use crate::port::KnockPort;
-use crate::report::Report;
+use crate::report::{count, Report};
 use crate::trial;
 
 #[derive(Debug, Serialize)]
 struct Status {
-    /// False when the configuration has errors: the kernel state below is still the truth,
-    /// but the switches and doors cannot be shown.
+    /// False when the configuration cannot be read or has errors: the kernel state below is
+    /// still the truth, but the switches, doors and modes of grants are not known, and left
+    /// out.
     config_valid: bool,
-    engine: bool,
-    simple: bool,
-    advanced: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    simple: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advanced: Option<bool>,
     table_installed: bool,
     /// What the doors guard, in words.
     guarded: &'static str,
@@ -55,7 +59,10 @@ struct DoorStatus {
 struct GrantStatus {
     #[serde(flatten)]
     grant: Grant,
-    mode: &'static str,
+    /// The mode of the door of the grant's port, or "manual" for a port no door protects;
+    /// left out when the configuration is not known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<&'static str>,
 }
 
 impl Status {
@@ -87,12 +94,7 @@ impl Status {
         }
         // Up to a million grants against up to 65,535 doors: looked up, not searched.
         let modes: HashMap<u16, &'static str> = doors.iter().map(|d| (d.port, d.mode)).collect();
-        let unlisted = if config.is_some() {
-            "manual"
-        } else {
-            "unknown"
-        };
-        let mode_of = |port: u16| modes.get(&port).copied().unwrap_or(unlisted);
+        let mode_of = |port: u16| config.map(|_| modes.get(&port).copied().unwrap_or("manual"));
         let grants = grants.as_ref().map(|g| {
             g.iter()
                 .map(|&grant| GrantStatus {
@@ -104,9 +106,9 @@ impl Status {
         let settings = config.map(|c| &c.settings);
         Status {
             config_valid: config.is_some(),
-            engine: settings.is_some_and(|s| s.enabled),
-            simple: settings.is_some_and(|s| s.simple),
-            advanced: settings.is_some_and(|s| s.advanced),
+            engine: settings.map(|s| s.enabled),
+            simple: settings.map(|s| s.simple),
+            advanced: settings.map(|s| s.advanced),
             table_installed: grants.is_some(),
             guarded: GUARDED,
             pending_confirmation: pending.map(|p| PendingStatus {
@@ -122,17 +124,18 @@ impl Status {
         }
     }
 
-    fn text(&self, report: &mut Report) {
-        let on = |b: bool| if b { "on" } else { "off" };
-        if self.config_valid {
-            report.line(format!(
+    /// The text of `status`; `unusable` is what to say instead of the switches when the
+    /// configuration cannot be used.
+    fn text(&self, unusable: Option<&str>, report: &mut Report) {
+        let on = |b: Option<bool>| if b == Some(true) { "on" } else { "off" };
+        match unusable {
+            None => report.line(format!(
                 "engine {}  simple {}  advanced {}",
                 on(self.engine),
                 on(self.simple),
                 on(self.advanced)
-            ));
-        } else {
-            report.line("configuration has errors (listed above): showing the kernel's state only");
+            )),
+            Some(why) => report.line(why),
         }
         if self.table_installed {
             report.line(format!("table inet {TABLE}: installed"));
@@ -151,25 +154,31 @@ impl Status {
         if !self.trusted.is_empty() {
             report.line(format!("trusted: {}", self.trusted.join(" ")));
         }
-        report.line(format!("doors: {}", self.doors.len()));
-        for d in &self.doors {
-            report.line(format!("  {:>5}  {:<8}  {}", d.port, d.mode, d.knock));
+        if self.config_valid {
+            report.line(format!("doors: {}", self.doors.len()));
+            for d in &self.doors {
+                report.line(format!("  {:>5}  {:<8}  {}", d.port, d.mode, d.knock));
+            }
         }
         report.line(format!("grants: {}", self.grants.len()));
         for g in &self.grants {
+            let mode = g
+                .mode
+                .map(|mode| format!("{mode:<8}  "))
+                .unwrap_or_default();
             report.line(format!(
-                "  {:<39}  port {:>5}  {:<8}  {}s left",
+                "  {:<39}  port {:>5}  {mode}{}s left",
                 g.grant.source.to_string(),
                 g.grant.port,
-                g.mode,
                 g.grant.remaining.as_secs()
             ));
         }
     }
 }
 
-/// `portknock status [--json]`. A broken configuration is reported but does not hide the
-/// kernel's state: the grants shown are read from the kernel either way.
+/// `portknock status [--json]` with the configuration of `dir`, as it loaded. A configuration
+/// that cannot be used (a missing directory, say) does not hide the kernel's state: the grants
+/// shown are read from the kernel either way, and one line says why the rest is missing.
 pub fn status(
     dir: &Path,
     loaded: Result<Loaded, ConfigError>,
@@ -180,21 +189,27 @@ pub fn status(
         Ok(loaded) => loaded.config.settings.state_dir.clone(),
         Err(_) => config::state_dir(dir),
     };
-    let config = match loaded {
+    let (config, unusable) = match loaded {
         Ok(loaded) => {
             loaded.warnings.iter().for_each(|w| report.note(w));
-            Some(match trial::in_force(loaded.config) {
+            let config = match trial::in_force(loaded.config) {
                 trial::InForce::Files(config) | trial::InForce::Unreadable(config, _) => config,
                 trial::InForce::Confirmed(confirmed) => {
                     report.note("the configuration files hold the configuration that was rolled back for want of a confirmation: shown is the last confirmed one, which the daemon enforces");
                     confirmed
                 }
-            })
+            };
+            (Some(config), None)
         }
-        Err(e) => {
-            e.diagnostics.iter().for_each(|d| report.note(d));
-            None
-        }
+        Err(e) => (
+            None,
+            Some(format!(
+                "configuration in {} cannot be used ({}, listed by portknock check): showing \
+                 only what the kernel holds",
+                dir.display(),
+                count(e.errors(), "error")
+            )),
+        ),
     };
     let grants = firewall::grants().map_err(AdminError::Netlink)?;
     let now = std::time::SystemTime::now()
@@ -209,7 +224,97 @@ pub fn status(
         })?;
         report.line(text);
     } else {
-        status.text(&mut report);
+        status.text(unusable.as_deref(), &mut report);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use crate::config::{Settings, SimpleDoor};
+
+    fn grants() -> Option<Vec<Grant>> {
+        let grant = |source: [u8; 4], port| Grant {
+            source: IpAddr::from(source),
+            port,
+            remaining: Duration::from_secs(42),
+        };
+        Some(vec![grant([198, 18, 0, 2], 22), grant([198, 18, 0, 3], 80)])
+    }
+
+    fn text(status: &Status, unusable: Option<&str>) -> String {
+        let mut report = Report::new();
+        status.text(unusable, &mut report);
+        String::from_utf8(report.out).expect("text")
+    }
+
+    #[test]
+    fn grants_are_shown_with_the_mode_of_their_door() {
+        let dir = Path::new("/etc/portknock");
+        let config = Config {
+            dir: dir.to_path_buf(),
+            settings: Settings {
+                enabled: true,
+                simple: true,
+                ..Settings::defaults(dir)
+            },
+            simple: vec![SimpleDoor {
+                protected: 22,
+                sequence: vec![KnockPort::tcp(7000), KnockPort::udp(8000)],
+            }],
+            advanced: vec![],
+        };
+        let status = Status::new(Some(&config), grants(), None, 0);
+        assert_eq!(
+            text(&status, None),
+            format!(
+                "engine on  simple on  advanced off\n\
+             table inet portknock: installed\n\
+             guarded: {GUARDED}\n\
+             doors: 1\n\
+             \x20    22  simple    7000/tcp,8000/udp\n\
+             grants: 2\n\
+             \x20 198.18.0.2                               port    22  simple    42s left\n\
+             \x20 198.18.0.3                               port    80  manual    42s left\n"
+            )
+        );
+    }
+
+    #[test]
+    fn without_a_configuration_only_the_kernel_is_shown() {
+        let status = Status::new(None, grants(), None, 0);
+        assert_eq!(
+            text(&status, Some("configuration in d cannot be used")),
+            format!(
+                "configuration in d cannot be used\n\
+             table inet portknock: installed\n\
+             guarded: {GUARDED}\n\
+             grants: 2\n\
+             \x20 198.18.0.2                               port    22  42s left\n\
+             \x20 198.18.0.3                               port    80  42s left\n"
+            )
+        );
+        let json = serde_json::to_value(&status).expect("JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "config_valid": false,
+                "table_installed": true,
+                "guarded": GUARDED,
+                "trusted": [],
+                "pending_confirmation": null,
+                "doors": [],
+                "grants": [
+                    {"source": "198.18.0.2", "port": 22, "remaining": 42},
+                    {"source": "198.18.0.3", "port": 80, "remaining": 42},
+                ],
+            })
+        );
+        let gone = Status::new(None, None, None, 0);
+        assert!(text(&gone, Some("c")).contains("NOT installed"));
+    }
 }

@@ -60,6 +60,7 @@ impl CommandError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CommandError::Config { .. }
+            | CommandError::Admin(AdminError::NotProtected(_))
             | CommandError::Client(
                 ClientError::Resolve { .. }
                 | ClientError::NoAddressOfFamily { .. }
@@ -167,15 +168,22 @@ impl Command {
                 admin::status(dir, config::load(dir), args.json)?
             }
             Command::Open(args) => {
-                let open_for = Duration::from_secs(args.open_for);
-                admin::open(&args.dir.config_dir, args.source, args.port, open_for)?
+                let dir = &args.dir.config_dir;
+                // Forced, the doors need not be known, so a broken configuration cannot stand
+                // in the way of a grant made to get back in.
+                let loaded = match args.force {
+                    true => None,
+                    false => Some(config::load(dir)?),
+                };
+                let doors = loaded.as_ref().map(|loaded| &loaded.config);
+                admin::open(dir, args.source, args.port, args.open_for, doors)?
             }
             Command::Close(args) => admin::close(&args.dir.config_dir, args.source, args.port)?,
             Command::Remove(args) => admin::remove(&args.config_dir)?,
             Command::Confirm(args) => admin::confirm(&args.config_dir)?,
             Command::Knock(args) => client::knock(&KnockRequest {
                 host: args.host,
-                ports: args.ports,
+                ports: args.ports.into_iter().flat_map(|knocks| knocks.0).collect(),
                 delay: Duration::from_millis(args.delay),
                 family: family(&args.family),
                 verify: verify(&args.verify),

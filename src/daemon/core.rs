@@ -13,10 +13,10 @@ use lru::LruCache;
 
 use super::keeper::Keeper;
 use crate::capture::Packet;
-use crate::config::Config;
+use crate::config::{Config, MAX_OTP_SKEW};
 use crate::engine::{DoorId, Engine, Outcome};
 use crate::firewall::Changes;
-use crate::otp::{self, Record, Recorded, Refused};
+use crate::otp::{self, Record, Recorded, Refused, MAC_LEN};
 use crate::port::Proto;
 
 /// Most lines per second about knocks that open nothing (wrong sequences, bad OTPs, replays,
@@ -40,6 +40,14 @@ pub enum Event {
     Replay { source: IpAddr, port: u16 },
     /// A one-time password that neither secret of the door made for this source and minute.
     BadOtp { source: IpAddr, door: u16 },
+    /// A bad one-time password that a secret of the door made for this source, but for a
+    /// minute `minutes` away from the server's (positive: the client's clock is ahead), within
+    /// [`MAX_OTP_SKEW`] yet outside the accepted window.
+    ClockSkew {
+        source: IpAddr,
+        door: u16,
+        minutes: i64,
+    },
     /// A valid one-time password the used-OTP record cannot vouch for.
     OtpRefused {
         source: IpAddr,
@@ -184,17 +192,18 @@ impl Core {
         let event = Event::Overrun {
             overruns: self.overruns,
         };
-        self.junk(event, now, effects);
+        self.junk(now, effects, |_| event);
     }
 
-    /// Logs `event`, a line about something that opens nothing, if the budget allows.
-    fn junk(&mut self, event: Event, now: Instant, effects: &mut Effects) {
+    /// Logs the event `event` makes, a line about something that opens nothing, if the budget
+    /// allows; `event` runs only then, so that what it costs is bounded by the budget as well.
+    fn junk(&mut self, now: Instant, effects: &mut Effects, event: impl FnOnce(&Core) -> Event) {
         let (allowed, held) = self.lines.allow(now);
         if let Some(held) = held {
             effects.events.push(Event::HeldBack { held });
         }
         if allowed {
-            effects.events.push(event);
+            effects.events.push(event(self));
         }
     }
 
@@ -228,18 +237,18 @@ impl Core {
                 }
                 Outcome::Reset { door, .. } => {
                     let door = self.config.simple[door].protected;
-                    self.junk(Event::WrongSequence { source, door }, now, effects);
+                    self.junk(now, effects, |_| Event::WrongSequence { source, door });
                 }
                 Outcome::Expired { door, .. } => {
                     let door = self.config.simple[door].protected;
-                    self.junk(Event::Expired { source, door }, now, effects);
+                    self.junk(now, effects, |_| Event::Expired { source, door });
                 }
                 Outcome::Scanned { .. } => scanned = true,
                 Outcome::Progress { .. } | Outcome::Retransmit { .. } => {}
             }
         }
         if scanned {
-            self.junk(Event::Scanned { source }, now, effects);
+            self.junk(now, effects, |_| Event::Scanned { source });
         }
         // Whatever ended the armed door's progress (it opened, reset or expired, or the engine
         // let it go for its bounds), the kernel's arming ends with it.
@@ -258,12 +267,12 @@ impl Core {
         }
     }
 
-    /// An OTP datagram to the knock port of advanced door `door`. Nothing changes before the
+    /// An OTP datagram to the knock port of advanced door `index`. Nothing changes before the
     /// OTP is known to be new, valid, and recorded as used.
     fn otp(
         &mut self,
         packet: &Packet,
-        door: usize,
+        index: usize,
         now: Instant,
         minute: u32,
         record: &mut impl Record,
@@ -272,17 +281,17 @@ impl Core {
         let source = packet.source;
         let port = packet.knock.port;
         let Some(mac) = otp::parse_payload(&packet.payload) else {
-            self.junk(Event::NotAnOtp { source, port }, now, effects);
+            self.junk(now, effects, |_| Event::NotAnOtp { source, port });
             return None;
         };
         // Before verifying: a copy sent from another address would just fail to verify, and
         // must be reported as the replay it is.
         if record.is_used(&mac) {
-            self.junk(Event::Replay { source, port }, now, effects);
+            self.junk(now, effects, |_| Event::Replay { source, port });
             return None;
         }
         let skew = self.config.settings.otp_skew;
-        let d = &self.config.advanced[door];
+        let d = &self.config.advanced[index];
         let (door, open_for) = (d.protected, self.config.settings.advanced_open);
         let (open, made) = match (
             otp::verify(&d.open_secret, source, &mac, minute, skew),
@@ -291,14 +300,23 @@ impl Core {
             (Some(m), _) => (true, m),
             (None, Some(m)) => (false, m),
             (None, None) => {
-                self.junk(Event::BadOtp { source, door }, now, effects);
+                self.junk(now, effects, |core| {
+                    match core.clock_skew(index, source, &mac, minute) {
+                        Some(minutes) => Event::ClockSkew {
+                            source,
+                            door,
+                            minutes,
+                        },
+                        None => Event::BadOtp { source, door },
+                    }
+                });
                 return None;
             }
         };
         match record.record(mac, made, minute, skew) {
             Ok(Recorded::New) => {}
             Ok(Recorded::Refused(why)) => {
-                self.junk(Event::OtpRefused { source, door, why }, now, effects);
+                self.junk(now, effects, |_| Event::OtpRefused { source, door, why });
                 return None;
             }
             Err(e) => {
@@ -326,6 +344,24 @@ impl Core {
             open,
             changes,
         })
+    }
+
+    /// How many minutes the clock that made `mac` is off from the server's `minute`, if a
+    /// secret of advanced door `index` made it for `source` within [`MAX_OTP_SKEW`] minutes:
+    /// positive when the client is ahead. Up to `2 * (2 * MAX_OTP_SKEW + 1)` HMACs, which is
+    /// why it is only asked for a line the budget allows.
+    fn clock_skew(
+        &self,
+        index: usize,
+        source: IpAddr,
+        mac: &[u8; MAC_LEN],
+        minute: u32,
+    ) -> Option<i64> {
+        let d = &self.config.advanced[index];
+        [&d.open_secret, &d.close_secret]
+            .into_iter()
+            .find_map(|secret| otp::verify(secret, source, mac, minute, MAX_OTP_SKEW))
+            .map(|made| i64::from(made) - i64::from(minute))
     }
 }
 

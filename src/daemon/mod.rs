@@ -624,6 +624,23 @@ fn log(event: &Event) {
         Event::BadOtp { source, door } => {
             info!(%source, door, "bad OTP: neither secret matches this source and minute");
         }
+        Event::ClockSkew {
+            source,
+            door,
+            minutes,
+        } => {
+            let unit = if minutes.unsigned_abs() == 1 {
+                "minute"
+            } else {
+                "minutes"
+            };
+            let way = if minutes.is_positive() {
+                "ahead of"
+            } else {
+                "behind"
+            };
+            info!(%source, door, "bad OTP: clock skew of {minutes:+} {unit} (the client's clock is {way} the server's): the door's secret made it for a minute outside FW_PORTKNOCK_OTP_SKEW; set the clocks right (NTP)");
+        }
         Event::OtpRefused { source, door, why } => {
             warn!(%source, door, "OTP refused: {why}");
         }

@@ -417,6 +417,61 @@ fn otps_that_verify_nothing_are_not_recorded() {
     assert_eq!(d.record.recorded, 0);
 }
 
+/// The OTP of `secret` for `source` and `minute`, to the door 2000.
+fn otp_of_minute(source: IpAddr, secret: &str, minute: u32) -> Packet {
+    let payload = otp::payload(&Secret::new(secret), source, minute);
+    datagram(source, 2000, &payload)
+}
+
+#[test]
+fn a_bad_otp_from_a_skewed_clock_says_by_how_much() {
+    let mut d = Daemon::new(config(16, true));
+    let cases = [
+        ("opensecret1", MINUTE + 3, Some(3)),
+        ("closesecret1", MINUTE - 5, Some(-5)),
+        ("opensecret1", MINUTE + 2, Some(2)),
+        ("opensecret1", MINUTE - 10, Some(-10)),
+        // Past the widest window the configuration allows: nothing to say about the clock.
+        ("opensecret1", MINUTE + 11, None),
+        ("not-the-secret", MINUTE + 3, None),
+    ];
+    for (ms, (secret, minute, skew)) in (0..).zip(cases) {
+        let (effects, accepted) = d.at(ms, &otp_of_minute(a(), secret, minute));
+        assert_eq!(accepted, None);
+        assert_eq!(effects.changes, Changes::new());
+        let expected = match skew {
+            Some(minutes) => Event::ClockSkew {
+                source: a(),
+                door: 2222,
+                minutes,
+            },
+            None => Event::BadOtp {
+                source: a(),
+                door: 2222,
+            },
+        };
+        assert_eq!(effects.events, [expected], "{secret} {minute}");
+    }
+    assert_eq!(d.record.recorded, 0, "nothing is recorded");
+}
+
+#[test]
+fn the_clock_skew_is_looked_for_only_when_the_line_budget_allows_the_line() {
+    let mut d = Daemon::new(config(16, true));
+    let skewed = otp_of_minute(a(), "opensecret1", MINUTE + 3);
+    let mut said = 0;
+    for ms in 0..25 {
+        said += d.at(ms, &skewed).0.events.len();
+    }
+    assert_eq!(said, JUNK_LINES_PER_SECOND as usize);
+    // Past the budget the event is not even worded: what wording it costs is bounded too.
+    let mut effects = Effects::default();
+    d.core.junk(d.start, &mut effects, |_| {
+        unreachable!("the budget of this second is spent")
+    });
+    assert_eq!(effects.events, []);
+}
+
 #[test]
 fn an_otp_the_record_cannot_vouch_for_is_refused() {
     let mut d = Daemon::new(config(16, true));
