@@ -24,7 +24,7 @@ pub const MAX_OTP_SKEW: u32 = 10;
 pub const MAX_MAX_SOURCES: usize = 1 << 24;
 
 /// Every key of docs/behaviour.md §1.1, for "did you mean".
-const KEYS: [&str; 13] = [
+const KEYS: [&str; 14] = [
     "FW_PORTKNOCK",
     "FW_PORTKNOCK_SIMPLE",
     "FW_PORTKNOCK_ADVANCED",
@@ -38,6 +38,7 @@ const KEYS: [&str; 13] = [
     "FW_PORTKNOCK_MAX_SOURCES",
     "FW_PORTKNOCK_STATE_DIR",
     "FW_PORTKNOCK_TRUSTED",
+    "FW_PORTKNOCK_METRICS_FILE",
 ];
 
 /// Reads the settings in `text` (the content of `file`), reporting problems into `diags`.
@@ -186,6 +187,7 @@ fn apply(
             .map(|n| s.max_sources = n as usize),
         "FW_PORTKNOCK_STATE_DIR" => state_dir(v, &d.state_dir).map(|p| s.state_dir = p),
         "FW_PORTKNOCK_TRUSTED" => trusted(v).map(|t| s.trusted = t),
+        "FW_PORTKNOCK_METRICS_FILE" => metrics_file(v).map(|p| s.metrics_file = p),
         _ => return None,
     })
 }
@@ -209,6 +211,21 @@ fn state_dir(v: &str, default: &Path) -> Result<PathBuf, String> {
         _ if v.is_empty() => Ok(default.to_path_buf()),
         path if path.is_absolute() => Ok(path.to_path_buf()),
         _ => Err("an absolute path".to_string()),
+    }
+}
+
+/// A relative path would depend on the daemon's working directory, and a directory is no
+/// file to rename a new version onto: an absolute path that ends in a file name, or empty.
+fn metrics_file(v: &str) -> Result<Option<PathBuf>, String> {
+    let path = Path::new(v);
+    let named = (path.file_name().and_then(|n| n.to_str())).is_some_and(|n| v.ends_with(n));
+    match v {
+        "" => Ok(None),
+        _ if path.is_absolute() && named => Ok(Some(path.to_path_buf())),
+        _ => Err(
+            "an absolute path to a file, such as /var/lib/prometheus/node-exporter/portknock.prom"
+                .to_string(),
+        ),
     }
 }
 
@@ -325,6 +342,7 @@ FW_PORTKNOCK_IPV6=NO
 FW_PORTKNOCK_MAX_SOURCES=16777216
 FW_PORTKNOCK_STATE_DIR="/var/lib/pk state"
 FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
+FW_PORTKNOCK_METRICS_FILE=/var/lib/prometheus/node-exporter/portknock.prom
 "#;
         let expected = Settings {
             enabled: true,
@@ -347,6 +365,9 @@ FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
             ]
             .map(|n| n.parse().unwrap())
             .to_vec(),
+            metrics_file: Some(PathBuf::from(
+                "/var/lib/prometheus/node-exporter/portknock.prom",
+            )),
         };
         assert_eq!(run(text), (expected, vec![]));
     }
@@ -489,6 +510,27 @@ FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
     }
 
     #[test]
+    fn the_metrics_file_is_an_absolute_path_to_a_file() {
+        let file = |value: &str| run(&format!("FW_PORTKNOCK_METRICS_FILE=\"{value}\"\n"));
+        assert_eq!(file("").0.metrics_file, None);
+        assert_eq!(
+            file("/run/pk.prom").0.metrics_file,
+            Some(PathBuf::from("/run/pk.prom"))
+        );
+        for bad in ["pk.prom", "/run/", "/", "/run/.", "/run/.."] {
+            let (settings, diags) = file(bad);
+            assert_eq!(settings.metrics_file, None, "{bad}");
+            assert_eq!(
+                diags,
+                [format!(
+                    "{FILE}:1: error: FW_PORTKNOCK_METRICS_FILE={bad:?}: expected an absolute \
+                     path to a file, such as /var/lib/prometheus/node-exporter/portknock.prom"
+                )]
+            );
+        }
+    }
+
+    #[test]
     fn engine_without_a_mode_is_a_warning() {
         assert_eq!(
             messages("FW_PORTKNOCK=yes\n"),
@@ -538,6 +580,7 @@ FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
                 max_sources: sources,
                 state_dir: PathBuf::from(state),
                 trusted: Vec::new(),
+                metrics_file: None,
             };
             let (settings, diags) = run(&text);
             prop_assert_eq!(settings, expected);
