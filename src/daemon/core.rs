@@ -16,6 +16,7 @@ use crate::capture::Packet;
 use crate::config::Config;
 use crate::engine::{DoorId, Engine, Outcome};
 use crate::firewall::Changes;
+use crate::metrics::{self, By, Counters, Lines, Simple};
 use crate::otp::{self, Record, Recorded, Refused};
 use crate::port::Proto;
 
@@ -85,8 +86,9 @@ pub struct Core {
     config: Config,
     doors: Doors,
     lines: LineBudget,
-    overruns: u64,
     keeper: Keeper,
+    /// What the daemon counts, for the metrics file; the shell counts its own doings here too.
+    counters: Counters,
 }
 
 /// What the core derives from the doors of the configuration in force.
@@ -123,9 +125,24 @@ impl Core {
             doors: Doors::new(&config),
             config,
             lines: LineBudget::new(JUNK_LINES_PER_SECOND, now),
-            overruns: 0,
             keeper: Keeper::new(pid),
+            counters: Counters::default(),
         }
+    }
+
+    /// What the daemon counted so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The counters, for what the shell does itself: reloads, heals, grants by hand.
+    pub fn count(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
+    /// How many sources the engine keeps knock progress of.
+    pub fn tracked_sources(&self) -> usize {
+        self.doors.engine.tracked_sources()
     }
 
     /// What keeps the table in force, and knows the grants to put back.
@@ -162,6 +179,7 @@ impl Core {
         record: &mut impl Record,
         effects: &mut Effects,
     ) -> Option<Accepted> {
+        (self.counters).knock_packet(packet.knock.proto, packet.source);
         if packet.source.is_ipv6() && !self.config.settings.ipv6 {
             return None;
         }
@@ -180,9 +198,9 @@ impl Core {
 
     /// The kernel dropped knocks (an NFLOG overrun) at `now`.
     pub fn overrun(&mut self, now: Instant, effects: &mut Effects) {
-        self.overruns += 1;
+        self.counters.nflog_overruns += 1;
         let event = Event::Overrun {
-            overruns: self.overruns,
+            overruns: self.counters.nflog_overruns,
         };
         self.junk(event, now, effects);
     }
@@ -195,6 +213,8 @@ impl Core {
         }
         if allowed {
             effects.events.push(event);
+        } else {
+            self.counters.held_back(Lines::Knocks);
         }
     }
 
@@ -206,6 +226,7 @@ impl Core {
         for outcome in self.doors.engine.knock(source, packet.knock, now) {
             match outcome {
                 Outcome::Armed { door, final_knock } => {
+                    self.counters.simple(Simple::Armed);
                     // One armed door per source in the kernel (see firewall::ruleset): the
                     // latest. An earlier one, or one pushed out of the bounded table, is
                     // disarmed, and the daemon alone grants it if its final knock comes.
@@ -218,6 +239,8 @@ impl Core {
                     effects.changes.arm(source, final_knock, protected, timeout);
                 }
                 Outcome::Opened { door } => {
+                    self.counters.simple(Simple::Opened);
+                    self.counters.grant(By::Knock);
                     let door = self.config.simple[door].protected;
                     // The kernel let the client through already when the door was armed in
                     // time; this is the grant that lasts, and it covers a final knock that beat
@@ -227,15 +250,21 @@ impl Core {
                     effects.events.push(Event::Opened { source, door });
                 }
                 Outcome::Reset { door, .. } => {
+                    self.counters.simple(Simple::WrongKnock);
                     let door = self.config.simple[door].protected;
                     self.junk(Event::WrongSequence { source, door }, now, effects);
                 }
                 Outcome::Expired { door, .. } => {
+                    self.counters.simple(Simple::Expired);
                     let door = self.config.simple[door].protected;
                     self.junk(Event::Expired { source, door }, now, effects);
                 }
-                Outcome::Scanned { .. } => scanned = true,
-                Outcome::Progress { .. } | Outcome::Retransmit { .. } => {}
+                Outcome::Scanned { .. } => {
+                    self.counters.simple(Simple::Scan);
+                    scanned = true;
+                }
+                Outcome::Progress { .. } => self.counters.simple(Simple::Progress),
+                Outcome::Retransmit { .. } => self.counters.simple(Simple::Retransmit),
             }
         }
         if scanned {
@@ -272,12 +301,14 @@ impl Core {
         let source = packet.source;
         let port = packet.knock.port;
         let Some(mac) = otp::parse_payload(&packet.payload) else {
+            self.counters.otp(metrics::Otp::Malformed);
             self.junk(Event::NotAnOtp { source, port }, now, effects);
             return None;
         };
         // Before verifying: a copy sent from another address would just fail to verify, and
         // must be reported as the replay it is.
         if record.is_used(&mac) {
+            self.counters.otp(metrics::Otp::Replay);
             self.junk(Event::Replay { source, port }, now, effects);
             return None;
         }
@@ -291,6 +322,7 @@ impl Core {
             (Some(m), _) => (true, m),
             (None, Some(m)) => (false, m),
             (None, None) => {
+                self.counters.otp(metrics::Otp::NoSecretMatches);
                 self.junk(Event::BadOtp { source, door }, now, effects);
                 return None;
             }
@@ -298,10 +330,12 @@ impl Core {
         match record.record(mac, made, minute, skew) {
             Ok(Recorded::New) => {}
             Ok(Recorded::Refused(why)) => {
+                self.counters.otp(metrics::Otp::RefusedByRecord);
                 self.junk(Event::OtpRefused { source, door, why }, now, effects);
                 return None;
             }
             Err(e) => {
+                self.counters.otp(metrics::Otp::NotRecorded);
                 let error = e.to_string();
                 let event = Event::NotRecorded {
                     source,
@@ -314,9 +348,13 @@ impl Core {
         }
         let mut changes = Changes::new();
         if open {
+            self.counters.otp(metrics::Otp::Open);
+            self.counters.grant(By::Knock);
             changes.grant(source, door, open_for);
             self.keeper.granted(source, door, now, open_for);
         } else {
+            self.counters.otp(metrics::Otp::Close);
+            self.counters.close(By::Knock);
             changes.revoke(source, door);
             self.keeper.revoked(source, door);
         }
