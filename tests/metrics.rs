@@ -140,6 +140,14 @@ fn the_metrics_file_counts_what_was_sent_and_promtool_accepts_it() {
     ok(&lab.admin(&["open", "198.18.9.9", "2222", "--for", "600"]));
     ok(&lab.admin(&["open", "198.18.9.10", "22", "--for", "600"]));
     ok(&lab.admin(&["close", "198.18.9.10", "22"]));
+    // A flushed ruleset, which the daemon puts back with the grants it made.
+    let flush = lab
+        .server
+        .command("nft")
+        .args(["flush", "ruleset"])
+        .status();
+    assert!(flush.is_ok_and(|s| s.success()), "nft flush ruleset");
+    assert_logged(&lab, "restored in", 1);
 
     let knocks = "portknock_knock_packets_total";
     let mut expected: Vec<(String, f64)> = [
@@ -184,7 +192,7 @@ fn the_metrics_file_counts_what_was_sent_and_promtool_accepts_it() {
     expected.extend(counts("portknock_closes_total", "by", closes));
     let reloads = &[("applied", 1), ("refused", 1)];
     expected.extend(counts("portknock_reloads_total", "result", reloads));
-    let heals = &[("restored", 0), ("failed", 0)];
+    let heals = &[("restored", 1), ("failed", 0)];
     expected.extend(counts("portknock_heals_total", "result", heals));
     let held = &[("knocks", 0), ("heals", 0)];
     expected.extend(counts("portknock_log_lines_held_back_total", "about", held));

@@ -290,12 +290,12 @@ impl Daemon<'_> {
         let Some(heal) = self.core.keeper().take_heal(start) else {
             return;
         };
-        if !heal.log {
-            self.core.count().held_back(Lines::Heals);
-        }
         match firewall::install(self.core.config(), &heal.grants) {
             Ok(nft) => {
                 self.core.count().heal(Heal::Restored);
+                if !heal.log {
+                    self.core.count().held_back(Lines::Heals);
+                }
                 self.core.keeper().installed_by(nft);
                 if heal.held > 0 {
                     warn!(
