@@ -1,27 +1,41 @@
 //! The metrics file (`FW_PORTKNOCK_METRICS_FILE`, docs/behaviour.md §4): the daemon rewrites it
 //! every few seconds and when it stops, for the node exporter's textfile collector to serve to
 //! Prometheus. A file, not a listener: a firewall host opens no port for its monitoring.
+//!
+//! The daemon's loop only copies its counters; a thread of its own reads the grants from the
+//! kernel and writes the file. Under a SYN flood that dump took the kernel up to 2.5 s
+//! (BENCHMARKS.md, metrics), which the loop must spend on knocks.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::thread::{self, JoinHandle};
 use std::time::{Instant, SystemTime};
 
 use tracing::{info, warn};
 
 use super::core::Core;
-use crate::config::Config;
 use crate::firewall::{self, Grant};
-use crate::metrics::{self, DoorGrants, Gauges, Table, EVERY};
+use crate::metrics::{self, Counters, DoorGrants, Gauges, Table, EVERY};
 
-/// When the file is written next, and what went wrong last.
+/// What the loop hands the writer: its counters and what the file's gauges need of the
+/// configuration in force, as of one moment.
+struct Snapshot {
+    file: PathBuf,
+    counters: Counters,
+    tracked_sources: usize,
+    /// The protected port and the mode of each door.
+    doors: Vec<(u16, &'static str)>,
+}
+
+/// When the file is written next, and the thread that writes it.
 pub struct Export {
     start_time: u64,
     next: Instant,
-    /// The last write's problem, logged once until it changes or goes away.
-    problem: Option<String>,
+    writer: Option<(SyncSender<Snapshot>, JoinHandle<()>)>,
 }
 
 impl Export {
@@ -33,7 +47,7 @@ impl Export {
         Export {
             start_time,
             next: now,
-            problem: None,
+            writer: None,
         }
     }
 
@@ -46,22 +60,62 @@ impl Export {
             .map(|_| self.next)
     }
 
-    /// Writes the file if its time has come.
+    /// Has the file written if its time has come. A writer still busy with the last one
+    /// (a slow kernel) skips this one: the next carries the counters on.
     pub fn write_if_due(&mut self, core: &Core, now: Instant) {
-        if self.due(core).is_some_and(|due| due <= now) {
-            self.write(core, now);
+        if self.due(core).is_none_or(|due| due > now) {
+            return;
+        }
+        self.next = now + EVERY;
+        let Some(snapshot) = snapshot(core) else {
+            return;
+        };
+        let start_time = self.start_time;
+        let (sender, _) = self.writer.get_or_insert_with(|| {
+            let (sender, receiver) = mpsc::sync_channel(1);
+            let thread = thread::spawn(move || write_each(&receiver, start_time));
+            (sender, thread)
+        });
+        match sender.try_send(snapshot) {
+            Ok(()) | Err(TrySendError::Full(_)) => {}
+            Err(TrySendError::Disconnected(_)) => self.writer = None,
         }
     }
 
-    /// Writes the file now, if the configuration asks for one. A failure is logged, once.
-    pub fn write(&mut self, core: &Core, now: Instant) {
-        let Some(path) = &core.config().settings.metrics_file else {
+    /// Writes the file a last time, with what was counted last, as the daemon stops.
+    pub fn finish(self, core: &Core) {
+        let Some((sender, thread)) = self.writer else {
             return;
         };
-        self.next = now + EVERY;
+        if let Some(snapshot) = snapshot(core) {
+            let _ = sender.send(snapshot);
+        }
+        drop(sender);
+        let _ = thread.join();
+    }
+}
+
+fn snapshot(core: &Core) -> Option<Snapshot> {
+    let config = core.config();
+    let file = config.settings.metrics_file.clone()?;
+    let simple = config.simple.iter().map(|d| (d.protected, "simple"));
+    let advanced = config.advanced.iter().map(|d| (d.protected, "advanced"));
+    Some(Snapshot {
+        file,
+        counters: core.counters().clone(),
+        tracked_sources: core.tracked_sources(),
+        doors: simple.chain(advanced).collect(),
+    })
+}
+
+/// The writer thread: each snapshot received, with the grants the kernel holds then, into its
+/// file. A problem is logged once, until it changes or goes away.
+fn write_each(snapshots: &Receiver<Snapshot>, start_time: u64) {
+    let mut last_problem = None;
+    for snapshot in snapshots {
         let mut problem = None;
         let table = match firewall::grants() {
-            Ok(Some(grants)) => Table::Installed(doors(core.config(), &grants)),
+            Ok(Some(grants)) => Table::Installed(doors(&snapshot.doors, &grants)),
             Ok(None) => Table::Missing,
             Err(e) => {
                 problem = Some(format!("the metrics file goes without the grants: {e}"));
@@ -70,36 +124,35 @@ impl Export {
         };
         let gauges = Gauges {
             version: env!("CARGO_PKG_VERSION"),
-            start_time: self.start_time,
-            tracked_sources: core.tracked_sources(),
+            start_time,
+            tracked_sources: snapshot.tracked_sources,
             table: &table,
         };
-        let text = metrics::render(core.counters(), &gauges);
-        if let Err(e) = write_atomically(path, &text) {
+        let text = metrics::render(&snapshot.counters, &gauges);
+        let file = &snapshot.file;
+        if let Err(e) = write_atomically(file, &text) {
             problem = Some(format!(
                 "cannot write the metrics file {}: {e}; trying again every {} s (under systemd, the unit needs ReadWritePaths= for its directory)",
-                path.display(),
+                file.display(),
                 EVERY.as_secs()
             ));
         }
-        if problem != self.problem {
+        if problem != last_problem {
             match &problem {
                 Some(problem) => warn!("{problem}"),
-                None => info!("metrics file {} written again", path.display()),
+                None => info!("metrics file {} written again", file.display()),
             }
         }
-        self.problem = problem;
+        last_problem = problem;
     }
 }
 
-/// The live grants of each door of `config`, with the ports of no door (granted by hand), by
-/// port. Every door is there, at 0 too, so that its series exists before its first grant.
-fn doors(config: &Config, grants: &[Grant]) -> Vec<DoorGrants> {
-    let simple = config.simple.iter().map(|d| (d.protected, "simple"));
-    let advanced = config.advanced.iter().map(|d| (d.protected, "advanced"));
-    let mut by_port: BTreeMap<u16, DoorGrants> = simple
-        .chain(advanced)
-        .map(|(port, mode)| {
+/// The live grants of each door, given as (protected port, mode), with the ports of no door
+/// (granted by hand), by port. Every door is there, at 0 too, so that its series exists
+/// before its first grant.
+fn doors(doors: &[(u16, &'static str)], grants: &[Grant]) -> Vec<DoorGrants> {
+    let mut by_port: BTreeMap<u16, DoorGrants> = (doors.iter())
+        .map(|&(port, mode)| {
             let door = DoorGrants {
                 port,
                 mode,
@@ -143,27 +196,10 @@ fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AdvancedDoor, Secret, Settings, SimpleDoor};
-    use crate::port::KnockPort;
     use std::time::Duration;
 
     #[test]
     fn every_door_has_its_grants_and_ports_of_no_door_are_manual() {
-        let dir = Path::new("/etc/portknock");
-        let config = Config {
-            dir: dir.to_path_buf(),
-            settings: Settings::defaults(dir),
-            simple: vec![SimpleDoor {
-                protected: 22,
-                sequence: vec![KnockPort::tcp(7000)],
-            }],
-            advanced: vec![AdvancedDoor {
-                protected: 2222,
-                knock_port: 2000,
-                open_secret: Secret::new("a"),
-                close_secret: Secret::new("b"),
-            }],
-        };
         let grant = |source: &str, port| Grant {
             source: source.parse().unwrap(),
             port,
@@ -176,7 +212,7 @@ mod tests {
         ];
         let door = |port, mode, grants| DoorGrants { port, mode, grants };
         assert_eq!(
-            doors(&config, &grants),
+            doors(&[(22, "simple"), (2222, "advanced")], &grants),
             [
                 door(22, "simple", 0),
                 door(80, "manual", 1),

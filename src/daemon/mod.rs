@@ -221,7 +221,7 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
         daemon.roll_back_if_due();
         export.write_if_due(&daemon.core, Instant::now());
     }
-    export.write(&daemon.core, Instant::now());
+    export.finish(&daemon.core);
     info!("portknock stopping; the rules stay in force and grants run out on their own");
     Ok(())
 }
