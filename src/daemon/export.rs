@@ -3,8 +3,8 @@
 //! Prometheus. A file, not a listener: a firewall host opens no port for its monitoring.
 //!
 //! The daemon's loop only copies its counters; a thread of its own reads the grants from the
-//! kernel and writes the file. Under a SYN flood that dump took the kernel up to 2.5 s
-//! (BENCHMARKS.md, metrics), which the loop must spend on knocks.
+//! kernel, up to a million of them, and writes the file, which may wait on the disk: neither
+//! holds up knocks.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions, Permissions};
