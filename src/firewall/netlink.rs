@@ -290,7 +290,7 @@ fn ask(
 /// after the nfgenmsg header, the element list, whose elements each have a key and the time
 /// they have left. Read attribute by attribute here: netlink-packet-netfilter 0.4 formats the
 /// whole element list into an error context for each element it parses, which made reading
-/// n grants cost O(n²) — half a second of CPU for 1,000 grants (BENCHMARKS.md, metrics).
+/// n grants cost O(n²) — half a second of CPU for 1,000 grants (BENCHMARKS.md, "What the runs found").
 fn grants_in(message: &[u8], out: &mut Vec<Grant>) {
     let Some(lists) = message.get(NFGENMSG_LEN..) else {
         return;
