@@ -60,8 +60,8 @@ impl Export {
             .map(|_| self.next)
     }
 
-    /// Has the file written if its time has come. A writer still busy with the last one
-    /// (a slow kernel) skips this one: the next carries the counters on.
+    /// Hands the writer the counters if the file's time has come. A writer still busy with the
+    /// last ones (a slow kernel or disk) misses these: the next carry the counters on.
     pub fn write_if_due(&mut self, core: &Core, now: Instant) {
         if self.due(core).is_none_or(|due| due > now) {
             return;
