@@ -3,7 +3,8 @@
 //! wrong; Prometheus' own tools judge the file (`promtool`, package `prometheus`) and the real
 //! node exporter (`prometheus-node-exporter`) serves it on the namespace's loopback; `status
 //! --watch` runs in tmux. The alert rules of contrib/ pass `promtool check rules` and their unit
-//! tests. `.ci/run` installs the three tools; a test that misses one fails, saying which.
+//! tests. `.ci/run` installs the three tools; a test that misses one fails, saying which (a
+//! root test that `PORTKNOCK_SKIP_ROOT_TESTS=1` skips looks for none).
 
 mod common;
 
@@ -99,10 +100,10 @@ fn counts(name: &str, label: &str, values: &[(&str, u32)]) -> Vec<(String, f64)>
 
 #[test]
 fn the_metrics_file_counts_what_was_sent_and_promtool_accepts_it() {
-    let promtool = tool("promtool", "prometheus");
     let Some((mut lab, file)) = lab(2) else {
         return;
     };
+    let promtool = tool("promtool", "prometheus");
     let started = SystemTime::now();
     lab.start_daemon();
     wait_until(Duration::from_secs(10), || file.exists()).expect("the file is written at once");
@@ -295,10 +296,10 @@ fn scrape(lab: &Lab, port: u16) -> Option<String> {
 
 #[test]
 fn the_node_exporter_serves_the_file_inside_the_namespace() {
-    let exporter = tool("prometheus-node-exporter", "prometheus-node-exporter");
     let Some((mut lab, file)) = lab(1) else {
         return;
     };
+    let exporter = tool("prometheus-node-exporter", "prometheus-node-exporter");
     lab.start_daemon();
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
     let tcp4 = "portknock_knock_packets_total{protocol=\"tcp\",family=\"ipv4\"}";
@@ -395,10 +396,10 @@ impl Drop for Tmux {
 
 #[test]
 fn status_watch_refreshes_every_second_with_rates_and_ends_on_ctrl_c() {
-    let tmux = Tmux::new();
     let Some((mut lab, file)) = lab(1) else {
         return;
     };
+    let tmux = Tmux::new();
     lab.start_daemon();
     wait_until(Duration::from_secs(10), || file.exists()).expect("the file");
     let command = format!(
