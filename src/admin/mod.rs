@@ -19,7 +19,7 @@ use crate::report::{count, Report};
 
 pub use check::check;
 pub use manual::{close, open, parse_open_for, NotProtected, DEFAULT_MANUAL_OPEN};
-pub use status::status;
+pub use status::{status, Watch};
 
 /// Why an administrator's command failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,8 @@ pub enum AdminError {
     Refused(String),
     #[error("{0}")]
     NoDaemon(&'static str),
+    #[error("{conf} sets no FW_PORTKNOCK_METRICS_FILE, so the daemon writes no counters to watch: set it, then run portknock apply")]
+    NoMetrics { conf: PathBuf },
     #[error("cannot render {what} as JSON: {error}")]
     Json {
         what: &'static str,

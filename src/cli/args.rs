@@ -185,12 +185,15 @@ Exit status: 0 stopped by a signal, 1 failure at run time, 2 errors in the confi
 Examples:\n  portknock serve\n  systemctl enable --now portknock"
     )]
     Serve(ConfigDirArg),
-    /// Show the engine and modes, the doors, and every active grant with its time left.
+    /// Show the engine and modes, the doors, every active grant with its time left, and what the daemon counted.
     #[command(
         after_help = "Grants are read from the kernel, so this is the truth even when the daemon \
 is not running. When the configuration cannot be used (a missing directory, errors), one line \
-says so and only what the kernel holds is shown.\n\n\
-Examples:\n  portknock status\n  portknock status --json | jq '.grants'"
+says so and only what the kernel holds is shown. With FW_PORTKNOCK_METRICS_FILE set, the counters \
+the daemon writes there every 5 s follow (knocks by protocol and family, what they did, grants, \
+reloads, heals, NFLOG overruns); --watch shows them again every second with their rates, a live \
+view during an attack, until Ctrl-C.\n\n\
+Examples:\n  portknock status\n  portknock status --json | jq '.grants'\n  portknock status --watch"
     )]
     Status(StatusArgs),
     /// Open PORT to SOURCE by hand, for a while, as a knock would.
@@ -296,8 +299,14 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub dir: ConfigDirArg,
     /// Print JSON instead of text.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Show the daemon's counters again every second, with their rates, until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch, stop after N refreshes.
+    #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
 }
 
 /// Arguments of `portknock open`.

@@ -37,7 +37,7 @@ pub struct Key {
 }
 
 /// Every key of `portknock.conf`, in the order the documents list them.
-pub const KEYS: [Key; 13] = [
+pub const KEYS: [Key; 14] = [
     Key {
         name: "FW_PORTKNOCK",
         default: "no",
@@ -114,6 +114,13 @@ pub const KEYS: [Key; 13] = [
               written as its network (198.51.100.0/24, not 198.51.100.7/24), 0.0.0.0/0 and ::/0 \
               are refused (they would turn portknock off for everyone), and the host itself \
               always passes",
+    },
+    Key {
+        name: "FW_PORTKNOCK_METRICS_FILE",
+        default: "empty",
+        doc: "a file, as an absolute path, that the daemon rewrites every 5 seconds and when it \
+              stops with its counters in Prometheus' text format, for the node exporter's \
+              textfile collector; empty writes none",
     },
 ];
 
@@ -295,6 +302,7 @@ fn apply(
             .map(|n| s.max_sources = n as usize),
         "FW_PORTKNOCK_STATE_DIR" => state_dir(v, &d.state_dir).map(|p| s.state_dir = p),
         "FW_PORTKNOCK_TRUSTED" => trusted(v).map(|t| s.trusted = t),
+        "FW_PORTKNOCK_METRICS_FILE" => metrics_file(v).map(|p| s.metrics_file = p),
         _ => return None,
     })
 }
@@ -318,6 +326,21 @@ fn state_dir(v: &str, default: &Path) -> Result<PathBuf, String> {
         _ if v.is_empty() => Ok(default.to_path_buf()),
         path if path.is_absolute() => Ok(path.to_path_buf()),
         _ => Err("an absolute path".to_string()),
+    }
+}
+
+/// A relative path would depend on the daemon's working directory, and a directory is no
+/// file to rename a new version onto: an absolute path that ends in a file name, or empty.
+fn metrics_file(v: &str) -> Result<Option<PathBuf>, String> {
+    let path = Path::new(v);
+    let named = (path.file_name().and_then(|n| n.to_str())).is_some_and(|n| v.ends_with(n));
+    match v {
+        "" => Ok(None),
+        _ if path.is_absolute() && named => Ok(Some(path.to_path_buf())),
+        _ => Err(
+            "an absolute path to a file, such as /var/lib/prometheus/node-exporter/portknock.prom"
+                .to_string(),
+        ),
     }
 }
 
@@ -434,6 +457,7 @@ FW_PORTKNOCK_IPV6=NO
 FW_PORTKNOCK_MAX_SOURCES=16777216
 FW_PORTKNOCK_STATE_DIR="/var/lib/pk state"
 FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
+FW_PORTKNOCK_METRICS_FILE=/var/lib/prometheus/node-exporter/portknock.prom
 "#;
         let expected = Settings {
             enabled: true,
@@ -456,6 +480,9 @@ FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
             ]
             .map(|n| n.parse().unwrap())
             .to_vec(),
+            metrics_file: Some(PathBuf::from(
+                "/var/lib/prometheus/node-exporter/portknock.prom",
+            )),
         };
         assert_eq!(run(text), (expected, vec![]));
     }
@@ -652,6 +679,27 @@ FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
     }
 
     #[test]
+    fn the_metrics_file_is_an_absolute_path_to_a_file() {
+        let file = |value: &str| run(&format!("FW_PORTKNOCK_METRICS_FILE=\"{value}\"\n"));
+        assert_eq!(file("").0.metrics_file, None);
+        assert_eq!(
+            file("/run/pk.prom").0.metrics_file,
+            Some(PathBuf::from("/run/pk.prom"))
+        );
+        for bad in ["pk.prom", "/run/", "/", "/run/.", "/run/.."] {
+            let (settings, diags) = file(bad);
+            assert_eq!(settings.metrics_file, None, "{bad}");
+            assert_eq!(
+                diags,
+                [format!(
+                    "{FILE}:1: error: FW_PORTKNOCK_METRICS_FILE={bad:?}: expected an absolute \
+                     path to a file, such as /var/lib/prometheus/node-exporter/portknock.prom"
+                )]
+            );
+        }
+    }
+
+    #[test]
     fn engine_without_a_mode_is_a_warning() {
         assert_eq!(
             messages("FW_PORTKNOCK=yes\n"),
@@ -701,6 +749,7 @@ FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
                 max_sources: sources,
                 state_dir: PathBuf::from(state),
                 trusted: Vec::new(),
+                metrics_file: None,
             };
             let (settings, diags) = run(&text);
             prop_assert_eq!(settings, expected);

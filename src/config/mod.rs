@@ -104,6 +104,9 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// `FW_PORTKNOCK_TRUSTED`: sources that pass every protected port without knocking.
     pub trusted: Vec<IpNet>,
+    /// `FW_PORTKNOCK_METRICS_FILE`: where the daemon writes its metrics for Prometheus' node
+    /// exporter; `None`, the default, writes none.
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -123,6 +126,7 @@ impl Settings {
             max_sources: 262_144,
             state_dir: PathBuf::from("/var/lib/portknock"),
             trusted: Vec::new(),
+            metrics_file: None,
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::capture::Packet;
 use crate::config::{Config, MAX_OTP_SKEW};
 use crate::engine::{DoorId, Engine, Outcome};
 use crate::firewall::Changes;
+use crate::metrics::{self, By, Counters, Lines, Simple};
 use crate::otp::{self, Record, Recorded, Refused, MAC_LEN};
 use crate::port::Proto;
 
@@ -93,8 +94,9 @@ pub struct Core {
     config: Config,
     doors: Doors,
     lines: LineBudget,
-    overruns: u64,
     keeper: Keeper,
+    /// What the daemon counts, for the metrics file; the shell counts its own doings here too.
+    counters: Counters,
 }
 
 /// What the core derives from the doors of the configuration in force.
@@ -131,9 +133,24 @@ impl Core {
             doors: Doors::new(&config),
             config,
             lines: LineBudget::new(JUNK_LINES_PER_SECOND, now),
-            overruns: 0,
             keeper: Keeper::new(pid),
+            counters: Counters::default(),
         }
+    }
+
+    /// What the daemon counted so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The counters, for what the shell does itself: reloads, heals, grants by hand.
+    pub fn count(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
+    /// How many sources the engine keeps knock progress of.
+    pub fn tracked_sources(&self) -> usize {
+        self.doors.engine.tracked_sources()
     }
 
     /// What keeps the table in force, and knows the grants to put back.
@@ -170,6 +187,7 @@ impl Core {
         record: &mut impl Record,
         effects: &mut Effects,
     ) -> Option<Accepted> {
+        (self.counters).knock_packet(packet.knock.proto, packet.source);
         if packet.source.is_ipv6() && !self.config.settings.ipv6 {
             return None;
         }
@@ -188,9 +206,9 @@ impl Core {
 
     /// The kernel dropped knocks (an NFLOG overrun) at `now`.
     pub fn overrun(&mut self, now: Instant, effects: &mut Effects) {
-        self.overruns += 1;
+        self.counters.nflog_overruns += 1;
         let event = Event::Overrun {
-            overruns: self.overruns,
+            overruns: self.counters.nflog_overruns,
         };
         self.junk(now, effects, |_| event);
     }
@@ -204,6 +222,8 @@ impl Core {
         }
         if allowed {
             effects.events.push(event(self));
+        } else {
+            self.counters.held_back(Lines::Knocks);
         }
     }
 
@@ -215,6 +235,7 @@ impl Core {
         for outcome in self.doors.engine.knock(source, packet.knock, now) {
             match outcome {
                 Outcome::Armed { door, final_knock } => {
+                    self.counters.simple(Simple::Armed);
                     // One armed door per source in the kernel (see firewall::ruleset): the
                     // latest. An earlier one, or one pushed out of the bounded table, is
                     // disarmed, and the daemon alone grants it if its final knock comes.
@@ -227,6 +248,8 @@ impl Core {
                     effects.changes.arm(source, final_knock, protected, timeout);
                 }
                 Outcome::Opened { door } => {
+                    self.counters.simple(Simple::Opened);
+                    self.counters.grant(By::Knock);
                     let door = self.config.simple[door].protected;
                     // The kernel let the client through already when the door was armed in
                     // time; this is the grant that lasts, and it covers a final knock that beat
@@ -236,15 +259,21 @@ impl Core {
                     effects.events.push(Event::Opened { source, door });
                 }
                 Outcome::Reset { door, .. } => {
+                    self.counters.simple(Simple::WrongKnock);
                     let door = self.config.simple[door].protected;
                     self.junk(now, effects, |_| Event::WrongSequence { source, door });
                 }
                 Outcome::Expired { door, .. } => {
+                    self.counters.simple(Simple::Expired);
                     let door = self.config.simple[door].protected;
                     self.junk(now, effects, |_| Event::Expired { source, door });
                 }
-                Outcome::Scanned { .. } => scanned = true,
-                Outcome::Progress { .. } | Outcome::Retransmit { .. } => {}
+                Outcome::Scanned { .. } => {
+                    self.counters.simple(Simple::Scan);
+                    scanned = true;
+                }
+                Outcome::Progress { .. } => self.counters.simple(Simple::Progress),
+                Outcome::Retransmit { .. } => self.counters.simple(Simple::Retransmit),
             }
         }
         if scanned {
@@ -281,12 +310,14 @@ impl Core {
         let source = packet.source;
         let port = packet.knock.port;
         let Some(mac) = otp::parse_payload(&packet.payload) else {
+            self.counters.otp(metrics::Otp::Malformed);
             self.junk(now, effects, |_| Event::NotAnOtp { source, port });
             return None;
         };
         // Before verifying: a copy sent from another address would just fail to verify, and
         // must be reported as the replay it is.
         if record.is_used(&mac) {
+            self.counters.otp(metrics::Otp::Replay);
             self.junk(now, effects, |_| Event::Replay { source, port });
             return None;
         }
@@ -300,8 +331,10 @@ impl Core {
             (Some(m), _) => (true, m),
             (None, Some(m)) => (false, m),
             (None, None) => {
+                let mut skew = None;
                 self.junk(now, effects, |core| {
-                    match core.clock_skew(index, source, &mac, minute) {
+                    skew = core.clock_skew(index, source, &mac, minute);
+                    match skew {
                         Some(minutes) => Event::ClockSkew {
                             source,
                             door,
@@ -310,16 +343,23 @@ impl Core {
                         None => Event::BadOtp { source, door },
                     }
                 });
+                // The search for a skew runs only for the lines the budget lets through.
+                self.counters.otp(match skew {
+                    Some(_) => metrics::Otp::ClockSkew,
+                    None => metrics::Otp::NoSecretMatches,
+                });
                 return None;
             }
         };
         match record.record(mac, made, minute, skew) {
             Ok(Recorded::New) => {}
             Ok(Recorded::Refused(why)) => {
+                self.counters.otp(metrics::Otp::RefusedByRecord);
                 self.junk(now, effects, |_| Event::OtpRefused { source, door, why });
                 return None;
             }
             Err(e) => {
+                self.counters.otp(metrics::Otp::NotRecorded);
                 let error = e.to_string();
                 let event = Event::NotRecorded {
                     source,
@@ -332,9 +372,13 @@ impl Core {
         }
         let mut changes = Changes::new();
         if open {
+            self.counters.otp(metrics::Otp::Open);
+            self.counters.grant(By::Knock);
             changes.grant(source, door, open_for);
             self.keeper.granted(source, door, now, open_for);
         } else {
+            self.counters.otp(metrics::Otp::Close);
+            self.counters.close(By::Knock);
             changes.revoke(source, door);
             self.keeper.revoked(source, door);
         }

@@ -9,6 +9,7 @@
 //! dies, the kernel keeps every port closed and lets grants run out on their own (fail-closed).
 
 pub mod core;
+mod export;
 pub mod keeper;
 
 use std::io::{self, Read};
@@ -23,6 +24,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{debug, error, info, warn};
 
 use self::core::{Accepted, Core, Effects, Event};
+use self::export::Export;
 use crate::capture::{Capture, CaptureError};
 use crate::config::{self, Config, Diagnostic, Loaded};
 use crate::control::{self, Answer, Call, Request};
@@ -30,6 +32,7 @@ use crate::firewall::{
     self, Changes, DropError, InstallError, Kernel, Monitor, MonitorError, NetlinkError,
     NFLOG_GROUP, TABLE,
 };
+use crate::metrics::{By, Heal, Lines, Reload};
 use crate::otp;
 use crate::pidfile::{self, PidError};
 use crate::state::{OtpStore, StoreError};
@@ -168,10 +171,12 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
     };
     let mut batch = Vec::new();
     let mut transactions = Vec::new();
+    let mut export = Export::new(Instant::now());
     while !signals.stop.load(Ordering::Relaxed) {
         let deadline = daemon.pending.as_ref().map(|p| p.deadline);
         let due = daemon.core.keeper().due();
-        let timeout = match due.into_iter().chain(deadline).min() {
+        let metrics = export.due(&daemon.core);
+        let timeout = match due.into_iter().chain(deadline).chain(metrics).min() {
             Some(due) => {
                 let wait = due.saturating_duration_since(Instant::now());
                 PollTimeout::try_from(wait + Duration::from_millis(1)).unwrap_or(PollTimeout::MAX)
@@ -221,7 +226,9 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
         }
         daemon.heal();
         daemon.roll_back_if_due();
+        export.write_if_due(&daemon.core, Instant::now());
     }
+    export.finish(&daemon.core);
     info!("portknock stopping; the rules stay in force and grants run out on their own");
     Ok(())
 }
@@ -292,6 +299,10 @@ impl Daemon<'_> {
         };
         match firewall::install(self.core.config(), &heal.grants) {
             Ok(nft) => {
+                self.core.count().heal(Heal::Restored);
+                if !heal.log {
+                    self.core.count().held_back(Lines::Heals);
+                }
                 self.core.keeper().installed_by(nft);
                 if heal.held > 0 {
                     warn!(
@@ -308,6 +319,7 @@ impl Daemon<'_> {
                 }
             }
             Err(e) => {
+                self.core.count().heal(Heal::Failed);
                 error!(
                     "cannot restore table inet {TABLE} ({}): {e}; trying again",
                     heal.reason
@@ -324,6 +336,7 @@ impl Daemon<'_> {
             Err(e) => {
                 log_diagnostics(&e.diagnostics);
                 error!("reload refused: the configuration has errors (listed above); still enforcing the previous one");
+                self.core.count().reload(Reload::Refused);
                 return;
             }
         };
@@ -332,10 +345,12 @@ impl Daemon<'_> {
             == Some(&trial::texts(&loaded.config).fingerprint())
         {
             error!("reload refused: the configuration files hold the configuration that was rolled back for want of a confirmation; change them, or apply them again (with --confirm-within to try once more)");
+            self.core.count().reload(Reload::Refused);
             return;
         }
         if self.pending.is_some() {
             error!("reload refused: an apply waits for its confirmation (`portknock confirm`); reload after it");
+            self.core.count().reload(Reload::Refused);
             return;
         }
         // Only `portknock apply` with FW_PORTKNOCK=no (or `portknock remove`) takes the table
@@ -346,16 +361,19 @@ impl Daemon<'_> {
                 Ok(false) => {}
                 Ok(true) => {
                     error!("reload refused: portknock.conf has the engine off (FW_PORTKNOCK is not \"yes\"; is the file empty or truncated?), but a reload never removes the rules; still enforcing the previous configuration. To turn portknock off, run `portknock apply` (or `portknock remove`)");
+                    self.core.count().reload(Reload::Refused);
                     return;
                 }
                 Err(e) => {
                     error!("reload refused: {e}; still enforcing the previous configuration");
+                    self.core.count().reload(Reload::Refused);
                     return;
                 }
             }
         }
         match self.put_in_force(loaded.config) {
             Ok(()) => {
+                self.core.count().reload(Reload::Applied);
                 self.confirmed = trial::texts(self.core.config());
                 info!(
                     simple = self.core.config().simple.len(),
@@ -363,7 +381,10 @@ impl Daemon<'_> {
                     "configuration reloaded"
                 );
             }
-            Err(e) => error!("reload refused: {e}; still enforcing the previous configuration"),
+            Err(e) => {
+                self.core.count().reload(Reload::Refused);
+                error!("reload refused: {e}; still enforcing the previous configuration");
+            }
         }
     }
 
@@ -392,7 +413,23 @@ impl Daemon<'_> {
             Err(why) => Answer::Refused(why.clone()),
             Ok(request) => self.request(request, peer),
         };
+        if let Ok(request) = &call.request {
+            self.count(request, &answer);
+        }
         call.answer(&answer);
+    }
+
+    /// Counts what a request did, for the metrics file: an `apply` is a reload.
+    fn count(&mut self, request: &Request, answer: &Answer) {
+        let done = matches!(answer, Answer::Done(_));
+        let counters = self.core.count();
+        match request {
+            Request::Apply { .. } if done => counters.reload(Reload::Applied),
+            Request::Apply { .. } => counters.reload(Reload::Refused),
+            Request::Open { .. } if done => counters.grant(By::Hand),
+            Request::Close { .. } if done => counters.close(By::Hand),
+            _ => {}
+        }
     }
 
     fn request(&mut self, request: &Request, peer: control::Peer) -> Answer {
@@ -548,6 +585,7 @@ impl Daemon<'_> {
         self.set_pending(None);
         match self.put_in_force(trial.previous) {
             Ok(()) => {
+                self.core.count().rollbacks += 1;
                 if let Err(e) = trial::reject(&self.state_dir, &trial.texts.fingerprint()) {
                     error!("cannot remember the configuration rolled back: {e}; a reload of the files would put it in force again");
                 }
