@@ -378,10 +378,16 @@ pub fn status(
     let (config, unusable) = match loaded {
         Ok(loaded) => {
             loaded.warnings.iter().for_each(|w| report.note(w));
-            let config = match trial::in_force(loaded.config) {
-                trial::InForce::Files(config) | trial::InForce::Unreadable(config, _) => config,
+            let config = match trial::in_force(loaded.config, unix_seconds(SystemTime::now())) {
+                trial::InForce::Files(config)
+                | trial::InForce::Unreadable(config, _)
+                | trial::InForce::OnTrial { files: config, .. } => config,
                 trial::InForce::Confirmed(confirmed) => {
                     report.note("the configuration files hold the configuration that was rolled back for want of a confirmation: shown is the last confirmed one, which the daemon enforces");
+                    confirmed
+                }
+                trial::InForce::RanOut { confirmed, .. } => {
+                    report.note("the configuration files were on trial when the daemon stopped, and the deadline passed unconfirmed: shown is the last confirmed one, which the daemon enforces when it starts");
                     confirmed
                 }
             };

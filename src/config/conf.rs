@@ -118,9 +118,12 @@ pub const KEYS: [Key; 14] = [
     Key {
         name: "FW_PORTKNOCK_METRICS_FILE",
         default: "empty",
-        doc: "a file, as an absolute path, that the daemon rewrites every 5 seconds and when it \
-              stops with its counters in Prometheus' text format, for the node exporter's \
-              textfile collector; empty writes none",
+        doc: "a file, as an absolute path, where the daemon writes its counters for Prometheus \
+              every 5 seconds and when it stops (knocks, what they did, grants, reloads, \
+              heals, NFLOG overruns, the live grants by door); name it NAME.prom in the node \
+              exporter's textfile directory (Debian: /var/lib/prometheus/node-exporter), and \
+              give portknock.service a drop-in with ReadWritePaths= for that directory \
+              (systemctl edit portknock); empty writes none",
     },
 ];
 

@@ -18,7 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{debug, error, info, warn};
@@ -37,6 +37,9 @@ use crate::otp;
 use crate::pidfile::{self, PidError};
 use crate::state::{OtpStore, StoreError};
 use crate::trial;
+
+/// How soon a rollback that the kernel refused is tried again.
+const ROLLBACK_RETRY: Duration = Duration::from_secs(1);
 
 /// Why the daemon could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -139,13 +142,16 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
     let mut monitor = Monitor::open().map_err(ServeError::Monitor)?;
     let control = control::Listener::bind(&state_dir).map_err(ServeError::Control)?;
     let kernel = Kernel::open().map_err(ServeError::Netlink)?;
-    let config = unless_rolled_back(config);
+    let (config, pending) = at_start(config);
     // The daemon's own commits carry the netlink port id of its socket, not its pid.
     let portid = kernel.portid().map_err(ServeError::Netlink)?;
     let mut core = Core::new(config, Instant::now(), portid);
     let nft = firewall::install(core.config(), &[]).map_err(ServeError::Install)?;
     core.keeper().installed_by(nft);
-    let confirmed = trial::texts(core.config());
+    let confirmed = match &pending {
+        Some(trial) => trial::texts(&trial.previous),
+        None => trial::texts(core.config()),
+    };
     let settings = &core.config().settings;
     let minute = otp::current_minute().unwrap_or(0);
     let store = OtpStore::open(&settings.state_dir, minute, settings.otp_skew)
@@ -162,7 +168,7 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
         dir,
         canonical: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
         state_dir,
-        pending: None,
+        pending,
         confirmed,
         core,
         kernel,
@@ -355,21 +361,13 @@ impl Daemon<'_> {
         }
         // Only `portknock apply` with FW_PORTKNOCK=no (or `portknock remove`) takes the table
         // away. A reload never does: an emptied or truncated portknock.conf reads as the
-        // engine off, and must not open every protected port at the next SIGHUP.
-        if !loaded.config.settings.enabled {
-            match firewall::table_exists() {
-                Ok(false) => {}
-                Ok(true) => {
-                    error!("reload refused: portknock.conf has the engine off (FW_PORTKNOCK is not \"yes\"; is the file empty or truncated?), but a reload never removes the rules; still enforcing the previous configuration. To turn portknock off, run `portknock apply` (or `portknock remove`)");
-                    self.core.count().reload(Reload::Refused);
-                    return;
-                }
-                Err(e) => {
-                    error!("reload refused: {e}; still enforcing the previous configuration");
-                    self.core.count().reload(Reload::Refused);
-                    return;
-                }
-            }
+        // engine off, and must not open every protected port at the next SIGHUP. What the
+        // daemon itself knows decides, not whether the table is there now: a flush a heal has
+        // yet to undo is no removal on purpose.
+        if !loaded.config.settings.enabled && !self.core.keeper().is_off() {
+            error!("reload refused: portknock.conf has the engine off (FW_PORTKNOCK is not \"yes\"; is the file empty or truncated?), but a reload never removes the rules; still enforcing the previous configuration. To turn portknock off, run `portknock apply` (or `portknock remove`)");
+            self.core.count().reload(Reload::Refused);
+            return;
         }
         match self.put_in_force(loaded.config) {
             Ok(()) => {
@@ -552,16 +550,20 @@ impl Daemon<'_> {
         if let Err(e) = trial::keep_confirmed(&self.state_dir, &self.confirmed) {
             warn!("cannot keep a copy of the previous configuration in {}: {e}; a rollback would not survive a restart", self.state_dir.display());
         }
+        let fingerprint = texts.fingerprint();
         self.pending = Some(Pending {
             previous,
             deadline: Instant::now() + within,
             texts,
         });
-        let deadline = std::time::SystemTime::now() + within;
-        let unix = deadline
-            .duration_since(std::time::UNIX_EPOCH)
+        let deadline = SystemTime::now() + within;
+        let deadline = deadline
+            .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        self.set_pending(Some(trial::Pending { deadline: unix }));
+        self.set_pending(Some(trial::Pending {
+            deadline,
+            fingerprint,
+        }));
         let secs = within.as_secs();
         info!("configuration applied on trial by {who}: it is rolled back in {secs} s unless confirmed");
         Answer::Done(format!(
@@ -582,9 +584,9 @@ impl Daemon<'_> {
         let Some(trial) = self.pending.take() else {
             return;
         };
-        self.set_pending(None);
-        match self.put_in_force(trial.previous) {
+        match self.put_in_force(trial.previous.clone()) {
             Ok(()) => {
+                self.set_pending(None);
                 self.core.count().rollbacks += 1;
                 if let Err(e) = trial::reject(&self.state_dir, &trial.texts.fingerprint()) {
                     error!("cannot remember the configuration rolled back: {e}; a reload of the files would put it in force again");
@@ -596,7 +598,13 @@ impl Daemon<'_> {
                     "not confirmed in time: rolled back to the previous configuration; the files still hold the one rolled back, and a reload refuses them until they change"
                 );
             }
-            Err(e) => error!("not confirmed in time, but the previous configuration cannot be put back: {e}; still enforcing the one on trial"),
+            Err(e) => {
+                error!("not confirmed in time, but the previous configuration cannot be put back: {e}; still enforcing the one on trial, and trying again in {} s", ROLLBACK_RETRY.as_secs());
+                self.pending = Some(Pending {
+                    deadline: Instant::now() + ROLLBACK_RETRY,
+                    ..trial
+                });
+            }
         }
     }
 
@@ -611,18 +619,61 @@ impl Daemon<'_> {
     }
 }
 
-/// `config`, or the last confirmed configuration when `config`'s files hold one that was rolled
-/// back for want of confirmation: a restart must not put it back in force.
-fn unless_rolled_back(config: Config) -> Config {
-    match trial::in_force(config) {
-        trial::InForce::Files(config) => config,
+/// What a daemon starting on `config`'s files enforces, and the trial it takes over: not a
+/// configuration rolled back for want of confirmation while the files hold it unchanged, nor
+/// one whose trial ran out while no daemon ran; a trial under way when the daemon stopped goes
+/// on until its deadline.
+fn at_start(config: Config) -> (Config, Option<Pending>) {
+    let state_dir = config.settings.state_dir.clone();
+    let now = SystemTime::now();
+    let unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let forget_trial = || {
+        if let Err(e) = trial::set_pending(&state_dir, None) {
+            warn!(
+                "cannot clear the note of a trial in {}: {e}",
+                state_dir.display()
+            );
+        }
+    };
+    match trial::in_force(config, unix) {
+        trial::InForce::Files(config) => {
+            // A trial of other files is over: they changed, and are what the daemon starts on.
+            forget_trial();
+            (config, None)
+        }
         trial::InForce::Confirmed(confirmed) => {
             warn!("the configuration files hold the configuration that was rolled back for want of a confirmation: enforcing the last confirmed one instead, until the files change or are applied again");
-            confirmed
+            (confirmed, None)
         }
         trial::InForce::Unreadable(config, e) => {
-            error!("the configuration files hold the configuration that was rolled back, and the last confirmed one cannot be read ({e}): enforcing the files");
-            config
+            error!("the configuration files hold a configuration that was rolled back or whose trial ran out, and the last confirmed one cannot be read ({e}): enforcing the files");
+            forget_trial();
+            (config, None)
+        }
+        trial::InForce::OnTrial {
+            files,
+            previous,
+            left,
+        } => {
+            warn!("the configuration files are on trial, as when the daemon stopped: `portknock confirm` within {left} s keeps them, or the last confirmed configuration comes back");
+            let texts = trial::texts(&files);
+            let trial = Pending {
+                previous: *previous,
+                deadline: Instant::now() + Duration::from_secs(left),
+                texts,
+            };
+            (files, Some(trial))
+        }
+        trial::InForce::RanOut {
+            confirmed,
+            fingerprint,
+        } => {
+            warn!("the configuration files were on trial when the daemon stopped, and the deadline passed unconfirmed: enforcing the last confirmed configuration; a reload refuses the files until they change or are applied again");
+            if let Err(e) = trial::reject(&state_dir, &fingerprint) {
+                error!("cannot remember the configuration rolled back: {e}; a reload of the files would put it in force again");
+            }
+            forget_trial();
+            (confirmed, None)
         }
     }
 }

@@ -18,11 +18,9 @@ use std::time::Duration;
 
 use netlink_packet_core::{
     ErrorMessage, NetlinkBuffer, NetlinkMessage, NetlinkPayload, NlasIterator, NLA_HEADER_SIZE,
-    NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST,
 };
-use netlink_packet_netfilter::nftables::{
-    NfTablesMessage, SetElementList, SetElementMessage, TableAttribute, TableMessage,
-};
+use netlink_packet_netfilter::nftables::{NfTablesMessage, SetElementList, SetElementMessage};
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
 use nix::sys::socket::{setsockopt, sockopt};
@@ -182,27 +180,6 @@ impl Kernel {
         Err(refused.unwrap_or_else(|| {
             NetlinkError::Decode("no acknowledgement from the kernel for a set update".into())
         }))
-    }
-}
-
-/// Whether portknock's table is installed.
-pub fn table_exists() -> Result<bool, NetlinkError> {
-    let request = NfTablesMessage::GetTable(TableMessage {
-        attributes: vec![TableAttribute::Name(TABLE.to_string())],
-    });
-    let answer = ask(
-        &open_socket()?,
-        request,
-        NLM_F_ACK,
-        "read the portknock table",
-        |_| {},
-    );
-    match answer {
-        Ok(_) => Ok(true),
-        Err(NetlinkError::Refused { error, .. }) if error.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(false)
-        }
-        Err(e) => Err(e),
     }
 }
 
