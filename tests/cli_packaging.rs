@@ -98,7 +98,7 @@ fn systemd_unit_is_hardened_and_reloads_with_sighup() {
     let settings = settings_of(&unit, "[Service]");
     let has = |key: &str, value: &str| settings.iter().any(|(k, v)| k == key && v == value);
     for (key, value) in [
-        ("Type", "simple"),
+        ("Type", "notify"),
         ("ExecStart", "/usr/local/sbin/portknock serve"),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
         ("Restart", "on-failure"),

@@ -206,4 +206,17 @@ fn a_trial_outlives_a_restart_and_its_deadline_passing_while_no_daemon_runs_roll
         "reload refused: the configuration files hold the configuration that was rolled back",
         1,
     );
+    // An apply with no daemon running is on purpose too: a starting daemon keeps its files.
+    lab.stop_daemon("-TERM");
+    let out = lab.admin(&["apply"]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("applied on purpose"));
+    lab.start_daemon();
+    assert!(
+        opens(&lab, 0, ["7100", "9100", "8100"]),
+        "the applied doors"
+    );
+    assert!(!lab
+        .daemon_log()
+        .contains("enforcing the last confirmed one"));
 }

@@ -164,6 +164,12 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
         advanced = core.config().advanced.len(),
         "portknock serving; knocks are read from NFLOG group {NFLOG_GROUP}"
     );
+    // systemd (Type=notify) counts the service as started only now, with the rules in force,
+    // so that nothing ordered after it (network-pre.target) finds the protected ports open.
+    // Without $NOTIFY_SOCKET this does nothing.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!("cannot tell systemd that the daemon is ready: {e}");
+    }
     let mut daemon = Daemon {
         dir,
         canonical: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
