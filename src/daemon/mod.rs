@@ -148,6 +148,23 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
     let mut core = Core::new(config, Instant::now(), portid);
     let nft = firewall::install(core.config(), &[]).map_err(ServeError::Install)?;
     core.keeper().installed_by(nft);
+    // Grants from before the start (an earlier daemon, `open` with none running) run on in
+    // the kernel; the keeper learns them, so that a heal puts them back like its own.
+    match firewall::grants() {
+        Ok(grants) => {
+            let grants = grants.unwrap_or_default();
+            let now = Instant::now();
+            for g in &grants {
+                core.keeper().granted(g.source, g.port, now, g.remaining);
+            }
+            if !grants.is_empty() {
+                info!(grants = grants.len(), "grants made before the start run on");
+            }
+        }
+        Err(e) => warn!(
+            "cannot read the grants made before the start ({e}); a heal would not put them back"
+        ),
+    }
     let confirmed = match &pending {
         Some(trial) => trial::texts(&trial.previous),
         None => trial::texts(core.config()),
