@@ -349,9 +349,11 @@ fn metrics_file(v: &str) -> Result<Option<PathBuf>, String> {
 
 /// Space-separated IPv4 and IPv6 addresses and prefixes, each taken as a network. A prefix
 /// with host bits set is refused rather than guessed at (`10.1.2.3/8`: the network, or the
-/// address?), and so is a prefix of length 0, which would let everyone in.
+/// address?), and so is a prefix of length 0, which would let everyone in, or prefixes that
+/// together make one (`0.0.0.0/1 128.0.0.0/1`).
 fn trusted(v: &str) -> Result<Vec<IpNet>, String> {
-    v.split_whitespace()
+    let nets = v
+        .split_whitespace()
         .map(|word| {
             let net = match word.parse::<IpNet>() {
                 Ok(net) => net,
@@ -388,7 +390,15 @@ fn trusted(v: &str) -> Result<Vec<IpNet>, String> {
             }
             Ok(net)
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    match IpNet::aggregate(&nets).iter().find(|n| n.prefix_len() == 0) {
+        Some(everyone) => Err(format!(
+            "prefixes that leave some addresses out; together these make {everyone}, which \
+             lets every address in and so turns portknock off for the whole world; to turn it \
+             off, set FW_PORTKNOCK=no"
+        )),
+        None => Ok(nets),
+    }
 }
 
 /// A decimal number in `lo..=hi`; `unit` completes "a whole number{unit}".
@@ -668,6 +678,22 @@ FW_PORTKNOCK_METRICS_FILE=/var/lib/prometheus/node-exporter/portknock.prom
             )
         );
         assert!(bad("::/0").contains("narrower than ::/0"));
+        assert_eq!(
+            bad("0.0.0.0/1 2001:db8::/32 128.0.0.0/2 192.0.0.0/2"),
+            format!(
+                "{prefix}\"0.0.0.0/1 2001:db8::/32 128.0.0.0/2 192.0.0.0/2\": expected \
+                 prefixes that leave some addresses out; together these make 0.0.0.0/0, which \
+                 lets every address in and so turns portknock off for the whole world; to turn \
+                 it off, set FW_PORTKNOCK=no"
+            )
+        );
+        assert!(bad("::/1 8000::/1").contains("together these make ::/0"));
+        let (settings, diags) = run("FW_PORTKNOCK_TRUSTED=\"0.0.0.0/1 128.0.0.0/2\"\n");
+        assert_eq!(
+            (settings.trusted.len(), diags),
+            (2, vec![]),
+            "a half and a quarter"
+        );
         assert_eq!(
             bad("10.1.2.3/8"),
             format!(
