@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getsockopt, sockopt};
 use serde::{Deserialize, Serialize};
@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 const SOCKET: &str = "control.sock";
 /// Longest request or answer read; a request is a few hundred bytes.
 const MAX_LINE: u64 = 64 * 1024;
-/// How long the daemon waits for a request once a client connected: it does not sit in the
-/// knock path, but a client that says nothing must not hold it up.
+/// How long the daemon waits for a request once a client connected, in all: it does not sit in
+/// the knock path, but a client that says nothing, or a byte now and then, must not hold it up.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a command waits for the daemon's answer: an `apply` of tens of thousands of doors
 /// takes a fraction of a second.
@@ -100,21 +100,39 @@ pub fn ask(state_dir: &Path, request: &Request) -> Result<Option<Answer>, Contro
     let mut line =
         serde_json::to_string(request).map_err(|e| ControlError::Garbled(e.to_string()))?;
     line.push('\n');
-    stream
-        .set_read_timeout(Some(ANSWER_TIMEOUT))
-        .and_then(|()| stream.write_all(line.as_bytes()))
-        .map_err(answer_error)?;
-    let text = read_line(&stream).map_err(answer_error)?;
+    stream.write_all(line.as_bytes()).map_err(answer_error)?;
+    let text = read_line(&stream, ANSWER_TIMEOUT).map_err(answer_error)?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| ControlError::Garbled(e.to_string()))
 }
 
-/// One line of at most [`MAX_LINE`] bytes.
-fn read_line(stream: &UnixStream) -> io::Result<String> {
+/// One line of at most [`MAX_LINE`] bytes, read within `within` in all.
+fn read_line(stream: &UnixStream, within: Duration) -> io::Result<String> {
     let mut line = String::new();
-    BufReader::new(stream.take(MAX_LINE)).read_line(&mut line)?;
+    let reader = Deadline {
+        stream,
+        until: Instant::now() + within,
+    };
+    BufReader::new(reader.take(MAX_LINE)).read_line(&mut line)?;
     Ok(line)
+}
+
+/// Reads of a stream that time out at one instant: a timeout per read alone would let a peer
+/// that sends a byte now and then stretch the wait without end.
+struct Deadline<'a> {
+    stream: &'a UnixStream,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = (self.until.checked_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero())
+            .ok_or(io::ErrorKind::TimedOut)?;
+        self.stream.set_read_timeout(Some(left))?;
+        (&mut &*self.stream).read(buf)
+    }
 }
 
 /// The daemon's end: a listening socket, polled with the daemon's others.
@@ -163,8 +181,7 @@ impl Listener {
         };
         let request = stream
             .set_nonblocking(false)
-            .and_then(|()| stream.set_read_timeout(Some(REQUEST_TIMEOUT)))
-            .and_then(|()| read_line(&stream))
+            .and_then(|()| read_line(&stream, REQUEST_TIMEOUT))
             .map_err(|e| format!("cannot read the request: {e}"))
             .and_then(|line| {
                 serde_json::from_str(&line).map_err(|e| format!("not a request: {e}"))
@@ -251,5 +268,34 @@ mod tests {
         drop(stale);
         assert!(ask(dir.path(), &Request::Remove).unwrap().is_none());
         assert!(Listener::bind(dir.path()).is_ok());
+    }
+
+    /// A client that sends its request a byte at a time, each within the timeout of one read,
+    /// is cut off once the whole request's time is spent, long before it would have finished.
+    #[test]
+    fn a_request_that_trickles_in_is_cut_off_at_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = Listener::bind(dir.path()).unwrap();
+        let mut client = UnixStream::connect(dir.path().join(SOCKET)).unwrap();
+        let request = serde_json::to_string(&Request::Confirm).unwrap() + "\n";
+        let pause = REQUEST_TIMEOUT / 4;
+        let trickle = std::thread::spawn(move || {
+            for byte in request.bytes() {
+                std::thread::sleep(pause);
+                if client.write_all(&[byte]).is_err() {
+                    return;
+                }
+            }
+        });
+        let call = (0..2000)
+            .find_map(|_| {
+                std::thread::sleep(Duration::from_millis(5));
+                listener.accept()
+            })
+            .expect("the client connected");
+        let error = (call.request.as_ref()).expect_err("a request spread over 4 timeouts");
+        assert!(error.starts_with("cannot read the request"), "{error}");
+        drop(call);
+        trickle.join().unwrap();
     }
 }
