@@ -11,6 +11,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -30,6 +31,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a command waits for the daemon's answer: an `apply` of tens of thousands of doors
 /// takes a fraction of a second.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest manual grant: a week. Longer belongs in the host's own firewall rules.
+pub const MAX_OPEN_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The seconds `apply --confirm-within` may give: time to log in again and confirm, and at
+/// most a day, since the trial's configuration is live meanwhile.
+pub const CONFIRM_WITHIN_SECS: RangeInclusive<u64> = 10..=86_400;
 
 /// What a command asks of the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +60,35 @@ pub enum Request {
     },
     /// Take a grant back by hand.
     Close { source: IpAddr, port: u16 },
+}
+
+impl Request {
+    /// Why the daemon refuses this request before it looks any further: a duration out of the
+    /// bounds the command line keeps. Another client of the socket may send any number, and the
+    /// daemon must neither hold a grant for ever nor overflow its clock on one.
+    pub fn out_of_bounds(&self) -> Option<String> {
+        match self {
+            Request::Open { open_for, .. } if open_for.is_zero() || *open_for > MAX_OPEN_FOR => {
+                Some(format!(
+                    "a manual grant lasts from 1 s to {} s, not {} s",
+                    MAX_OPEN_FOR.as_secs(),
+                    open_for.as_secs_f64()
+                ))
+            }
+            Request::Apply {
+                confirm_within: Some(within),
+                ..
+            } if !CONFIRM_WITHIN_SECS.contains(&within.as_secs()) || within.subsec_nanos() != 0 => {
+                Some(format!(
+                    "a trial lasts from {} s to {} s, not {} s",
+                    CONFIRM_WITHIN_SECS.start(),
+                    CONFIRM_WITHIN_SECS.end(),
+                    within.as_secs_f64()
+                ))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The daemon's answer.
@@ -268,6 +304,42 @@ mod tests {
         drop(stale);
         assert!(ask(dir.path(), &Request::Remove).unwrap().is_none());
         assert!(Listener::bind(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn durations_out_of_the_command_lines_bounds_are_refused() {
+        let open = |secs: f64| Request::Open {
+            source: "198.18.0.2".parse().unwrap(),
+            port: 22,
+            open_for: Duration::from_secs_f64(secs),
+        };
+        let apply = |secs: f64| Request::Apply {
+            dir: PathBuf::from("/etc/portknock"),
+            confirm_within: Some(Duration::from_secs_f64(secs)),
+        };
+        for fine in [open(1.0), open(604_800.0), apply(10.0), apply(86_400.0)] {
+            assert_eq!(fine.out_of_bounds(), None, "{fine:?}");
+        }
+        let no_trial = Request::Apply {
+            dir: PathBuf::from("/etc/portknock"),
+            confirm_within: None,
+        };
+        assert_eq!(no_trial.out_of_bounds(), None);
+        assert_eq!(
+            open(604_801.0).out_of_bounds().as_deref(),
+            Some("a manual grant lasts from 1 s to 604800 s, not 604801 s")
+        );
+        assert!(open(0.0).out_of_bounds().is_some());
+        assert!(
+            open(1e19).out_of_bounds().is_some(),
+            "past what Instant can add"
+        );
+        assert_eq!(
+            apply(9.0).out_of_bounds().as_deref(),
+            Some("a trial lasts from 10 s to 86400 s, not 9 s")
+        );
+        assert!(apply(86_401.0).out_of_bounds().is_some());
+        assert!(apply(10.5).out_of_bounds().is_some(), "whole seconds");
     }
 
     /// A client that sends its request a byte at a time, each within the timeout of one read,

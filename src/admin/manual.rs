@@ -7,17 +7,15 @@ use std::time::Duration;
 
 use super::AdminError;
 use crate::config::{self, Config};
-use crate::control::Request;
+use crate::control::{Request, MAX_OPEN_FOR};
 use crate::firewall::{self, Changes, Kernel, TABLE};
 use crate::report::Report;
 
 /// How long `open` grants when `--for` is not given, as `--for` is written.
 pub const DEFAULT_MANUAL_OPEN: &str = "1h";
-/// The longest manual grant: a week. Longer belongs in the host's own firewall rules.
-const MAX_MANUAL_OPEN: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `open --for` as written: whole seconds, bare or with `s`, or whole minutes (`m`), hours
-/// (`h`) or days (`d`), from one second to [`MAX_MANUAL_OPEN`].
+/// (`h`) or days (`d`), from one second to [`MAX_OPEN_FOR`].
 pub fn parse_open_for(text: &str) -> Result<Duration, String> {
     let (number, unit) = match text.char_indices().last() {
         Some((at, unit @ ('s' | 'm' | 'h' | 'd'))) => (&text[..at], unit),
@@ -36,7 +34,7 @@ pub fn parse_open_for(text: &str) -> Result<Duration, String> {
         .ok_or("expected a duration such as 600, 30s, 10m, 2h or 7d")?;
     match Duration::from_secs(seconds) {
         Duration::ZERO => Err("a grant lasts at least 1s".to_string()),
-        open_for if open_for > MAX_MANUAL_OPEN => Err(
+        open_for if open_for > MAX_OPEN_FOR => Err(
             "a manual grant lasts at most 7d; longer belongs in the host's own firewall rules"
                 .to_string(),
         ),

@@ -289,7 +289,7 @@ pub struct ApplyArgs {
     #[arg(long, conflicts_with = "confirm_within")]
     pub dry_run: bool,
     /// Roll back to the previous configuration unless `portknock confirm` comes within SECONDS.
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(crate::control::CONFIRM_WITHIN_SECS))]
     pub confirm_within: Option<u64>,
 }
 

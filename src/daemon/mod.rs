@@ -455,6 +455,9 @@ impl Daemon<'_> {
 
     fn request(&mut self, request: &Request, peer: control::Peer) -> Answer {
         let who = format!("uid {} (pid {})", peer.uid, peer.pid);
+        if let Some(why) = request.out_of_bounds() {
+            return Answer::Refused(why);
+        }
         match request {
             Request::Apply { dir, .. } if *dir != self.canonical => Answer::Refused(format!(
                 "the running daemon serves {}, not {}: apply that directory, or stop the daemon first",
