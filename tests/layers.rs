@@ -76,17 +76,49 @@ fn files() -> Vec<(PathBuf, String, String)> {
         .collect()
 }
 
-/// The modules a text names as `crate::NAME`.
+/// The modules a text names as `crate::NAME`, also in a group: `crate::{a, b::c}`.
 fn used(text: &str) -> BTreeSet<String> {
-    text.match_indices("crate::")
-        .map(|(i, _)| {
-            text[i + "crate::".len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect::<String>()
-        })
-        .filter(|name| !name.is_empty())
-        .collect()
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut names = BTreeSet::new();
+    for (i, _) in text.match_indices("crate::") {
+        let rest = &text[i + "crate::".len()..];
+        let Some(group) = rest.strip_prefix('{') else {
+            names.insert(ident(rest));
+            continue;
+        };
+        // The names at the group's top level: at its start and after each comma at depth 0.
+        let mut depth = 0;
+        names.insert(ident(group));
+        for (at, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => break,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    names.insert(ident(&group[at + 1..]));
+                }
+                _ => {}
+            }
+        }
+    }
+    names.remove("");
+    names
+}
+
+#[test]
+fn a_use_names_its_modules_alone_or_in_a_group() {
+    let names = |text: &str| used(text).into_iter().collect::<Vec<_>>();
+    assert_eq!(names("use crate::config::Config;"), ["config"]);
+    assert_eq!(
+        names("use crate::{firewall::{self, Kernel}, otp,\n    state::Record,\n};"),
+        ["firewall", "otp", "state"]
+    );
+    assert_eq!(names("crate::{}"), Vec::<String>::new());
 }
 
 #[test]
