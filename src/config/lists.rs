@@ -419,6 +419,39 @@ pub(super) fn cross_check(
             }
         }
     }
+
+    // An OTP is the MAC of the source and the minute only (the pknock format): nothing in it
+    // names a door or a role, so it is valid wherever its secret is. A door's own open and
+    // close secrets are compared where the entry is parsed. The secrets are map keys only,
+    // never part of a message.
+    let advanced_doors = &doors[simple.entries.len()..];
+    let mut secrets: HashMap<&[u8], (&Door, &str)> = HashMap::new();
+    for (entry, door) in advanced.entries.iter().zip(advanced_doors) {
+        let roles = [
+            ("open", &entry.door.open_secret),
+            ("close", &entry.door.close_secret),
+        ];
+        for (role, secret) in roles {
+            match secrets.entry(secret.expose()) {
+                Slot::Occupied(first) => {
+                    let (first, first_role) = first.get();
+                    let first = first.describe();
+                    error(
+                        door,
+                        format!(
+                            "the {role} secret is also the {first_role} secret of {first}; an \
+                             OTP is valid for every door that shares its secret (its MAC covers \
+                             only the source and the minute), so one door's OTPs would open or \
+                             close the other; give each door and role a secret of its own"
+                        ),
+                    );
+                }
+                Slot::Vacant(slot) => {
+                    slot.insert((door, role));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
