@@ -414,7 +414,7 @@ fn a_flood_that_overruns_the_nflog_buffer_is_logged_and_knocks_work_afterwards()
 }
 
 // ---------------------------------------------------------------------------------------------
-// 4. The configuration deleted or truncated under a running daemon.
+// 4. The configuration deleted, truncated, or replaced by what is no file under a running daemon.
 
 #[test]
 fn a_deleted_or_truncated_configuration_is_refused_on_sighup_and_restoring_it_works() {
@@ -515,6 +515,59 @@ fn engine_off_with_apply_still_removes_the_rules_and_the_daemon_follows() {
     assert!(!lab.can_connect(0, SERVER4, 22));
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
     lab.connect(0, SERVER4, 22);
+}
+
+/// A FIFO as a list blocked the daemon (one thread) in `open` at the next SIGHUP: knocks went
+/// unanswered and SIGTERM was ignored; `check` hung too. `/dev/zero` as a list grew the
+/// daemon's memory until it ran out. Both are refused now, by `check` at once and by a reload,
+/// and the daemon keeps serving and stops when told.
+#[test]
+fn a_fifo_or_an_endless_device_as_a_list_is_refused_and_the_daemon_keeps_serving() {
+    let Some(mut lab) = lab(1, FAST) else { return };
+    lab.start_daemon();
+    let installed = lab.ruleset();
+    let dir = lab.config_dir();
+    let conf = dir.join("portknock.conf");
+    let simple = dir.join("simple-portknock-list");
+    let original_conf = fs::read_to_string(&conf).expect("conf");
+    let endless = format!("{original_conf}FW_PORTKNOCK_SIMPLE_LIST=/dev/zero\n");
+
+    type Fault<'a> = (&'a str, &'a str, Box<dyn Fn() + 'a>);
+    let faults: Vec<Fault> = vec![
+        (
+            "a FIFO as the simple list",
+            "is a FIFO, not a regular file",
+            Box::new(|| {
+                fs::remove_file(&simple).expect("remove the list");
+                let made = Command::new("mkfifo").arg(&simple).status();
+                assert!(made.expect("mkfifo").success());
+            }),
+        ),
+        (
+            "/dev/zero as the simple list",
+            "is a character device, not a regular file",
+            Box::new(|| fs::write(&conf, &endless).expect("write conf")),
+        ),
+    ];
+    for (n, (what, why, fault)) in faults.iter().enumerate() {
+        fault();
+        let out = lab.admin(&["check"]);
+        assert_eq!(out.status.code(), Some(2), "{what}: check refuses");
+        assert!(
+            text(&out.stderr).contains(why),
+            "{what}: {}",
+            text(&out.stderr)
+        );
+        lab.signal_daemon("-HUP");
+        assert_logged(&lab, "reload refused", n + 1);
+        assert_logged(&lab, why, 1);
+        assert_eq!(lab.ruleset(), installed, "{what}: the rules changed");
+        assert!(!lab.can_connect(0, SERVER4, 22), "{what}: still closed");
+        ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+        lab.connect(0, SERVER4, 22);
+        ok(&lab.admin(&["close", &client4(0), "22"]));
+    }
+    lab.stop_daemon("-TERM");
 }
 
 // ---------------------------------------------------------------------------------------------
