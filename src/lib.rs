@@ -19,3 +19,4 @@ pub mod pidfile;
 pub mod port;
 pub mod report;
 pub mod state;
+pub mod statedir;

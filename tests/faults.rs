@@ -571,12 +571,137 @@ fn a_fifo_or_an_endless_device_as_a_list_is_refused_and_the_daemon_keeps_serving
 }
 
 // ---------------------------------------------------------------------------------------------
+// A state directory another user prepared.
+
+/// Runs `program ARGS` as nobody (uid and gid 65534).
+fn as_nobody(program: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+    cmd
+}
+
+/// `flock FILE sleep 60` (run by `cmd`): a process that takes the exclusive lock on `file` and
+/// keeps it; returned once it holds it.
+fn hold_lock(mut cmd: Command, file: &Path) -> Child {
+    let holder = cmd
+        .arg(file)
+        .args(["sleep", "60"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("flock (util-linux)");
+    wait_until(Duration::from_secs(10), || {
+        fs::File::open(file)
+            .expect("open")
+            .try_lock_shared()
+            .is_err()
+    })
+    .expect("flock takes the lock");
+    holder
+}
+
+/// A file of root's, and a test that it is as it was.
+fn victim(path: &Path) -> impl Fn() + '_ {
+    fs::write(path, "precious").expect("victim");
+    move || assert_eq!(fs::read_to_string(path).expect("victim"), "precious")
+}
+
+/// `FW_PORTKNOCK_STATE_DIR` as another user (nobody) prepared it: theirs, with the pid file
+/// and the snapshot's temporary file symbolic links to files of root's, and a pid file that
+/// names a victim process while a process of theirs holds its lock. `serve` truncated and
+/// wrote the links' targets, and a root `apply` sent SIGHUP to the victim, which died. Now
+/// both refuse the directory, say what to fix, and touch nothing; once root owns it, links
+/// left in it are still never followed, and a lock held by another process than the one the
+/// pid file names makes `apply` signal nothing.
+#[test]
+fn a_state_directory_another_user_prepared_is_refused_and_nothing_is_touched() {
+    let Some(mut lab) = lab(1, FAST) else { return };
+    let state = lab.state_dir();
+    fs::create_dir(&state).expect("state dir");
+    let pid_target = lab.dir.path().join("pid-target");
+    let tmp_target = lab.dir.path().join("tmp-target");
+    let pid_intact = victim(&pid_target);
+    let tmp_intact = victim(&tmp_target);
+    std::os::unix::fs::symlink(&tmp_target, state.join("used-otps.tmp")).expect("link");
+    let mut children = Children(vec![Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep")]);
+    let victim_pid = children.0[0].id();
+    let pid_file = state.join("portknock.pid");
+    fs::write(&pid_file, format!("{victim_pid}\n")).expect("pid file");
+    let chown = |path: &Path| {
+        let status = Command::new("chown")
+            .args(["-h", "65534:65534"])
+            .arg(path)
+            .status();
+        assert!(status.expect("chown").success());
+    };
+    chown(&pid_file);
+    chown(&state);
+    children.0.push(hold_lock(as_nobody("flock"), &pid_file));
+    let victim_alive = |children: &mut Children| {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            children.0[0].try_wait().expect("wait").is_none(),
+            "the victim lives"
+        );
+    };
+
+    let refused = format!(
+        "the state directory {} belongs to uid 65534",
+        state.display()
+    );
+    let serve = lab.admin(&["serve"]);
+    assert_failed_naming(&serve, &[&refused, "run chown 0"]);
+    assert!(
+        !lab.ruleset().contains("portknock"),
+        "serve installed nothing"
+    );
+    let apply = lab.admin(&["apply"]);
+    assert_failed_naming(&apply, &[&refused]);
+    victim_alive(&mut children);
+
+    // Root takes the directory over, but the links and the pid file stay.
+    fs::remove_file(&pid_file).expect("remove");
+    std::os::unix::fs::symlink(&pid_target, &pid_file).expect("link");
+    let status = Command::new("chown")
+        .args(["-R", "0:0"])
+        .arg(&state)
+        .status();
+    assert!(status.expect("chown").success());
+    let serve = lab.admin(&["serve"]);
+    assert_failed_naming(&serve, &["portknock.pid", "symbolic link"]);
+    pid_intact();
+    fs::remove_file(&pid_file).expect("remove");
+    lab.start_daemon();
+    assert!(
+        fs::symlink_metadata(state.join("used-otps"))
+            .expect("snapshot")
+            .is_file(),
+        "a snapshot of the daemon's own"
+    );
+    tmp_intact();
+    lab.stop_daemon("-TERM");
+
+    // A pid file of root's naming the victim, its lock held by another process of root's.
+    fs::write(&pid_file, format!("{victim_pid}\n")).expect("pid file");
+    children.0.push(hold_lock(Command::new("flock"), &pid_file));
+    let apply = lab.admin(&["apply"]);
+    assert_failed_naming(
+        &apply,
+        &[&format!("names pid {victim_pid}"), "not signalled"],
+    );
+    victim_alive(&mut children);
+    pid_intact();
+}
+
+// ---------------------------------------------------------------------------------------------
 // 5. Two daemons at once (one started after the other: tests/daemon.rs).
 
-/// Daemons spawned by a test, killed when it ends however it ends.
-struct Daemons(Vec<Child>);
+/// Processes spawned by a test, killed when it ends however it ends.
+struct Children(Vec<Child>);
 
-impl Drop for Daemons {
+impl Drop for Children {
     fn drop(&mut self) {
         for child in &mut self.0 {
             let _ = child.kill();
@@ -591,7 +716,7 @@ fn daemons_started_at_the_same_moment_leave_exactly_one_running() {
     let logs: Vec<PathBuf> = (0..3)
         .map(|i| lab.dir.path().join(format!("serve{i}.log")))
         .collect();
-    let mut daemons = Daemons(
+    let mut daemons = Children(
         logs.iter()
             .map(|log| {
                 lab.server
