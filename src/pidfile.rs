@@ -15,7 +15,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 
@@ -60,8 +60,8 @@ pub enum PidError {
         comm: String,
         ours: String,
     },
-    #[error("cannot tell which process holds the lock on {}: {error}", path.display())]
-    Holders { path: PathBuf, error: io::Error },
+    #[error("cannot tell whether pid {pid} is the portknock daemon, so it was not signalled: reading /proc: {error}")]
+    Unverified { pid: i32, error: io::Error },
     #[error("cannot signal the daemon (pid {pid}): {error}")]
     Signal { pid: i32, error: io::Error },
 }
@@ -75,7 +75,7 @@ pub struct PidLock {
 /// Takes the pid file's lock in `state_dir` (created when missing, and refused unless it is
 /// this user's own and closed to group and others) and writes this process's pid into it.
 /// Fails when another daemon holds the lock.
-pub fn lock(state_dir: &std::path::Path) -> Result<PidLock, PidError> {
+pub fn lock(state_dir: &Path) -> Result<PidLock, PidError> {
     let dir = StateDir::create(state_dir).map_err(PidError::Dir)?;
     let path = dir.path().join(PID_FILE);
     let mut file = dir
@@ -99,94 +99,31 @@ pub fn lock(state_dir: &std::path::Path) -> Result<PidLock, PidError> {
 /// Sends SIGHUP to the daemon whose pid file is in `state_dir`; `Ok(None)` when none runs.
 /// Signals only a process that holds the pid file's lock and runs the same program as this
 /// one (see the module's documentation).
-pub fn signal_reload(state_dir: &std::path::Path) -> Result<Option<i32>, PidError> {
+pub fn signal_reload(state_dir: &Path) -> Result<Option<i32>, PidError> {
     let Some(dir) = StateDir::existing(state_dir).map_err(PidError::Dir)? else {
         return Ok(None);
     };
     let path = dir.path().join(PID_FILE);
-    let read_error = |error| PidError::Read {
-        path: path.clone(),
-        error,
-    };
     let file = match dir.open(PID_FILE, Access::Read) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(read_error(e)),
+        Err(error) => return Err(PidError::Read { path, error }),
     };
     // A pid file nobody holds locked is a leftover of a daemon that died: no one to signal.
     if file.try_lock_shared().is_ok() {
         return Ok(None);
     }
-    let mut text = String::new();
-    (&file)
-        .take(64)
-        .read_to_string(&mut text)
-        .map_err(read_error)?;
-    let pid = text
-        .trim()
-        .parse::<i32>()
-        .ok()
-        .and_then(Pid::from_raw)
-        .ok_or_else(|| PidError::NoPid { path: path.clone() })?;
+    let pid = read_pid(&file, &path)?;
     let raw = pid.as_raw_pid();
     // Taken before the checks: if the process ends after them and its pid is reused, the
-    // descriptor still names the process that was checked, and the signal fails.
-    let process = match pidfd_open(pid, PidfdFlags::empty()) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::SRCH) => {
-            return Err(PidError::NotHolder {
-                path,
-                pid: raw,
-                holders: "another process".to_string(),
-            })
-        }
-        Err(errno) => {
-            return Err(PidError::Signal {
-                pid: raw,
-                error: errno.into(),
-            })
-        }
-    };
-    let holders = fs::read_to_string("/proc/locks")
-        .and_then(|locks| Ok(exclusive_holders(&locks, &file.metadata()?)))
-        .map_err(|error| PidError::Holders {
-            path: path.clone(),
-            error,
-        })?;
-    if !holders.contains(&raw) {
-        let holders = match &holders[..] {
-            [] => "no process this one can see".to_string(),
-            pids => format!(
-                "pid {}",
-                pids.iter()
-                    .map(i32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
-        return Err(PidError::NotHolder {
-            path,
-            pid: raw,
-            holders,
-        });
-    }
-    let comm = |pid: &str| {
-        fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim_end().to_string())
-    };
-    let (theirs, ours) = comm(&raw.to_string())
-        .and_then(|theirs| Ok((theirs, comm("self")?)))
-        .map_err(|error| PidError::Holders {
-            path: path.clone(),
-            error,
-        })?;
-    if theirs != ours {
-        return Err(PidError::NotPortknock {
-            path,
-            pid: raw,
-            comm: theirs,
-            ours,
-        });
-    }
+    // descriptor still names the process that was checked, and the signal fails. A pid of no
+    // process holds no lock, so the checks refuse it.
+    let process = pidfd_open(pid, PidfdFlags::empty());
+    verify(&file, &path, raw)?;
+    let process = process.map_err(|errno| PidError::Signal {
+        pid: raw,
+        error: errno.into(),
+    })?;
     match pidfd_send_signal(&process, Signal::HUP) {
         Ok(()) => Ok(Some(raw)),
         Err(rustix::io::Errno::SRCH) => Ok(None),
@@ -195,6 +132,60 @@ pub fn signal_reload(state_dir: &std::path::Path) -> Result<Option<i32>, PidErro
             error: errno.into(),
         }),
     }
+}
+
+/// The pid written in the pid `file` at `path`.
+fn read_pid(file: &File, path: &Path) -> Result<Pid, PidError> {
+    let mut text = String::new();
+    file.take(64)
+        .read_to_string(&mut text)
+        .map_err(|error| PidError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+    text.trim()
+        .parse::<i32>()
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| PidError::NoPid {
+            path: path.to_path_buf(),
+        })
+}
+
+/// Checks that `pid` holds the exclusive lock on the pid `file` at `path` and runs a program
+/// of the same name as this process.
+fn verify(file: &File, path: &Path, pid: i32) -> Result<(), PidError> {
+    let unverified = |error| PidError::Unverified { pid, error };
+    let locks = fs::read_to_string("/proc/locks").map_err(unverified)?;
+    let holders = exclusive_holders(&locks, &file.metadata().map_err(unverified)?);
+    if !holders.contains(&pid) {
+        let holders = match &holders[..] {
+            [] => "no process this one can see".to_string(),
+            pids => {
+                let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
+                format!("pid {}", pids.join(", "))
+            }
+        };
+        return Err(PidError::NotHolder {
+            path: path.to_path_buf(),
+            pid,
+            holders,
+        });
+    }
+    let comm = |process: &str| {
+        fs::read_to_string(format!("/proc/{process}/comm")).map(|c| c.trim_end().to_string())
+    };
+    let theirs = comm(&pid.to_string()).map_err(unverified)?;
+    let ours = comm("self").map_err(unverified)?;
+    if theirs != ours {
+        return Err(PidError::NotPortknock {
+            path: path.to_path_buf(),
+            pid,
+            comm: theirs,
+            ours,
+        });
+    }
+    Ok(())
 }
 
 /// The pids that hold an exclusive `flock` lock on the file of `metadata`, from the text of
@@ -222,7 +213,6 @@ fn exclusive_holders(locks: &str, metadata: &fs::Metadata) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
