@@ -45,6 +45,20 @@ fn loads_a_valid_directory() {
     assert_eq!(config.advanced[0].open_secret.expose(), b"hipjazzhipjazz");
 }
 
+/// A secret reaches no log through `{:?}` either (found missed by cargo mutants).
+#[test]
+fn a_secret_is_redacted_in_debug_output() {
+    let door = AdvancedDoor {
+        protected: 22,
+        knock_port: 2000,
+        open_secret: Secret::new("Zq9secretZq9"),
+        close_secret: Secret::new("other"),
+    };
+    let shown = format!("{door:?}");
+    assert!(shown.contains("open_secret: Secret(<redacted>)"), "{shown}");
+    assert!(!shown.contains("Zq9secretZq9"), "{shown}");
+}
+
 #[test]
 fn missing_settings_file() {
     let dir = dir_with(&[]);
