@@ -6,9 +6,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
-
-use nix::sys::socket::{setsockopt, sockopt};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::nflog::{
@@ -17,12 +15,12 @@ use netlink_packet_netfilter::nflog::{
 use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
 
-use crate::firewall::SNAPLEN;
+use crate::firewall::{self, SNAPLEN};
 use crate::port::KnockPort;
 
-/// Receive buffer asked of the kernel: a burst of some 50,000 knocks waits here while the
+/// Receive buffer asked of the kernel, 16 MiB: a burst of some 50,000 knocks waits here while the
 /// daemon works, instead of being dropped.
-const RECV_BUFFER: usize = 16 << 20;
+const RECV_BUFFER: usize = 16_777_216;
 
 /// Most datagrams one [`Capture::recv`] takes: enough for one kernel update to cover many
 /// knocks under a flood, few enough that the first of them is not kept waiting.
@@ -66,7 +64,7 @@ impl Capture {
         let subscribe = |error| CaptureError::Subscribe { group, error };
         let mut socket = Socket::new(NETLINK_NETFILTER).map_err(subscribe)?;
         socket.bind_auto().map_err(subscribe)?;
-        set_receive_buffer(&socket, RECV_BUFFER);
+        firewall::set_receive_buffer(socket.as_fd(), RECV_BUFFER);
         let mut capture = Capture {
             socket,
             buf: vec![0; 1 << 16],
@@ -90,6 +88,8 @@ impl Capture {
                 subscribe(error)
             }
         })?;
+        // From here on the daemon's loop polls the socket and reads what is there.
+        capture.socket.set_non_blocking(true).map_err(subscribe)?;
         Ok(capture)
     }
 
@@ -111,17 +111,16 @@ impl Capture {
         }
     }
 
-    /// Blocks until knocks arrive, then takes what else is queued already (at most
-    /// 64 datagrams in all), and appends the knocks to `out`; the caller then handles
-    /// them together and updates the kernel once. Messages that are not knock packets, or
-    /// packets that cannot be parsed, are skipped: nothing a sender puts on the wire can make
-    /// this fail or panic. On an overrun, `out` keeps the knocks read before it.
+    /// Takes the knocks queued (at most 64 datagrams' worth), without waiting, and appends
+    /// them to `out`; the caller then handles them together and updates the kernel once.
+    /// Messages that are not knock packets, or packets that cannot be parsed, are skipped:
+    /// nothing a sender puts on the wire can make this fail or panic. On an overrun, `out`
+    /// keeps the knocks read before it.
     pub fn recv(&mut self, out: &mut Vec<Packet>) -> Result<(), CaptureError> {
-        let mut flags = 0;
         for _ in 0..DRAIN {
-            let len = match self.socket.recv(&mut &mut self.buf[..], flags) {
+            let len = match self.socket.recv(&mut &mut self.buf[..], 0) {
                 Ok(len) => len,
-                Err(e) if flags != 0 && e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // ENOBUFS: the receive buffer overflowed and the kernel dropped messages.
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     return Err(CaptureError::Overrun)
@@ -129,29 +128,14 @@ impl Capture {
                 Err(e) => return Err(CaptureError::Io(e)),
             };
             parse_messages(&self.buf[..len], out);
-            flags = libc::MSG_DONTWAIT;
         }
         Ok(())
     }
-
-    /// Makes [`Capture::recv`] return (with a `WouldBlock` or `TimedOut` I/O error) when no
-    /// knock arrives within `timeout`, so the caller can look at its signal flags.
-    pub fn set_timeout(&self, timeout: Duration) -> Result<(), CaptureError> {
-        socket2::SockRef::from(&self.socket)
-            .set_read_timeout(Some(timeout))
-            .map_err(CaptureError::Io)
-    }
 }
 
-fn set_receive_buffer(socket: &Socket, bytes: usize) {
-    // SO_RCVBUFFORCE passes the rmem_max limit (212,992 bytes by default, a few hundred knocks)
-    // for a process with CAP_NET_ADMIN; the plain option, capped at rmem_max, is the fallback
-    // when it is refused. A smaller buffer only means overruns come sooner, and those are
-    // counted and logged, so neither failure stops the daemon.
-    if setsockopt(socket, sockopt::RcvBufForce, &bytes).is_err()
-        && setsockopt(socket, sockopt::RcvBuf, &bytes).is_err()
-    {
-        tracing::warn!("could not enlarge the NFLOG receive buffer; floods may overrun it sooner");
+impl AsFd for Capture {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
     }
 }
 

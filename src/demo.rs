@@ -269,7 +269,10 @@ impl Demo {
         });
         match result {
             Ok(out) => {
-                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                // What went wrong, if anything, is on standard error.
+                let text =
+                    [&out.stdout, &out.stderr].map(|b| String::from_utf8_lossy(b).into_owned());
+                for line in text.iter().flat_map(|t| t.lines()) {
                     println!("  {line}");
                 }
                 self.verdict(out.status.success(), "sent");

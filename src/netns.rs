@@ -28,6 +28,16 @@ pub fn client6(i: usize) -> String {
     format!("fd00:5eed::{}", i + 2)
 }
 
+/// The IPv4 address of the `n`th namespace behind the server (198.19.n.0/24).
+pub fn behind4(n: u8) -> String {
+    format!("198.19.{n}.2")
+}
+
+/// The IPv6 address of the `n`th namespace behind the server (fd00:5eed::b0:n:0/112).
+pub fn behind6(n: u8) -> String {
+    format!("fd00:5eed::b0:{n}:2")
+}
+
 /// What went wrong building the network.
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -42,6 +52,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// A network namespace, deleted (with every process in it) on drop.
 pub struct Netns {
     pub name: String,
+    /// The prefix of its name, for the namespaces made next to it.
+    prefix: String,
 }
 
 impl Netns {
@@ -50,7 +62,10 @@ impl Netns {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("{prefix}-{}-{n}-{role}", std::process::id());
         ip(&["netns", "add", &name])?;
-        let ns = Netns { name };
+        let ns = Netns {
+            name,
+            prefix: prefix.to_string(),
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -103,17 +118,20 @@ impl Drop for Netns {
 }
 
 fn ip(args: &[&str]) -> Result<Output, NetnsError> {
-    let joined = args.join(" ");
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|error| NetnsError::Spawn {
-            args: joined.clone(),
-            error,
-        })?;
+    let mut cmd = Command::new("ip");
+    cmd.args(args);
+    checked(cmd, args.join(" "))
+}
+
+/// Runs `cmd`, which is `ip ARGS`; an exit status other than 0 is an error.
+fn checked(mut cmd: Command, args: String) -> Result<Output, NetnsError> {
+    let out = cmd.output().map_err(|error| NetnsError::Spawn {
+        args: args.clone(),
+        error,
+    })?;
     if !out.status.success() {
         return Err(NetnsError::Failed {
-            args: joined,
+            args,
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
@@ -166,6 +184,50 @@ impl Network {
             clients: list,
         })
     }
+}
+
+impl Netns {
+    /// A namespace behind this one, the server, as a container, a VM or a machine on another
+    /// network would be: on a link of its own (`vbN` on the server's side), at
+    /// [`behind4`]`(n)` and [`behind6`]`(n)`, routed through the server, which forwards (in its
+    /// own namespace only). The `clients` get routes to it through the server.
+    pub fn behind(&self, clients: &[Netns], n: u8) -> Result<Netns, NetnsError> {
+        let ns = Netns::new(&self.prefix, &format!("b{n}"))?;
+        let (near, far) = (format!("vb{n}"), format!("vbf{n}"));
+        let server = self;
+        // Without duplicate address detection the link-local addresses of the new link are
+        // usable at once, and with them neighbour discovery: the first IPv6 connection through
+        // it does not wait a second or two.
+        sysctl(server, "net.ipv6.conf.default.accept_dad=0")?;
+        server.ip(&["link", "add", &near, "type", "veth", "peer", "name", &far])?;
+        server.ip(&["link", "set", &far, "netns", &ns.name])?;
+        server.ip(&["addr", "add", &format!("198.19.{n}.1/24"), "dev", &near])?;
+        let near6 = format!("fd00:5eed::b0:{n}:1/112");
+        server.ip(&["addr", "add", &near6, "dev", &near, "nodad"])?;
+        server.ip(&["link", "set", &near, "up"])?;
+        ns.ip(&["link", "set", &far, "name", "eth0", "up"])?;
+        ns.ip(&["addr", "add", &format!("{}/24", behind4(n)), "dev", "eth0"])?;
+        let addr6 = format!("{}/112", behind6(n));
+        ns.ip(&["addr", "add", &addr6, "dev", "eth0", "nodad"])?;
+        ns.ip(&["route", "add", "default", "via", &format!("198.19.{n}.1")])?;
+        let via6 = format!("fd00:5eed::b0:{n}:1");
+        ns.ip(&["-6", "route", "add", "default", "via", &via6])?;
+        for client in clients {
+            // Added once, by whichever namespace behind comes first.
+            let _ = client.ip(&["route", "add", "198.19.0.0/16", "via", SERVER4]);
+            let _ = client.ip(&["-6", "route", "add", "fd00:5eed::b0:0:0/96", "via", SERVER6]);
+        }
+        sysctl(server, "net.ipv4.ip_forward=1")?;
+        sysctl(server, "net.ipv6.conf.all.forwarding=1")?;
+        Ok(ns)
+    }
+}
+
+/// Sets a sysctl inside `ns`: network sysctls belong to the namespace, not to the host.
+fn sysctl(ns: &Netns, setting: &str) -> Result<(), NetnsError> {
+    let mut cmd = ns.command("sysctl");
+    cmd.args(["-qw", setting]);
+    checked(cmd, format!("netns exec {} sysctl -qw {setting}", ns.name)).map(drop)
 }
 
 /// Calls `f` every 20 ms until it holds (`Some`) or `limit` has passed (`None`): every wait of

@@ -442,6 +442,18 @@ mod tests {
     }
 
     #[test]
+    fn the_current_minute_is_the_system_clock_s() {
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let minute = current_minute().expect("a clock after 1970");
+        let after = before + 61;
+        assert!((epoch_minute(before)..=epoch_minute(after)).contains(&minute));
+        assert!(minute > 29_000_000, "after 2025");
+    }
+
+    #[test]
     fn message_matches_spec() {
         assert_eq!(hex::encode(&*message(SOURCE, MINUTE)), "cb0071054081ba01");
     }
@@ -617,6 +629,7 @@ mod tests {
         );
         assert!(!used.is_used(&m));
         assert_eq!(used.len(), 1);
+        assert!(!used.is_empty());
         assert_eq!(
             used.check_and_record(m, MINUTE, MINUTE + 2, 5),
             Err(Refused::TooOld),
@@ -677,6 +690,30 @@ mod tests {
     }
 
     #[test]
+    fn a_forgotten_minute_and_every_earlier_one_stay_refused() {
+        let mut used = UsedOtps::new();
+        assert_eq!(used.check_and_record([1; 32], MINUTE, MINUTE, 0), Ok(()));
+        // At the next minute, MINUTE's OTP is forgotten: MINUTE and before are refused, even
+        // for an OTP never seen, and even with a wider skew.
+        assert_eq!(
+            used.check_and_record([2; 32], MINUTE + 1, MINUTE + 1, 0),
+            Ok(())
+        );
+        assert_eq!(
+            used.check_and_record([3; 32], MINUTE, MINUTE + 1, 1),
+            Err(Refused::TooOld)
+        );
+        assert_eq!(
+            used.check_and_record([4; 32], MINUTE - 1, MINUTE + 1, 5),
+            Err(Refused::TooOld)
+        );
+        assert_eq!(
+            used.check_and_record([5; 32], MINUTE + 1, MINUTE + 1, 1),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn a_full_record_refuses() {
         let mut used = UsedOtps::new();
         for i in 0..MAX_ENTRIES {
@@ -688,6 +725,7 @@ mod tests {
             used.check_and_record([0xee; 32], MINUTE, MINUTE, 1),
             Err(Refused::Full)
         );
+        assert_eq!(round_trip(&used), used.to_bytes(), "a full record loads");
         // Room again once they expire.
         assert_eq!(
             used.check_and_record([0xee; 32], MINUTE + 2, MINUTE + 2, 1),

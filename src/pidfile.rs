@@ -1,23 +1,21 @@
 //! The daemon's pid file in the state directory: its lock keeps a second daemon from starting,
-//! and it tells `apply` which process to ask for a reload.
+//! it names the daemon's process for whoever looks (`systemctl`, an administrator), and it
+//! tells a command whether a process is the daemon ([`check_holder`]).
 //!
-//! `apply` runs as root and sends a signal, so it trusts the pid file no further than the
-//! kernel vouches for it. What could be faked: the file's content (by whoever may write it),
+//! A command runs as root and hands the daemon its requests, so it trusts nothing another user
+//! could have arranged. What could be faked: the pid file's content (by whoever may write it),
 //! a lock on it (by whoever may open it: `flock` needs no more than read access), a process's
 //! name (`comm` is any program's to choose). What cannot: which process holds the lock on this
-//! very file, which the kernel tells in `/proc/locks`. So `apply` signals the pid in the file
-//! only when that process holds the file's exclusive lock and runs a program of the same name
-//! as `apply` itself; and it names the process by a pid file descriptor taken before those
-//! checks, so that a pid reused in between is never signalled. The state directory is
-//! checked first ([`crate::statedir`]), and the pid file is private (mode 0600): only the
-//! daemon's user can open it, let alone lock it.
+//! very file, which the kernel tells in `/proc/locks`, and which process is at the other end
+//! of a Unix socket, which it tells through `SO_PEERCRED`. So a process is taken for the daemon
+//! only when it holds the pid file's exclusive lock and runs a program of the same name as the
+//! command asking. The state directory is checked first ([`crate::statedir`]), and the pid
+//! file is private (mode 0600): only the daemon's user can open it, let alone lock it.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs;
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 
 use crate::statedir::{Access, DirError, StateDir};
 
@@ -35,13 +33,14 @@ pub enum PidError {
     Taken { path: PathBuf },
     #[error("cannot write {}: {error}", path.display())]
     Write { path: PathBuf, error: io::Error },
-    #[error("cannot read {}: {error}", path.display())]
-    Read { path: PathBuf, error: io::Error },
-    #[error("{} holds no pid", path.display())]
-    NoPid { path: PathBuf },
+}
+
+/// Why a process was not taken for the daemon ([`check_holder`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NotTheDaemon {
     #[error(
-        "{} names pid {pid}, but the lock on it is held by {holders}, so pid {pid} is not the \
-         daemon and was not signalled; restart the daemon (systemctl restart portknock)",
+        "pid {pid} does not hold the lock on {} ({holders} does), so it is not the portknock \
+         daemon and was not asked anything; restart the daemon (systemctl restart portknock)",
         path.display()
     )]
     NotHolder {
@@ -51,7 +50,7 @@ pub enum PidError {
     },
     #[error(
         "pid {pid}, which holds the lock on {}, runs {comm:?}, not {ours:?}, so it was not \
-         signalled; restart the daemon (systemctl restart portknock)",
+         asked anything; restart the daemon (systemctl restart portknock)",
         path.display()
     )]
     NotPortknock {
@@ -60,16 +59,17 @@ pub enum PidError {
         comm: String,
         ours: String,
     },
-    #[error("cannot tell whether pid {pid} is the portknock daemon, so it was not signalled: reading /proc: {error}")]
+    #[error(
+        "cannot tell whether pid {pid} is the portknock daemon, so it was not asked anything: \
+         {error}"
+    )]
     Unverified { pid: i32, error: io::Error },
-    #[error("cannot signal the daemon (pid {pid}): {error}")]
-    Signal { pid: i32, error: io::Error },
 }
 
 /// The pid file of the running daemon, locked for as long as this value lives.
 #[derive(Debug)]
 pub struct PidLock {
-    _file: File,
+    _file: fs::File,
 }
 
 /// Takes the pid file's lock in `state_dir` (created when missing, and refused unless it is
@@ -96,66 +96,12 @@ pub fn lock(state_dir: &Path) -> Result<PidLock, PidError> {
     Ok(PidLock { _file: file })
 }
 
-/// Sends SIGHUP to the daemon whose pid file is in `state_dir`; `Ok(None)` when none runs.
-/// Signals only a process that holds the pid file's lock and runs the same program as this
-/// one (see the module's documentation).
-pub fn signal_reload(state_dir: &Path) -> Result<Option<i32>, PidError> {
-    let Some(dir) = StateDir::existing(state_dir).map_err(PidError::Dir)? else {
-        return Ok(None);
-    };
+/// Checks that process `pid` (as the kernel names it, not as a file says) holds the exclusive
+/// lock on the pid file of `dir` and runs a program of the same name as this process.
+pub fn check_holder(dir: &StateDir, pid: i32) -> Result<(), NotTheDaemon> {
     let path = dir.path().join(PID_FILE);
-    let file = match dir.open(PID_FILE, Access::Read) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(PidError::Read { path, error }),
-    };
-    // A pid file nobody holds locked is a leftover of a daemon that died: no one to signal.
-    if file.try_lock_shared().is_ok() {
-        return Ok(None);
-    }
-    let pid = read_pid(&file, &path)?;
-    let raw = pid.as_raw_pid();
-    // Taken before the checks: if the process ends after them and its pid is reused, the
-    // descriptor still names the process that was checked, and the signal fails. A pid of no
-    // process holds no lock, so the checks refuse it.
-    let process = pidfd_open(pid, PidfdFlags::empty());
-    verify(&file, &path, raw)?;
-    let process = process.map_err(|errno| PidError::Signal {
-        pid: raw,
-        error: errno.into(),
-    })?;
-    match pidfd_send_signal(&process, Signal::HUP) {
-        Ok(()) => Ok(Some(raw)),
-        Err(rustix::io::Errno::SRCH) => Ok(None),
-        Err(errno) => Err(PidError::Signal {
-            pid: raw,
-            error: errno.into(),
-        }),
-    }
-}
-
-/// The pid written in the pid `file` at `path`.
-fn read_pid(file: &File, path: &Path) -> Result<Pid, PidError> {
-    let mut text = String::new();
-    file.take(64)
-        .read_to_string(&mut text)
-        .map_err(|error| PidError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
-    text.trim()
-        .parse::<i32>()
-        .ok()
-        .and_then(Pid::from_raw)
-        .ok_or_else(|| PidError::NoPid {
-            path: path.to_path_buf(),
-        })
-}
-
-/// Checks that `pid` holds the exclusive lock on the pid `file` at `path` and runs a program
-/// of the same name as this process.
-fn verify(file: &File, path: &Path, pid: i32) -> Result<(), PidError> {
-    let unverified = |error| PidError::Unverified { pid, error };
+    let unverified = |error| NotTheDaemon::Unverified { pid, error };
+    let file = dir.open(PID_FILE, Access::Read).map_err(unverified)?;
     let locks = fs::read_to_string("/proc/locks").map_err(unverified)?;
     let holders = exclusive_holders(&locks, &file.metadata().map_err(unverified)?);
     if !holders.contains(&pid) {
@@ -166,11 +112,7 @@ fn verify(file: &File, path: &Path, pid: i32) -> Result<(), PidError> {
                 format!("pid {}", pids.join(", "))
             }
         };
-        return Err(PidError::NotHolder {
-            path: path.to_path_buf(),
-            pid,
-            holders,
-        });
+        return Err(NotTheDaemon::NotHolder { path, pid, holders });
     }
     let comm = |process: &str| {
         fs::read_to_string(format!("/proc/{process}/comm")).map(|c| c.trim_end().to_string())
@@ -178,8 +120,8 @@ fn verify(file: &File, path: &Path, pid: i32) -> Result<(), PidError> {
     let theirs = comm(&pid.to_string()).map_err(unverified)?;
     let ours = comm("self").map_err(unverified)?;
     if theirs != ours {
-        return Err(PidError::NotPortknock {
-            path: path.to_path_buf(),
+        return Err(NotTheDaemon::NotPortknock {
+            path,
             pid,
             comm: theirs,
             ours,
@@ -225,13 +167,9 @@ mod tests {
     }
 
     #[test]
-    fn one_lock_at_a_time_and_no_daemon_to_signal_without_one() {
+    fn one_lock_at_a_time() {
         let dir = private();
         let state = dir.path().join("state");
-        assert!(
-            signal_reload(&state).unwrap().is_none(),
-            "no state directory"
-        );
         let held = lock(&state).unwrap();
         let pid = fs::read_to_string(state.join(PID_FILE)).unwrap();
         assert_eq!(pid, format!("{}\n", std::process::id()));
@@ -242,12 +180,6 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600, "only the daemon's user may open it");
         assert!(matches!(lock(&state), Err(PidError::Taken { .. })));
         drop(held);
-        assert!(
-            signal_reload(&state).unwrap().is_none(),
-            "a pid file nobody holds is a leftover"
-        );
-        fs::remove_file(state.join(PID_FILE)).unwrap();
-        assert!(signal_reload(&state).unwrap().is_none(), "no pid file");
         let again = lock(&state);
         assert!(again.is_ok(), "free again once dropped");
     }
@@ -274,10 +206,10 @@ mod tests {
         let err = lock(dir.path()).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
-        assert!(matches!(
-            signal_reload(dir.path()),
-            Err(PidError::Read { .. })
-        ));
+        let state = StateDir::existing(dir.path()).unwrap().unwrap();
+        let me = i32::try_from(std::process::id()).unwrap();
+        let err = check_holder(&state, me).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 
     #[test]
@@ -286,10 +218,6 @@ mod tests {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
         assert!(matches!(
             lock(dir.path()),
-            Err(PidError::Dir(DirError::Writable { .. }))
-        ));
-        assert!(matches!(
-            signal_reload(dir.path()),
             Err(PidError::Dir(DirError::Writable { .. }))
         ));
     }
@@ -306,17 +234,19 @@ mod tests {
         }
     }
 
-    /// `flock FILE sleep 60`: a process that takes the exclusive lock on `file` and keeps it;
-    /// returned once it holds it.
+    /// `flock --close FILE sleep 60`: a process that takes the exclusive lock on `file` and
+    /// keeps it; returned once it holds it.
     fn hold_lock(file: &Path) -> Child {
         let holder = Command::new("flock")
+            // The lock stays with flock, not with sleep: killing flock releases it.
+            .arg("--close")
             .arg(file)
             .args(["sleep", "60"])
             .stdin(Stdio::null())
             .spawn()
             .expect("flock (util-linux)");
         let start = Instant::now();
-        while File::open(file).unwrap().try_lock_shared().is_ok() {
+        while fs::File::open(file).unwrap().try_lock_shared().is_ok() {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "flock took no lock"
@@ -326,71 +256,47 @@ mod tests {
         holder
     }
 
-    fn sleeper() -> Child {
-        Command::new("sleep").arg("60").spawn().expect("sleep")
+    /// The daemon itself holds the lock: this process, here.
+    #[test]
+    fn the_holder_of_the_lock_running_this_program_is_the_daemon() {
+        let dir = private();
+        let _held = lock(dir.path()).unwrap();
+        let state = StateDir::existing(dir.path()).unwrap().unwrap();
+        let me = i32::try_from(std::process::id()).unwrap();
+        check_holder(&state, me).unwrap();
     }
 
-    /// A root `apply` sent SIGHUP to whatever pid the file named while anything held its
-    /// lock: here a victim's pid, the lock held by another process. The victim survives.
+    /// Whatever the pid file says, and whoever else holds a lock on it: a process that does not
+    /// hold its lock is not the daemon, nor is one that holds it but runs another program.
     #[test]
-    fn a_pid_that_does_not_hold_the_lock_is_not_signalled() {
+    fn a_process_that_does_not_hold_the_lock_or_runs_another_program_is_not_the_daemon() {
         let dir = private();
         let file = dir.path().join(PID_FILE);
-        let mut processes = Processes(vec![sleeper()]);
+        let mut processes = Processes(vec![Command::new("sleep").arg("60").spawn().unwrap()]);
         let victim = processes.0[0].id();
         fs::write(&file, format!("{victim}\n")).unwrap();
+        let state = StateDir::existing(dir.path()).unwrap().unwrap();
+        let victim = i32::try_from(victim).unwrap();
+        assert!(matches!(
+            check_holder(&state, victim),
+            Err(NotTheDaemon::NotHolder { holders, .. }) if holders == "no process this one can see"
+        ));
         processes.0.push(hold_lock(&file));
         let holder = processes.0[1].id();
-        let err = signal_reload(dir.path()).unwrap_err();
         assert_eq!(
-            err.to_string(),
+            check_holder(&state, victim).unwrap_err().to_string(),
             format!(
-                "{} names pid {victim}, but the lock on it is held by pid {holder}, so pid \
-                 {victim} is not the daemon and was not signalled; restart the daemon \
-                 (systemctl restart portknock)",
+                "pid {victim} does not hold the lock on {} (pid {holder} does), so it is not the \
+                 portknock daemon and was not asked anything; restart the daemon (systemctl \
+                 restart portknock)",
                 file.display()
             )
         );
-        std::thread::sleep(Duration::from_millis(100));
+        let holder = i32::try_from(holder).unwrap();
+        let err = check_holder(&state, holder).unwrap_err();
         assert!(
-            processes.0[0].try_wait().unwrap().is_none(),
-            "the victim lives"
-        );
-
-        // A pid that no process has.
-        fs::write(&file, "2147483647\n").unwrap();
-        assert!(matches!(
-            signal_reload(dir.path()),
-            Err(PidError::NotHolder {
-                pid: 2147483647,
-                ..
-            })
-        ));
-        fs::write(&file, "no pid\n").unwrap();
-        assert!(matches!(
-            signal_reload(dir.path()),
-            Err(PidError::NoPid { .. })
-        ));
-    }
-
-    /// The process holding the lock is named in the file, but it is not portknock.
-    #[test]
-    fn a_lock_holder_that_runs_another_program_is_not_signalled() {
-        let dir = private();
-        let file = dir.path().join(PID_FILE);
-        fs::write(&file, "").unwrap();
-        let mut processes = Processes(vec![hold_lock(&file)]);
-        let holder = processes.0[0].id();
-        fs::write(&file, format!("{holder}\n")).unwrap();
-        let err = signal_reload(dir.path()).unwrap_err();
-        assert!(
-            matches!(&err, PidError::NotPortknock { pid, comm, .. } if *pid == holder as i32 && comm == "flock"),
+            matches!(&err, NotTheDaemon::NotPortknock { pid, comm, .. } if *pid == holder && comm == "flock"),
             "{err}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(
-            processes.0[0].try_wait().unwrap().is_none(),
-            "the holder lives"
         );
     }
 
@@ -418,7 +324,7 @@ mod tests {
         assert_eq!(exclusive_holders(&locks, &metadata), [41, 46]);
 
         // And what the kernel writes for a lock this process takes.
-        let held = File::open(&file).unwrap();
+        let held = fs::File::open(&file).unwrap();
         held.try_lock().unwrap();
         let locks = fs::read_to_string("/proc/locks").unwrap();
         let me = i32::try_from(std::process::id()).unwrap();

@@ -41,7 +41,7 @@ fn the_example_configuration_is_valid() {
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("engine:        on\n"), "{stdout}");
     assert!(
-        stdout.contains("     22  <- 7000/tcp 9000/tcp 8000/tcp\n"),
+        stdout.contains("     22  <- 7000/tcp 9000/tcp 8000/tcp (random order: 1 in 6)\n"),
         "{stdout}"
     );
     assert!(

@@ -71,8 +71,9 @@ fn not_run(what: &str, why: &str) {
 const UNIT: &str = "packaging/portknock.service";
 const INSTALLED_BIN: &str = "/usr/local/sbin/portknock";
 
-/// The `[Service]` settings of the unit as (key, value), in order, comments left out.
-fn service_settings(unit: &str) -> Vec<(String, String)> {
+/// The settings of section `wanted` (`[Service]`) of the unit as (key, value), in order,
+/// comments left out.
+fn settings_of(unit: &str, wanted: &str) -> Vec<(String, String)> {
     let mut section = "";
     let mut settings = Vec::new();
     for line in unit.lines().map(str::trim) {
@@ -81,7 +82,7 @@ fn service_settings(unit: &str) -> Vec<(String, String)> {
         }
         if line.starts_with('[') {
             section = line;
-        } else if section == "[Service]" {
+        } else if section == wanted {
             let (key, value) = line
                 .split_once('=')
                 .unwrap_or_else(|| panic!("{UNIT}: not KEY=VALUE: {line}"));
@@ -94,7 +95,7 @@ fn service_settings(unit: &str) -> Vec<(String, String)> {
 #[test]
 fn systemd_unit_is_hardened_and_reloads_with_sighup() {
     let unit = fs::read_to_string(repo_file(UNIT)).expect("read the unit");
-    let settings = service_settings(&unit);
+    let settings = settings_of(&unit, "[Service]");
     let has = |key: &str, value: &str| settings.iter().any(|(k, v)| k == key && v == value);
     for (key, value) in [
         ("Type", "simple"),
@@ -115,7 +116,7 @@ fn systemd_unit_is_hardened_and_reloads_with_sighup() {
         ("ProtectKernelModules", "yes"),
         ("ProtectKernelLogs", "yes"),
         ("ProtectControlGroups", "yes"),
-        ("RestrictAddressFamilies", "AF_NETLINK"),
+        ("RestrictAddressFamilies", "AF_NETLINK AF_UNIX"),
         ("RestrictNamespaces", "yes"),
         ("RestrictRealtime", "yes"),
         ("LockPersonality", "yes"),
@@ -124,6 +125,15 @@ fn systemd_unit_is_hardened_and_reloads_with_sighup() {
         ("SystemCallFilter", "@system-service"),
     ] {
         assert!(has(key, value), "{UNIT} lacks {key}={value}");
+    }
+    // A stop or restart of nftables.service must not stop portknock: the daemon heals its
+    // table after the flush instead.
+    for (key, value) in &settings_of(&unit, "[Unit]") {
+        assert!(
+            !(key == "PartOf" || key == "BindsTo" || key == "Requires")
+                || !value.contains("nftables"),
+            "{UNIT}: {key}={value} would stop portknock with nftables.service"
+        );
     }
     // No other capability may creep in, on any line.
     for (key, value) in &settings {

@@ -734,7 +734,7 @@ fn apply_changes_doors_keeps_grants_and_refuses_broken_edits() {
     lab.connect(1, SERVER4, 23);
 
     // A broken edit changes nothing, for apply and for a SIGHUP alike.
-    let before = nft_list(&lab, &["chain", "inet", "portknock", "input"])
+    let before = nft_list(&lab, &["chain", "inet", "portknock", "prerouting"])
         + &nft_list(&lab, &["set", "inet", "portknock", "protected"]);
     std::fs::write(&list, "22:7000,9000,8000\n24:70000\n").expect("break list");
     let out = lab.admin(&["apply"]);
@@ -748,7 +748,7 @@ fn apply_changes_doors_keeps_grants_and_refuses_broken_edits() {
         .expect("kill")
         .success());
     assert_logged(&lab, "reload refused", 1);
-    let after = nft_list(&lab, &["chain", "inet", "portknock", "input"])
+    let after = nft_list(&lab, &["chain", "inet", "portknock", "prerouting"])
         + &nft_list(&lab, &["set", "inet", "portknock", "protected"]);
     assert_eq!(before, after);
     assert_eq!(status_grants(&lab).len(), 2);

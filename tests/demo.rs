@@ -89,7 +89,8 @@ fn the_demo_writes_nothing_through_what_another_user_prepared() {
     );
 
     let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--kill-child", BIN]).env("TMPDIR", &tmp);
+    cmd.args(["--pid", "--fork", "--kill-child", BIN])
+        .env("TMPDIR", &tmp);
     assert_whole_story(cmd);
 
     assert_eq!(

@@ -281,7 +281,7 @@ fn without_a_working_nft_apply_and_serve_fail_clearly_and_change_nothing() {
 
     // nft failing: the rules in force stay exactly as they were.
     ok(&lab.admin(&["apply"]));
-    let installed = lab.ruleset();
+    let installed = lab.policy();
     assert!(installed.contains("table inet portknock"));
     // Many doors more: the batch is larger than a pipe holds, so an nft that fails without
     // reading it all leaves portknock writing into a closed pipe. Odd ports eight apart, so that
@@ -304,11 +304,7 @@ fn without_a_working_nft_apply_and_serve_fail_clearly_and_change_nothing() {
                 "nothing was changed",
             ],
         );
-        assert_eq!(
-            lab.ruleset(),
-            installed,
-            "{args:?} half-installed something"
-        );
+        assert_eq!(lab.policy(), installed, "{args:?} half-installed something");
     }
     assert!(!lab.can_connect(0, SERVER4, 22), "still enforcing");
     ok(&lab.admin(&["apply"]));
@@ -420,7 +416,7 @@ fn a_flood_that_overruns_the_nflog_buffer_is_logged_and_knocks_work_afterwards()
 fn a_deleted_or_truncated_configuration_is_refused_on_sighup_and_restoring_it_works() {
     let Some(mut lab) = lab(1, FAST) else { return };
     lab.start_daemon();
-    let installed = lab.ruleset();
+    let installed = lab.policy();
     let dir = lab.config_dir();
     let conf = dir.join("portknock.conf");
     let simple = dir.join("simple-portknock-list");
@@ -466,7 +462,7 @@ fn a_deleted_or_truncated_configuration_is_refused_on_sighup_and_restoring_it_wo
         fault();
         lab.signal_daemon("-HUP");
         assert_logged(&lab, "reload refused", n + 1);
-        assert_eq!(lab.ruleset(), installed, "{what}: the rules changed");
+        assert_eq!(lab.policy(), installed, "{what}: the rules changed");
         assert!(!lab.can_connect(0, SERVER4, 22), "{what}: still closed");
         ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
         lab.connect(0, SERVER4, 22);
@@ -573,17 +569,12 @@ fn a_fifo_or_an_endless_device_as_a_list_is_refused_and_the_daemon_keeps_serving
 // ---------------------------------------------------------------------------------------------
 // A state directory another user prepared.
 
-/// Runs `program ARGS` as nobody (uid and gid 65534).
-fn as_nobody(program: &str) -> Command {
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
-    cmd
-}
-
-/// `flock FILE sleep 60` (run by `cmd`): a process that takes the exclusive lock on `file` and
-/// keeps it; returned once it holds it.
-fn hold_lock(mut cmd: Command, file: &Path) -> Child {
-    let holder = cmd
+/// `flock --close FILE sleep 60`: a process that takes the exclusive lock on `file` and keeps
+/// it; returned once it holds it.
+fn hold_lock(file: &Path) -> Child {
+    let holder = Command::new("flock")
+        // The lock stays with flock, not with sleep: killing flock releases it.
+        .arg("--close")
         .arg(file)
         .args(["sleep", "60"])
         .stdin(Stdio::null())
@@ -605,13 +596,33 @@ fn victim(path: &Path) -> impl Fn() + '_ {
     move || assert_eq!(fs::read_to_string(path).expect("victim"), "precious")
 }
 
-/// `FW_PORTKNOCK_STATE_DIR` as another user (nobody) prepared it: theirs, with the pid file
-/// and the snapshot's temporary file symbolic links to files of root's, and a pid file that
-/// names a victim process while a process of theirs holds its lock. `serve` truncated and
-/// wrote the links' targets, and a root `apply` sent SIGHUP to the victim, which died. Now
-/// both refuse the directory, say what to fix, and touch nothing; once root owns it, links
-/// left in it are still never followed, and a lock held by another process than the one the
-/// pid file names makes `apply` signal nothing.
+/// A stand-in for the daemon at `socket`, run by the test: it answers every request that it
+/// was done, as a daemon would, and keeps what it was asked. Only the daemon may be asked.
+fn impostor(socket: &Path) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixListener;
+    let listener = UnixListener::bind(socket).expect("impostor");
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&asked);
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut line = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut line);
+            if !line.is_empty() {
+                kept.lock().expect("lock").push(line);
+                let _ = stream.write_all(b"{\"done\":\"applied\"}\n");
+            }
+        }
+    });
+    asked
+}
+
+/// `FW_PORTKNOCK_STATE_DIR` as another user (nobody) prepared it: theirs, with the pid file and
+/// the snapshot's temporary file symbolic links to files of root's (`serve` truncated and wrote
+/// their targets), and a control socket that is not the daemon's (a command handed it its
+/// request and believed its answer). Now `serve` and `apply` refuse the directory, say what
+/// to fix, and touch nothing; once root owns it, links left in it are still never followed;
+/// and a socket there whose process does not hold the pid file's lock is asked nothing.
 #[test]
 fn a_state_directory_another_user_prepared_is_refused_and_nothing_is_touched() {
     let Some(mut lab) = lab(1, FAST) else { return };
@@ -621,31 +632,15 @@ fn a_state_directory_another_user_prepared_is_refused_and_nothing_is_touched() {
     let tmp_target = lab.dir.path().join("tmp-target");
     let pid_intact = victim(&pid_target);
     let tmp_intact = victim(&tmp_target);
-    std::os::unix::fs::symlink(&tmp_target, state.join("used-otps.tmp")).expect("link");
-    let mut children = Children(vec![Command::new("sleep")
-        .arg("60")
-        .spawn()
-        .expect("sleep")]);
-    let victim_pid = children.0[0].id();
     let pid_file = state.join("portknock.pid");
-    fs::write(&pid_file, format!("{victim_pid}\n")).expect("pid file");
-    let chown = |path: &Path| {
-        let status = Command::new("chown")
-            .args(["-h", "65534:65534"])
-            .arg(path)
-            .status();
-        assert!(status.expect("chown").success());
-    };
-    chown(&pid_file);
-    chown(&state);
-    children.0.push(hold_lock(as_nobody("flock"), &pid_file));
-    let victim_alive = |children: &mut Children| {
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(
-            children.0[0].try_wait().expect("wait").is_none(),
-            "the victim lives"
-        );
-    };
+    std::os::unix::fs::symlink(&pid_target, &pid_file).expect("link");
+    std::os::unix::fs::symlink(&tmp_target, state.join("used-otps.tmp")).expect("link");
+    let asked = impostor(&state.join("control.sock"));
+    let status = Command::new("chown")
+        .args(["-R", "-h", "65534:65534"])
+        .arg(&state)
+        .status();
+    assert!(status.expect("chown").success());
 
     let refused = format!(
         "the state directory {} belongs to uid 65534",
@@ -659,20 +654,37 @@ fn a_state_directory_another_user_prepared_is_refused_and_nothing_is_touched() {
     );
     let apply = lab.admin(&["apply"]);
     assert_failed_naming(&apply, &[&refused]);
-    victim_alive(&mut children);
+    assert!(
+        !lab.ruleset().contains("portknock"),
+        "apply installed nothing"
+    );
+    pid_intact();
+    assert_eq!(*asked.lock().expect("lock"), Vec::<String>::new());
 
-    // Root takes the directory over, but the links and the pid file stay.
-    fs::remove_file(&pid_file).expect("remove");
-    std::os::unix::fs::symlink(&pid_target, &pid_file).expect("link");
+    // Root takes the directory over, but the links and the socket stay.
     let status = Command::new("chown")
-        .args(["-R", "0:0"])
+        .args(["-R", "-h", "0:0"])
         .arg(&state)
         .status();
     assert!(status.expect("chown").success());
     let serve = lab.admin(&["serve"]);
     assert_failed_naming(&serve, &["portknock.pid", "symbolic link"]);
     pid_intact();
+    // With the pid file's lock held by a process that is not the one at the socket.
     fs::remove_file(&pid_file).expect("remove");
+    fs::write(&pid_file, "1\n").expect("pid file");
+    let holder = Children(vec![hold_lock(&pid_file)]);
+    let apply = lab.admin(&["apply"]);
+    assert_failed_naming(
+        &apply,
+        &["does not hold the lock", "was not asked anything"],
+    );
+    assert_eq!(*asked.lock().expect("lock"), Vec::<String>::new());
+    drop(holder);
+
+    // The daemon's own directory at last: it starts, and writes its snapshot as a file of
+    // its own, leaving the link's target alone.
+    fs::remove_file(state.join("control.sock")).expect("remove");
     lab.start_daemon();
     assert!(
         fs::symlink_metadata(state.join("used-otps"))
@@ -681,18 +693,8 @@ fn a_state_directory_another_user_prepared_is_refused_and_nothing_is_touched() {
         "a snapshot of the daemon's own"
     );
     tmp_intact();
+    ok(&lab.admin(&["apply"]));
     lab.stop_daemon("-TERM");
-
-    // A pid file of root's naming the victim, its lock held by another process of root's.
-    fs::write(&pid_file, format!("{victim_pid}\n")).expect("pid file");
-    children.0.push(hold_lock(Command::new("flock"), &pid_file));
-    let apply = lab.admin(&["apply"]);
-    assert_failed_naming(
-        &apply,
-        &[&format!("names pid {victim_pid}"), "not signalled"],
-    );
-    victim_alive(&mut children);
-    pid_intact();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -769,7 +771,7 @@ fn daemons_started_at_the_same_moment_leave_exactly_one_running() {
 fn a_second_daemon_with_another_state_directory_refuses_and_changes_nothing() {
     let Some(mut lab) = lab(1, FAST) else { return };
     lab.start_daemon();
-    let installed = lab.ruleset();
+    let installed = lab.policy();
     // Same namespace, another configuration directory and state directory: the pid-file lock
     // cannot see the first daemon, the kernel's NFLOG group can.
     let other = lab.dir.path().join("other");
@@ -787,11 +789,7 @@ fn a_second_daemon_with_another_state_directory_refuses_and_changes_nothing() {
     cmd.arg("serve").env("PORTKNOCK_CONFIG_DIR", &other);
     let out = output_within(cmd);
     assert_failed_naming(&out, &["NFLOG group", "another process already reads it"]);
-    assert_eq!(
-        lab.ruleset(),
-        installed,
-        "the second daemon changed nothing"
-    );
+    assert_eq!(lab.policy(), installed, "the second daemon changed nothing");
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
     lab.connect(0, SERVER4, 22);
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::config::Loaded;
+use crate::config::{random_orders, Loaded};
 use crate::port::KnockPort;
 use crate::report::{count, Report};
 
@@ -41,7 +41,10 @@ fn summary(loaded: &Loaded) -> String {
     let simple_doors = config
         .simple
         .iter()
-        .map(|door| door_line(door.protected, &door.sequence, ""))
+        .map(|door| {
+            let odds = format!(" (random order: 1 in {})", random_orders(&door.sequence));
+            door_line(door.protected, &door.sequence, &odds)
+        })
         .collect();
     let advanced_doors = config
         .advanced
@@ -77,6 +80,13 @@ fn summary(loaded: &Loaded) -> String {
         s.advanced_open.as_secs(),
         s.otp_skew,
     ));
+    if !s.trusted.is_empty() {
+        let trusted: Vec<String> = s.trusted.iter().map(ToString::to_string).collect();
+        line(format!(
+            "trusted:       {} (pass every door without knocking)",
+            trusted.join(" ")
+        ));
+    }
     line(format!(
         "IPv6 knocks:   {}; at most {} sources tracked; state in {}",
         on(s.ipv6),
@@ -104,6 +114,10 @@ mod tests {
             enabled: true,
             simple: true,
             advanced: true,
+            trusted: vec![
+                "198.51.100.0/24".parse().unwrap(),
+                "2001:db8::/48".parse().unwrap(),
+            ],
             ..Settings::defaults(dir)
         };
         let loaded = Loaded {
@@ -132,10 +146,11 @@ mod tests {
             "configuration: /etc/portknock\n\
              engine:        on\n\
              simple mode:   on, 1 door in /etc/portknock/simple-portknock-list\n\
-             \x20    22  <- 7000/tcp 8000/udp 6000/tcp\n\
+             \x20    22  <- 7000/tcp 8000/udp 6000/tcp (random order: 1 in 6)\n\
              advanced mode: on, 1 door in /etc/portknock/advanced-portknock-list\n\
              \x20  2222  <- 2000/udp (open/close secrets set)\n\
              timeouts:      knock 10 s, simple open 30 s, advanced open 3600 s, OTP skew 1 min either side\n\
+             trusted:       198.51.100.0/24 2001:db8::/48 (pass every door without knocking)\n\
              IPv6 knocks:   on; at most 262144 sources tracked; state in /var/lib/portknock\n\
              OK: 1 simple door, 1 advanced door, 1 warning\n"
         );

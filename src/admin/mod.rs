@@ -9,9 +9,12 @@ mod check;
 mod manual;
 mod status;
 
-use crate::config::Loaded;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::{self, Loaded};
+use crate::control::{self, Answer, ControlError, Request};
 use crate::firewall::{self, InstallError, NetlinkError, NftError, TABLE};
-use crate::pidfile::{self, PidError};
 use crate::report::{count, Report};
 
 pub use check::check;
@@ -27,8 +30,12 @@ pub enum AdminError {
     Remove(NftError),
     #[error(transparent)]
     Netlink(NetlinkError),
-    #[error("the rules are in force, but the running daemon could not be told to reload: {0}")]
-    Reload(PidError),
+    #[error(transparent)]
+    Control(ControlError),
+    #[error("the daemon refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    NoDaemon(&'static str),
     #[error("cannot render {what} as JSON: {error}")]
     Json {
         what: &'static str,
@@ -36,29 +43,63 @@ pub enum AdminError {
     },
 }
 
-/// `portknock apply`: puts the configuration in force and makes a running daemon reload it.
-pub fn apply(loaded: Loaded) -> Result<Report, AdminError> {
+/// `portknock apply` of the configuration in `dir`: the running daemon is asked to put it in
+/// force, so that it is in force in the kernel and in the daemon when this returns; with no
+/// daemon running, it is installed here.
+///
+/// With `confirm_within`, the daemon rolls the configuration back unless confirmed in time;
+/// that needs the daemon, since it must happen when this process and its session are gone.
+pub fn apply(
+    dir: &Path,
+    loaded: Loaded,
+    confirm_within: Option<Duration>,
+) -> Result<Report, AdminError> {
     let mut report = warnings(&loaded);
     let config = loaded.config;
-    firewall::install(&config).map_err(AdminError::Install)?;
+    let request = Request::Apply {
+        dir: canonical(dir),
+        confirm_within,
+    };
+    if let Some(done) = ask_daemon(&config.settings.state_dir, &request)? {
+        report.line(done);
+        return Ok(report);
+    }
+    if confirm_within.is_some() {
+        return Err(AdminError::NoDaemon(
+            "--confirm-within needs the daemon running, which rolls back even when this \
+             session is gone: start it (systemctl start portknock), or apply without it",
+        ));
+    }
+    firewall::install(&config, &[]).map_err(AdminError::Install)?;
     if config.settings.enabled {
         report.line(format!(
             "applied: {} and {} in table inet {TABLE}",
             count(config.simple.len(), "simple door"),
             count(config.advanced.len(), "advanced door"),
         ));
+        report.line(
+            "no daemon is running: start it with `portknock serve` (or systemctl start portknock)",
+        );
     } else {
         report.line(format!(
             "FW_PORTKNOCK is off: table inet {TABLE} removed, no port is protected"
         ));
     }
-    match pidfile::signal_reload(&config.settings.state_dir).map_err(AdminError::Reload)? {
-        Some(pid) => report.line(format!("asked the running daemon (pid {pid}) to reload")),
-        None => report.line(
-            "no daemon is running: start it with `portknock serve` (or systemctl start portknock)",
-        ),
-    }
     Ok(report)
+}
+
+/// What the running daemon said it did, or `None` when no daemon runs with `state_dir`.
+fn ask_daemon(state_dir: &Path, request: &Request) -> Result<Option<String>, AdminError> {
+    match control::ask(state_dir, request).map_err(AdminError::Control)? {
+        Some(Answer::Done(text)) => Ok(Some(text)),
+        Some(Answer::Refused(why)) => Err(AdminError::Refused(why)),
+        None => Ok(None),
+    }
+}
+
+/// The directory as the daemon names its own, so that the two can be compared.
+fn canonical(dir: &Path) -> PathBuf {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
 /// `portknock apply --dry-run`: the batch `apply` would send, as JSON.
@@ -73,10 +114,30 @@ pub fn dry_run(loaded: Loaded) -> Result<Report, AdminError> {
     Ok(report)
 }
 
-/// `portknock remove`.
-pub fn remove() -> Result<Report, AdminError> {
-    firewall::remove().map_err(AdminError::Remove)?;
+/// `portknock confirm`: keeps what an `apply --confirm-within` put in force.
+pub fn confirm(dir: &Path) -> Result<Report, AdminError> {
     let mut report = Report::new();
+    match ask_daemon(&config::state_dir(dir), &Request::Confirm)? {
+        Some(done) => report.line(done),
+        None => {
+            return Err(AdminError::NoDaemon(
+                "no daemon is running, so there is nothing to confirm",
+            ))
+        }
+    }
+    Ok(report)
+}
+
+/// `portknock remove`: the running daemon of the configuration in `dir` is asked to take the
+/// table away and to keep it away; with no daemon running, it is removed here.
+pub fn remove(dir: &Path) -> Result<Report, AdminError> {
+    let mut report = Report::new();
+    let state_dir = config::state_dir(dir);
+    if let Some(done) = ask_daemon(&state_dir, &Request::Remove)? {
+        report.line(done);
+        return Ok(report);
+    }
+    firewall::remove().map_err(AdminError::Remove)?;
     report.line(format!(
         "table inet {TABLE} removed: no port is protected any more"
     ));

@@ -1,14 +1,16 @@
 //! `portknock status`: the engine and modes, the doors, and the grants the kernel holds.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use serde::Serialize;
 
 use super::AdminError;
-use crate::config::{Config, ConfigError, Loaded};
+use crate::config::{self, Config, ConfigError, Loaded};
 use crate::firewall::{self, Grant, TABLE};
 use crate::port::KnockPort;
 use crate::report::Report;
+use crate::trial;
 
 #[derive(Debug, Serialize)]
 struct Status {
@@ -19,8 +21,27 @@ struct Status {
     simple: bool,
     advanced: bool,
     table_installed: bool,
+    /// What the doors guard, in words.
+    guarded: &'static str,
+    /// Sources that pass every door without knocking, as prefixes.
+    trusted: Vec<String>,
+    /// An `apply --confirm-within` the daemon waits to see confirmed.
+    pending_confirmation: Option<PendingStatus>,
     doors: Vec<DoorStatus>,
     grants: Vec<GrantStatus>,
+}
+
+/// What a door guards and who passes it anyway (docs/behaviour.md §4).
+const GUARDED: &str = "new TCP connections to the host's own addresses on a \
+protected port, whether they go to a socket of the host or DNAT sends them on to a container, \
+a VM or another machine; the host itself (loopback and its own addresses) and the trusted \
+sources pass, and what the host routes to other machines is left alone";
+
+#[derive(Debug, Serialize)]
+struct PendingStatus {
+    /// When the daemon rolls back unless confirmed, in seconds since the Unix epoch.
+    deadline: u64,
+    seconds_left: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -38,7 +59,12 @@ struct GrantStatus {
 }
 
 impl Status {
-    fn new(config: Option<&Config>, grants: Option<Vec<Grant>>) -> Status {
+    fn new(
+        config: Option<&Config>,
+        grants: Option<Vec<Grant>>,
+        pending: Option<trial::Pending>,
+        now: u64,
+    ) -> Status {
         let mut doors: Vec<DoorStatus> = Vec::new();
         if let Some(config) = config {
             doors.extend(config.simple.iter().map(|d| {
@@ -82,6 +108,15 @@ impl Status {
             simple: settings.is_some_and(|s| s.simple),
             advanced: settings.is_some_and(|s| s.advanced),
             table_installed: grants.is_some(),
+            guarded: GUARDED,
+            pending_confirmation: pending.map(|p| PendingStatus {
+                deadline: p.deadline,
+                seconds_left: p.deadline.saturating_sub(now),
+            }),
+            trusted: (settings.iter())
+                .flat_map(|s| &s.trusted)
+                .map(ToString::to_string)
+                .collect(),
             grants: grants.unwrap_or_default(),
             doors,
         }
@@ -106,6 +141,16 @@ impl Status {
                 "table inet {TABLE}: NOT installed — nothing is protected (run `portknock apply`)"
             ));
         }
+        if let Some(p) = &self.pending_confirmation {
+            report.line(format!(
+                "PENDING: the configuration in force is on trial: `portknock confirm` within {} s keeps it, else the previous one comes back",
+                p.seconds_left
+            ));
+        }
+        report.line(format!("guarded: {}", self.guarded));
+        if !self.trusted.is_empty() {
+            report.line(format!("trusted: {}", self.trusted.join(" ")));
+        }
         report.line(format!("doors: {}", self.doors.len()));
         for d in &self.doors {
             report.line(format!("  {:>5}  {:<8}  {}", d.port, d.mode, d.knock));
@@ -125,12 +170,26 @@ impl Status {
 
 /// `portknock status [--json]`. A broken configuration is reported but does not hide the
 /// kernel's state: the grants shown are read from the kernel either way.
-pub fn status(loaded: Result<Loaded, ConfigError>, json: bool) -> Result<Report, AdminError> {
+pub fn status(
+    dir: &Path,
+    loaded: Result<Loaded, ConfigError>,
+    json: bool,
+) -> Result<Report, AdminError> {
     let mut report = Report::new();
+    let state_dir = match &loaded {
+        Ok(loaded) => loaded.config.settings.state_dir.clone(),
+        Err(_) => config::state_dir(dir),
+    };
     let config = match loaded {
         Ok(loaded) => {
             loaded.warnings.iter().for_each(|w| report.note(w));
-            Some(loaded.config)
+            Some(match trial::in_force(loaded.config) {
+                trial::InForce::Files(config) | trial::InForce::Unreadable(config, _) => config,
+                trial::InForce::Confirmed(confirmed) => {
+                    report.note("the configuration files hold the configuration that was rolled back for want of a confirmation: shown is the last confirmed one, which the daemon enforces");
+                    confirmed
+                }
+            })
         }
         Err(e) => {
             e.diagnostics.iter().for_each(|d| report.note(d));
@@ -138,7 +197,11 @@ pub fn status(loaded: Result<Loaded, ConfigError>, json: bool) -> Result<Report,
         }
     };
     let grants = firewall::grants().map_err(AdminError::Netlink)?;
-    let status = Status::new(config.as_ref(), grants);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let pending = trial::pending(&state_dir);
+    let status = Status::new(config.as_ref(), grants, pending, now);
     if json {
         let text = serde_json::to_string_pretty(&status).map_err(|error| AdminError::Json {
             what: "the status",

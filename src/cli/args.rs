@@ -133,14 +133,30 @@ Examples:\n  portknock check\n  portknock check --config-dir examples"
     Check(ConfigDirArg),
     /// Validate, install or replace the ruleset atomically, and make a running daemon reload.
     #[command(
-        after_help = "Grants of doors that still exist survive the replacement. A configuration \
-with errors changes nothing. With FW_PORTKNOCK=\"no\" the table is removed and no port is \
-protected. --dry-run needs no privileges.\n\n\
-Exit status: 0 applied, 1 failure at run time (nft refused, no privilege), 2 errors in the \
-configuration.\n\n\
-Examples:\n  portknock apply\n  portknock apply --dry-run | jq ."
+        after_help = "A running daemon is asked to put the configuration in force, and it is in \
+force when apply returns; with no daemon running, apply installs it itself. Grants of doors \
+that still exist survive the replacement. A configuration with errors changes nothing. With \
+FW_PORTKNOCK=\"no\" the table is removed and no port is protected. --dry-run needs no \
+privileges.\n\n\
+--confirm-within SECONDS keeps you from locking yourself out over SSH: unless `portknock \
+confirm` comes within that time (from a new session, to prove the new doors let you in), the \
+daemon puts the previous configuration back by itself, with its grants, even when this session \
+and this command are gone. It needs the daemon running.\n\n\
+Exit status: 0 applied, 1 failure at run time (nft refused, no privilege, the daemon refused), \
+2 errors in the configuration.\n\n\
+Examples:\n  portknock apply\n  portknock apply --confirm-within 120   # then, from a new SSH session: portknock confirm\n  \
+portknock apply --dry-run | jq ."
     )]
     Apply(ApplyArgs),
+    /// Keep the configuration an `apply --confirm-within` put in force.
+    #[command(
+        after_help = "Run it from a session opened after the apply, through the new doors: that \
+shows they let you in. Without it, the daemon rolls back to the previous configuration when the \
+time runs out.\n\n\
+Exit status: 0 confirmed, 1 nothing to confirm or no daemon running.\n\n\
+Example:\n  portknock confirm"
+    )]
+    Confirm(ConfigDirArg),
     /// Run the daemon in the foreground: install the rules, watch knocks, grant. SIGHUP reloads.
     #[command(
         after_help = "Logs go to standard error (RUST_LOG=debug for more). SIGHUP reloads the \
@@ -179,7 +195,7 @@ the daemon first (systemctl stop portknock): its next reload would install the t
 `portknock apply` puts the protection back.\n\n\
 Example:\n  systemctl stop portknock && portknock remove"
     )]
-    Remove,
+    Remove(ConfigDirArg),
     /// Knock a simple-mode sequence: one connection attempt (TCP) or datagram (PORT/udp) per port, in order.
     #[command(
         after_help = "Each TCP port gets one connection attempt (its SYN is the knock), each PORT/udp one \
@@ -238,8 +254,11 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub dir: ConfigDirArg,
     /// Print the nftables JSON batch instead of installing it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "confirm_within")]
     pub dry_run: bool,
+    /// Roll back to the previous configuration unless `portknock confirm` comes within SECONDS.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub confirm_within: Option<u64>,
 }
 
 /// Arguments of `portknock status`.
@@ -255,6 +274,8 @@ pub struct StatusArgs {
 /// Arguments of `portknock open`.
 #[derive(Debug, Args)]
 pub struct OpenArgs {
+    #[command(flatten)]
+    pub dir: ConfigDirArg,
     /// The source address to let in.
     pub source: std::net::IpAddr,
     /// The protected port to open.
@@ -269,6 +290,8 @@ pub struct OpenArgs {
 /// Arguments of `portknock close`.
 #[derive(Debug, Args)]
 pub struct CloseArgs {
+    #[command(flatten)]
+    pub dir: ConfigDirArg,
     /// The source address whose grant is taken back.
     pub source: std::net::IpAddr,
     /// The protected port.

@@ -97,11 +97,12 @@ impl Command {
         match self {
             Command::Check(_) => "check",
             Command::Apply(_) => "apply",
+            Command::Confirm(_) => "confirm",
             Command::Serve(_) => "serve",
             Command::Status(_) => "status",
             Command::Open(_) => "open",
             Command::Close(_) => "close",
-            Command::Remove => "remove",
+            Command::Remove(_) => "remove",
             Command::Knock(_) => "knock",
             Command::Otp(_) => "otp",
             Command::Demo => "demo",
@@ -119,10 +120,11 @@ impl Command {
             | Command::Generate(_) => false,
             Command::Apply(args) => !args.dry_run,
             Command::Serve(_)
+            | Command::Confirm(_)
             | Command::Status(_)
             | Command::Open(_)
             | Command::Close(_)
-            | Command::Remove => true,
+            | Command::Remove(_) => true,
         }
     }
 
@@ -147,10 +149,11 @@ impl Command {
             Command::Check(args) => admin::check(&config::load(&args.config_dir)?),
             Command::Apply(args) => {
                 let loaded = config::load(&args.dir.config_dir)?;
+                let confirm_within = args.confirm_within.map(Duration::from_secs);
                 if args.dry_run {
                     admin::dry_run(loaded)?
                 } else {
-                    admin::apply(loaded)?
+                    admin::apply(&args.dir.config_dir, loaded, confirm_within)?
                 }
             }
             Command::Serve(args) => {
@@ -159,12 +162,17 @@ impl Command {
                 daemon::serve(&args.config_dir, loaded)?;
                 Report::new()
             }
-            Command::Status(args) => admin::status(config::load(&args.dir.config_dir), args.json)?,
-            Command::Open(args) => {
-                admin::open(args.source, args.port, Duration::from_secs(args.open_for))?
+            Command::Status(args) => {
+                let dir = &args.dir.config_dir;
+                admin::status(dir, config::load(dir), args.json)?
             }
-            Command::Close(args) => admin::close(args.source, args.port)?,
-            Command::Remove => admin::remove()?,
+            Command::Open(args) => {
+                let open_for = Duration::from_secs(args.open_for);
+                admin::open(&args.dir.config_dir, args.source, args.port, open_for)?
+            }
+            Command::Close(args) => admin::close(&args.dir.config_dir, args.source, args.port)?,
+            Command::Remove(args) => admin::remove(&args.config_dir)?,
+            Command::Confirm(args) => admin::confirm(&args.config_dir)?,
             Command::Knock(args) => client::knock(&KnockRequest {
                 host: args.host,
                 ports: args.ports,

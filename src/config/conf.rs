@@ -2,8 +2,11 @@
 //! sources the file would read them, so that one file can serve both.
 
 use std::collections::hash_map::{Entry, HashMap};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 use super::{Diagnostic, Settings};
 
@@ -21,7 +24,7 @@ pub const MAX_OTP_SKEW: u32 = 10;
 pub const MAX_MAX_SOURCES: usize = 1 << 24;
 
 /// Every key of docs/behaviour.md §1.1, for "did you mean".
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 13] = [
     "FW_PORTKNOCK",
     "FW_PORTKNOCK_SIMPLE",
     "FW_PORTKNOCK_ADVANCED",
@@ -34,6 +37,7 @@ const KEYS: [&str; 12] = [
     "FW_PORTKNOCK_IPV6",
     "FW_PORTKNOCK_MAX_SOURCES",
     "FW_PORTKNOCK_STATE_DIR",
+    "FW_PORTKNOCK_TRUSTED",
 ];
 
 /// Reads the settings in `text` (the content of `file`), reporting problems into `diags`.
@@ -181,6 +185,7 @@ fn apply(
         "FW_PORTKNOCK_MAX_SOURCES" => whole(v, 1, MAX_MAX_SOURCES as u64, "", d.max_sources as u64)
             .map(|n| s.max_sources = n as usize),
         "FW_PORTKNOCK_STATE_DIR" => state_dir(v, &d.state_dir).map(|p| s.state_dir = p),
+        "FW_PORTKNOCK_TRUSTED" => trusted(v).map(|t| s.trusted = t),
         _ => return None,
     })
 }
@@ -205,6 +210,50 @@ fn state_dir(v: &str, default: &Path) -> Result<PathBuf, String> {
         path if path.is_absolute() => Ok(path.to_path_buf()),
         _ => Err("an absolute path".to_string()),
     }
+}
+
+/// Space-separated IPv4 and IPv6 addresses and prefixes, each taken as a network. A prefix
+/// with host bits set is refused rather than guessed at (`10.1.2.3/8`: the network, or the
+/// address?), and so is a prefix of length 0, which would let everyone in.
+fn trusted(v: &str) -> Result<Vec<IpNet>, String> {
+    v.split_whitespace()
+        .map(|word| {
+            let net = match word.parse::<IpNet>() {
+                Ok(net) => net,
+                Err(_) => match word.parse::<IpAddr>() {
+                    Ok(addr) => IpNet::from(addr),
+                    Err(_) => {
+                        return Err(format!(
+                            "IPv4 and IPv6 addresses and prefixes separated by spaces, such as \
+                             198.51.100.0/24 2001:db8::/48 203.0.113.7; {word:?} is neither"
+                        ))
+                    }
+                },
+            };
+            if net.prefix_len() == 0 {
+                return Err(format!(
+                    "prefixes narrower than {word}, which lets every address in and so turns \
+                     portknock off for the whole world; to turn it off, set FW_PORTKNOCK=no"
+                ));
+            }
+            if net.trunc() != net {
+                return Err(format!(
+                    "{word} to have no bits set past its prefix length: write {} for the \
+                     network, or {} for the one address",
+                    net.trunc(),
+                    net.addr()
+                ));
+            }
+            if let IpNet::V6(v6) = net {
+                if v6.addr().to_ipv4_mapped().is_some() {
+                    return Err(format!(
+                        "IPv4 addresses written as such; {word} is an IPv4-mapped IPv6 address"
+                    ));
+                }
+            }
+            Ok(net)
+        })
+        .collect()
 }
 
 /// A decimal number in `lo..=hi`; `unit` completes "a whole number{unit}".
@@ -275,6 +324,7 @@ FW_PORTKNOCK_OTP_SKEW=0
 FW_PORTKNOCK_IPV6=NO
 FW_PORTKNOCK_MAX_SOURCES=16777216
 FW_PORTKNOCK_STATE_DIR="/var/lib/pk state"
+FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
 "#;
         let expected = Settings {
             enabled: true,
@@ -289,6 +339,14 @@ FW_PORTKNOCK_STATE_DIR="/var/lib/pk state"
             ipv6: false,
             max_sources: 16_777_216,
             state_dir: PathBuf::from("/var/lib/pk state"),
+            trusted: [
+                "198.51.100.0/24",
+                "2001:db8::/48",
+                "203.0.113.7/32",
+                "fd00::1/128",
+            ]
+            .map(|n| n.parse().unwrap())
+            .to_vec(),
         };
         assert_eq!(run(text), (expected, vec![]));
     }
@@ -400,6 +458,37 @@ FW_PORTKNOCK_STATE_DIR="/var/lib/pk state"
     }
 
     #[test]
+    fn trusted_sources_are_networks_and_never_everyone() {
+        let bad = |value: &str| {
+            let (settings, diags) = run(&format!("FW_PORTKNOCK_TRUSTED=\"{value}\"\n"));
+            assert_eq!(settings.trusted, [], "{value}: the default stays");
+            assert_eq!(diags.len(), 1, "{diags:?}");
+            diags[0].clone()
+        };
+        let prefix = format!("{FILE}:1: error: FW_PORTKNOCK_TRUSTED=");
+        assert_eq!(
+            bad("10.0.0.0/8 0.0.0.0/0"),
+            format!(
+                "{prefix}\"10.0.0.0/8 0.0.0.0/0\": expected prefixes narrower than 0.0.0.0/0, \
+                 which lets every address in and so turns portknock off for the whole world; \
+                 to turn it off, set FW_PORTKNOCK=no"
+            )
+        );
+        assert!(bad("::/0").contains("narrower than ::/0"));
+        assert_eq!(
+            bad("10.1.2.3/8"),
+            format!(
+                "{prefix}\"10.1.2.3/8\": expected 10.1.2.3/8 to have no bits set past its prefix \
+                 length: write 10.0.0.0/8 for the network, or 10.1.2.3 for the one address"
+            )
+        );
+        assert!(bad("198.51.100.300").ends_with("\"198.51.100.300\" is neither"));
+        assert!(bad("10.0.0.0/33").contains("\"10.0.0.0/33\" is neither"));
+        assert!(bad("::ffff:198.51.100.7").contains("IPv4-mapped"));
+        assert!(bad("example.com").contains("such as 198.51.100.0/24 2001:db8::/48"));
+    }
+
+    #[test]
     fn engine_without_a_mode_is_a_warning() {
         assert_eq!(
             messages("FW_PORTKNOCK=yes\n"),
@@ -448,6 +537,7 @@ FW_PORTKNOCK_STATE_DIR="/var/lib/pk state"
                 otp_skew: skew,
                 max_sources: sources,
                 state_dir: PathBuf::from(state),
+                trusted: Vec::new(),
             };
             let (settings, diags) = run(&text);
             prop_assert_eq!(settings, expected);

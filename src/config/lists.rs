@@ -12,6 +12,16 @@ use crate::port::{is_digits, parse_port, KnockPort, PortError, Proto};
 /// Most knock ports in one simple sequence (docs/behaviour.md §1.4).
 pub const MAX_SEQUENCE: usize = 32;
 
+/// Sequences whose ports in a random order hit the right one less often than once in this many
+/// tries draw a warning: a two-port sequence is opened by every other such scan.
+pub const MIN_RANDOM_ORDERS: u64 = 6;
+
+/// In how many random orders of its knock ports one opens the door: n! for n ports (more when a
+/// port recurs in the sequence, which this does not count), saturating.
+pub fn random_orders(sequence: &[KnockPort]) -> u64 {
+    (1..=sequence.len() as u64).fold(1, u64::saturating_mul)
+}
+
 /// Secrets shorter than this draw a warning: one captured knock lets anyone try short secrets
 /// offline against it.
 pub const MIN_SECRET_LEN: usize = 8;
@@ -169,12 +179,23 @@ fn simple_door(
             "a one-port sequence: any single packet to {only} (a port scan, say) opens the \
              door; use three or more knock ports"
         ));
-    } else if sequence.windows(2).all(|pair| pair[0].port < pair[1].port) {
-        warnings.push(
-            "the sequence is strictly ascending, so a sequential port scan walks it; put the \
-             knock ports out of order"
-                .to_string(),
-        );
+    } else {
+        // A sequence with an error (a port twice in a row) has its error to fix first.
+        if errors.is_empty() && random_orders(&sequence) < MIN_RANDOM_ORDERS {
+            warnings.push(format!(
+                "a {}-port sequence: a scan that tries only its knock ports, in a random order, \
+                 opens the door once in {}; use three or more knock ports (four: once in 24)",
+                sequence.len(),
+                random_orders(&sequence)
+            ));
+        }
+        if sequence.windows(2).all(|pair| pair[0].port < pair[1].port) {
+            warnings.push(
+                "the sequence is strictly ascending, so a sequential port scan walks it; put \
+                 the knock ports out of order"
+                    .to_string(),
+            );
+        }
     }
     Some(SimpleDoor {
         protected: protected?,

@@ -14,11 +14,13 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use crate::port::KnockPort;
 
 pub use conf::{MAX_DURATION_SECS, MAX_MAX_SOURCES, MAX_OTP_SKEW};
 pub use diagnostic::{ConfigError, Diagnostic, Severity};
-pub use lists::{MAX_SEQUENCE, MIN_SECRET_LEN};
+pub use lists::{random_orders, MAX_SEQUENCE, MIN_RANDOM_ORDERS, MIN_SECRET_LEN};
 
 /// Name of the settings file inside the configuration directory.
 pub const CONF_FILE: &str = "portknock.conf";
@@ -99,6 +101,8 @@ pub struct Settings {
     pub max_sources: usize,
     /// Where state that must survive a restart lives.
     pub state_dir: PathBuf,
+    /// `FW_PORTKNOCK_TRUSTED`: sources that pass every protected port without knocking.
+    pub trusted: Vec<IpNet>,
 }
 
 impl Settings {
@@ -117,6 +121,7 @@ impl Settings {
             ipv6: true,
             max_sources: 262_144,
             state_dir: PathBuf::from("/var/lib/portknock"),
+            trusted: Vec::new(),
         }
     }
 }
@@ -210,6 +215,16 @@ pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
         },
         warnings: diags,
     })
+}
+
+/// The state directory `portknock.conf` of `dir` names, read without the lists, so that it is
+/// found even when the rest of the configuration is broken; the default when the file cannot
+/// be read.
+pub fn state_dir(dir: &Path) -> PathBuf {
+    match read(&dir.join(CONF_FILE), MAX_CONF_BYTES) {
+        Ok((text, _)) => parse_settings(dir, &text).0.state_dir,
+        Err(_) => Settings::defaults(dir).state_dir,
+    }
 }
 
 /// Parses the text of `portknock.conf` of the configuration directory `dir` as [`load`] does,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
+use super::keeper::Keeper;
 use crate::capture::Packet;
 use crate::config::Config;
 use crate::engine::{DoorId, Engine, Outcome};
@@ -31,6 +32,8 @@ pub enum Event {
     WrongSequence { source: IpAddr, door: u16 },
     /// The source's progress outlived the knock timeout.
     Expired { source: IpAddr, door: u16 },
+    /// The source knocked on many ports outside every door while it had progress: a scan.
+    Scanned { source: IpAddr },
     /// A datagram to an OTP knock port that is no one-time password.
     NotAnOtp { source: IpAddr, port: u16 },
     /// A one-time password that was used before.
@@ -83,6 +86,7 @@ pub struct Core {
     doors: Doors,
     lines: LineBudget,
     overruns: u64,
+    keeper: Keeper,
 }
 
 /// What the core derives from the doors of the configuration in force.
@@ -113,14 +117,20 @@ impl Doors {
 }
 
 impl Core {
-    /// The core for `config`, at `now`.
-    pub fn new(config: Config, now: Instant) -> Core {
+    /// The core for `config`, at `now`, of the daemon whose process is `pid`.
+    pub fn new(config: Config, now: Instant, pid: u32) -> Core {
         Core {
             doors: Doors::new(&config),
             config,
             lines: LineBudget::new(JUNK_LINES_PER_SECOND, now),
             overruns: 0,
+            keeper: Keeper::new(pid),
         }
+    }
+
+    /// What keeps the table in force, and knows the grants to put back.
+    pub fn keeper(&mut self) -> &mut Keeper {
+        &mut self.keeper
     }
 
     /// Takes `config` in force. Knock progress starts over, which costs a client in the middle
@@ -128,6 +138,12 @@ impl Core {
     pub fn reload(&mut self, config: Config) {
         self.doors = Doors::new(&config);
         self.config = config;
+    }
+
+    /// Forgets which doors are armed in the kernel, when a failed commit leaves it unknown;
+    /// the next installation of the policy empties the kernel's fast path to agree.
+    pub fn forget_armed(&mut self) {
+        self.doors.kernel_armed.clear();
     }
 
     /// The configuration in force.
@@ -186,6 +202,7 @@ impl Core {
         let source = packet.source;
         let settings = &self.config.settings;
         let (timeout, open_for) = (settings.knock_timeout, settings.simple_open);
+        let mut scanned = false;
         for outcome in self.doors.engine.knock(source, packet.knock, now) {
             match outcome {
                 Outcome::Armed { door, final_knock } => {
@@ -206,6 +223,7 @@ impl Core {
                     // time; this is the grant that lasts, and it covers a final knock that beat
                     // the arming and the doors the kernel does not hold.
                     effects.changes.grant(source, door, open_for);
+                    self.keeper.granted(source, door, now, open_for);
                     effects.events.push(Event::Opened { source, door });
                 }
                 Outcome::Reset { door, .. } => {
@@ -216,8 +234,12 @@ impl Core {
                     let door = self.config.simple[door].protected;
                     self.junk(Event::Expired { source, door }, now, effects);
                 }
+                Outcome::Scanned { .. } => scanned = true,
                 Outcome::Progress { .. } | Outcome::Retransmit { .. } => {}
             }
+        }
+        if scanned {
+            self.junk(Event::Scanned { source }, now, effects);
         }
         // Whatever ended the armed door's progress (it opened, reset or expired, or the engine
         // let it go for its bounds), the kernel's arming ends with it.
@@ -293,8 +315,10 @@ impl Core {
         let mut changes = Changes::new();
         if open {
             changes.grant(source, door, open_for);
+            self.keeper.granted(source, door, now, open_for);
         } else {
             changes.revoke(source, door);
+            self.keeper.revoked(source, door);
         }
         Some(Accepted {
             source,

@@ -88,7 +88,22 @@ pub enum Outcome {
         /// Only the final knock was missing.
         was_armed: bool,
     },
+    /// The source knocked on [`SCAN_PORTS`] ports that are no door's knock ports while it had
+    /// progress: a port scan, which walks knock ports in a random order and must not open a
+    /// door by chance. Its progress on every door is gone.
+    Scanned {
+        /// The door.
+        door: DoorId,
+        /// Only the final knock was missing.
+        was_armed: bool,
+    },
 }
+
+/// How many ports that are no knock port a source with progress may knock on before its
+/// progress is taken for a scan's and dropped. A client's own traffic to the server while it
+/// knocks (a web page, a mail client) touches a port or two; a scan touches thousands. Ports
+/// count as distinct by their number modulo 64.
+pub const SCAN_PORTS: u32 = 8;
 
 /// The outcomes of one knock, in door order; one or two per door that uses the knocked port.
 pub type Outcomes = SmallVec<[Outcome; 4]>;
@@ -111,7 +126,15 @@ struct DoorState {
 }
 
 /// Progress on the doors of one source; one door inline, as is usual.
-type SourceProgress = SmallVec<[DoorState; 1]>;
+type Doors = SmallVec<[DoorState; 1]>;
+
+/// What the engine keeps of one source with progress. 40 bytes.
+#[derive(Debug, Clone, Default)]
+struct SourceProgress {
+    doors: Doors,
+    /// The ports outside every door it knocked on meanwhile, one bit per port modulo 64.
+    other_ports: u64,
+}
 
 /// The knock state of every source (docs/behaviour.md §2).
 #[derive(Debug)]
@@ -156,12 +179,16 @@ impl Engine {
 
     /// Applies a knock from `source` on `knock` seen at `now`, and says what it did to each door
     /// that uses that port. IPv4-mapped IPv6 sources count as their IPv4 address.
+    ///
+    /// A port that is no door's knock port touches no door, but counts, for a source with
+    /// progress, towards [`SCAN_PORTS`].
     pub fn knock(&mut self, source: IpAddr, knock: KnockPort, now: Instant) -> Outcomes {
         let mut out = Outcomes::new();
+        let source = source.to_canonical();
         let Some(doors) = self.by_port.get(&knock) else {
+            self.other_port(source, knock.port, &mut out);
             return out;
         };
-        let source = source.to_canonical();
         let step = Step {
             sequences: &self.sequences,
             timeout: self.timeout,
@@ -170,23 +197,50 @@ impl Engine {
         };
         if let Some(progress) = self.sources.get_mut(&source) {
             for &door in doors {
-                step.apply(door, progress, &mut out);
+                step.apply(door, &mut progress.doors, &mut out);
             }
-            if progress.is_empty() {
+            if progress.doors.is_empty() {
                 self.sources.pop(&source);
             }
         } else {
             // A source is only stored once it has progress, so knocks that start nothing (the
             // bulk of a scan or a flood) cannot push out sources that are mid-sequence.
-            let mut progress = SourceProgress::new();
+            let mut progress = SourceProgress::default();
             for &door in doors {
-                step.apply(door, &mut progress, &mut out);
+                step.apply(door, &mut progress.doors, &mut out);
             }
-            if !progress.is_empty() {
+            if !progress.doors.is_empty() {
                 self.sources.push(source, progress);
             }
         }
         out
+    }
+
+    /// A knock of `source` on `port`, no door's knock port. Sources without progress are not
+    /// looked at further, and their traffic keeps no one in the table.
+    fn other_port(&mut self, source: IpAddr, port: u16, out: &mut Outcomes) {
+        let Some(progress) = self.sources.peek_mut(&source) else {
+            return;
+        };
+        progress.other_ports |= 1 << (port % 64);
+        if progress.other_ports.count_ones() < SCAN_PORTS {
+            return;
+        }
+        let mut scanned: Outcomes = (progress.doors.iter())
+            .map(|p| {
+                let n = self.sequences[p.door as usize].len();
+                Outcome::Scanned {
+                    door: p.door as DoorId,
+                    was_armed: n >= 2 && p.step as usize == n - 1,
+                }
+            })
+            .collect();
+        scanned.sort_unstable_by_key(|o| match o {
+            Outcome::Scanned { door, .. } => *door,
+            _ => DoorId::MAX,
+        });
+        out.extend(scanned);
+        self.sources.pop(&source);
     }
 
     /// Whether `source` has knocked all of `door`'s sequence but the final knock, within the
@@ -197,7 +251,7 @@ impl Engine {
         let Some(progress) = self.sources.peek(&source.to_canonical()) else {
             return false;
         };
-        progress.iter().any(|p| {
+        progress.doors.iter().any(|p| {
             p.door as usize == door
                 && n >= 2
                 && p.step as usize == n - 1
@@ -256,7 +310,7 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
-    fn apply(&self, door: u32, progress: &mut SourceProgress, out: &mut Outcomes) {
+    fn apply(&self, door: u32, progress: &mut Doors, out: &mut Outcomes) {
         let id = door as DoorId;
         let seq = &self.sequences[id];
         let n = seq.len();
@@ -724,7 +778,7 @@ mod tests {
         for d in 0..40u16 {
             c.at(u64::from(d), a, KnockPort::tcp(1000 + d));
         }
-        let kept = c.engine.sources.peek(&a).map(|p| p.len());
+        let kept = c.engine.sources.peek(&a).map(|p| p.doors.len());
         assert_eq!(kept, Some(MAX_DOORS_PER_SOURCE));
         // The most recent doors survive.
         assert_eq!(
@@ -745,7 +799,7 @@ mod tests {
     #[test]
     fn memory_layout_matches_the_documented_cost() {
         assert_eq!(std::mem::size_of::<DoorState>(), 24);
-        assert_eq!(std::mem::size_of::<SourceProgress>(), 32);
+        assert_eq!(std::mem::size_of::<SourceProgress>(), 40);
     }
 
     #[test]
@@ -838,6 +892,8 @@ mod tests {
     enum Chunk {
         /// Ports of [`POOL`].
         Random(u8, Vec<(usize, u64)>),
+        /// Ports outside every door (100 to 163: distinct modulo 64), as a scan sends them.
+        Scan(u8, Vec<(u16, u64)>),
         /// A door's whole sequence, so that opens are frequent rather than luck.
         Door(u8, DoorId, u64),
     }
@@ -851,7 +907,12 @@ mod tests {
         )
             .prop_map(|(s, k)| Chunk::Random(s, k));
         let door = (0u8..3, 0..doors, 0..1_500u64).prop_map(|(s, d, g)| Chunk::Door(s, d, g));
-        proptest::collection::vec(prop_oneof![random, door], 1..40)
+        let scan = (
+            0u8..3,
+            proptest::collection::vec((100u16..164, 0..500u64), 1..12),
+        )
+            .prop_map(|(s, k)| Chunk::Scan(s, k));
+        proptest::collection::vec(prop_oneof![random, door, scan], 1..40)
     }
 
     fn expand(doors: &[Vec<KnockPort>], chunks: &[Chunk]) -> Vec<Event> {
@@ -867,6 +928,11 @@ mod tests {
                 Chunk::Random(s, knocks) => {
                     for &(k, gap) in knocks {
                         push(*s, POOL[k], gap);
+                    }
+                }
+                Chunk::Scan(s, knocks) => {
+                    for &(port, gap) in knocks {
+                        push(*s, KnockPort::tcp(port), gap);
                     }
                 }
                 Chunk::Door(s, d, gap) => {
@@ -918,6 +984,83 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn knocks_on_many_ports_outside_every_door_are_a_scan_and_reset_every_door() {
+        let mut c = Clock::new(&[tcp(&[1, 2, 3]), tcp(&[1, 5, 6])]);
+        let (a, b) = (ip(1), ip(2));
+        c.at(0, a, KnockPort::tcp(1));
+        c.at(1, a, KnockPort::tcp(2));
+        // A client's own traffic while it knocks: a few ports, often. 443 and 507 are one
+        // port modulo 64.
+        for (i, port) in (2..).zip([443, 993, 443, 507, 993, 443]) {
+            assert!(c.at(i, a, KnockPort::tcp(port)).is_empty());
+        }
+        // Up to SCAN_PORTS distinct ports: the last of them makes it a scan.
+        let others = (SCAN_PORTS - 2) as u16;
+        for port in 1000..1000 + others - 1 {
+            assert!(c.at(20, a, KnockPort::udp(port)).is_empty(), "{port}");
+        }
+        assert_eq!(
+            c.at(21, a, KnockPort::tcp(1000 + others - 1)),
+            [
+                Scanned {
+                    door: 0,
+                    was_armed: true
+                },
+                Scanned {
+                    door: 1,
+                    was_armed: false
+                },
+            ]
+        );
+        assert_eq!(
+            c.engine.tracked_sources(),
+            0,
+            "the scanner's progress is gone"
+        );
+        assert!(
+            c.at(22, a, KnockPort::tcp(3)).is_empty(),
+            "its final knock opens nothing"
+        );
+        // A source without progress is not even looked at.
+        for port in 2000..2100 {
+            assert!(c.at(30, b, KnockPort::tcp(port)).is_empty());
+        }
+        assert_eq!(c.engine.tracked_sources(), 0);
+        // Progress started afresh counts afresh.
+        c.seq(40, b, &[1, 2]);
+        for port in 2000..2000 + others + 1 {
+            c.at(50, b, KnockPort::tcp(port));
+        }
+        assert_eq!(
+            opened(&c.at(60, b, KnockPort::tcp(3))),
+            [0],
+            "fewer than SCAN_PORTS"
+        );
+    }
+
+    #[test]
+    fn a_scan_that_walks_the_knock_ports_in_order_opens_nothing() {
+        // The worst order for a shuffled scan: the door's ports in order, four others between.
+        let mut c = Clock::new(&[tcp(&[7000, 9000, 8000])]);
+        let a = ip(1);
+        let mut t = 0;
+        let mut all = Vec::new();
+        for (i, &knock) in [7000u16, 9000, 8000].iter().enumerate() {
+            for k in 0..4u16 {
+                t += 1;
+                all.extend(c.at(t, a, KnockPort::tcp(100 + 10 * i as u16 + k)));
+            }
+            t += 1;
+            all.extend(c.at(t, a, KnockPort::tcp(knock)));
+        }
+        assert!(opened(&all).is_empty(), "{all:?}");
+        assert!(all.contains(&Scanned {
+            door: 0,
+            was_armed: true
+        }));
     }
 
     #[test]

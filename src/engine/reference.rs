@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::{DoorId, Outcome};
+use super::{DoorId, Outcome, SCAN_PORTS};
 use crate::port::KnockPort;
 
 /// The reference engine.
@@ -16,6 +16,9 @@ pub struct Reference {
     timeout: Duration,
     /// (source, door) → knocks right so far, time of the last one that counted.
     state: HashMap<(IpAddr, DoorId), (usize, Instant)>,
+    /// Source → the ports outside every door it knocked on while it had progress, one bit per
+    /// port modulo 64.
+    other_ports: HashMap<IpAddr, u64>,
 }
 
 impl Reference {
@@ -25,12 +28,36 @@ impl Reference {
             doors,
             timeout,
             state: HashMap::new(),
+            other_ports: HashMap::new(),
         }
     }
 
     /// The outcomes of `knock` from `source` at `now`, in door order.
     pub fn knock(&mut self, source: IpAddr, knock: KnockPort, now: Instant) -> Vec<Outcome> {
         let mut out = Vec::new();
+        let with_progress: Vec<DoorId> = (0..self.doors.len())
+            .filter(|&door| self.state.contains_key(&(source, door)))
+            .collect();
+        if !self.doors.iter().any(|seq| seq.contains(&knock)) {
+            // A port outside every door, from a source with progress: towards a scan.
+            if with_progress.is_empty() {
+                return out;
+            }
+            let seen = self.other_ports.entry(source).or_default();
+            *seen |= 1 << (knock.port % 64);
+            if seen.count_ones() >= SCAN_PORTS {
+                for door in with_progress {
+                    let (s, _) = self.state.remove(&(source, door)).expect("with progress");
+                    let n = self.doors[door].len();
+                    out.push(Outcome::Scanned {
+                        door,
+                        was_armed: n >= 2 && s == n - 1,
+                    });
+                }
+                self.other_ports.remove(&source);
+            }
+            return out;
+        }
         for (door, seq) in self.doors.iter().enumerate() {
             if !seq.contains(&knock) {
                 continue;
@@ -86,6 +113,10 @@ impl Reference {
                     Outcome::Progress { door, step: next }
                 });
             }
+        }
+        // What a source knocked outside every door counts only while it has progress.
+        if !self.state.keys().any(|k| k.0 == source) {
+            self.other_ports.remove(&source);
         }
         out
     }

@@ -2,13 +2,15 @@
 //! fast per-knock updates of its sets.
 
 mod changes;
+mod monitor;
 mod netlink;
 mod nft;
 mod privilege;
 mod ruleset;
 
 pub use changes::Changes;
-pub use netlink::{grants, table_exists, Kernel, NetlinkError};
+pub use monitor::{Monitor, MonitorError, Object, TableChange, Transaction};
+pub use netlink::{grants, set_receive_buffer, table_exists, Kernel, NetlinkError};
 pub use nft::NftError;
 pub use privilege::{keep_only_net_admin, require_net_admin, DropError, NoPrivilege};
 pub use ruleset::{Batch, Grant, Policy, NFLOG_GROUP, SNAPLEN, TABLE};
@@ -28,11 +30,14 @@ pub enum InstallError {
 const INSTALLING: &str = "installing the portknock ruleset";
 const REMOVING: &str = "removing the portknock table";
 
-/// Puts `config` in force atomically, keeping the grants of doors that still exist; with the
-/// engine off, removes the table instead.
-pub fn install(config: &Config) -> Result<(), InstallError> {
+/// Puts `config` in force atomically, keeping the grants of doors that still exist, both those
+/// the kernel holds and `known` ones it may have lost (a flushed ruleset); with the engine
+/// off, removes the table instead. Returns the pid of the `nft` that made the change.
+pub fn install(config: &Config, known: &[Grant]) -> Result<u32, InstallError> {
     let keep = if config.settings.enabled {
-        grants().map_err(InstallError::Grants)?.unwrap_or_default()
+        let mut keep = grants().map_err(InstallError::Grants)?.unwrap_or_default();
+        keep.extend_from_slice(known);
+        merge(keep)
     } else {
         Vec::new()
     };
@@ -40,8 +45,16 @@ pub fn install(config: &Config) -> Result<(), InstallError> {
     nft::apply(&batch, what).map_err(InstallError::Nft)
 }
 
-/// Removes the table, and with it every rule and grant of portknock.
-pub fn remove() -> Result<(), NftError> {
+/// One grant per (source, port), the one with the most time left.
+fn merge(mut grants: Vec<Grant>) -> Vec<Grant> {
+    grants.sort_by(|a, b| (a.source, a.port, b.remaining).cmp(&(b.source, b.port, a.remaining)));
+    grants.dedup_by(|later, first| (later.source, later.port) == (first.source, first.port));
+    grants
+}
+
+/// Removes the table, and with it every rule and grant of portknock. Returns the pid of the
+/// `nft` that made the change.
+pub fn remove() -> Result<u32, NftError> {
     nft::apply(&ruleset::remove_batch(), REMOVING)
 }
 
@@ -53,5 +66,34 @@ pub fn batch_for(config: &Config, keep: &[Grant]) -> (Batch, &'static str) {
         (batch, INSTALLING)
     } else {
         (ruleset::remove_batch(), REMOVING)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn grants_known_twice_keep_the_most_time_left() {
+        let grant = |source: &str, port, secs| Grant {
+            source: source.parse().unwrap(),
+            port,
+            remaining: Duration::from_secs(secs),
+        };
+        let merged = merge(vec![
+            grant("198.18.0.2", 22, 5),
+            grant("198.18.0.3", 22, 9),
+            grant("198.18.0.2", 22, 30),
+            grant("198.18.0.2", 2222, 1),
+        ]);
+        assert_eq!(
+            merged,
+            [
+                grant("198.18.0.2", 22, 30),
+                grant("198.18.0.2", 2222, 1),
+                grant("198.18.0.3", 22, 9),
+            ]
+        );
     }
 }

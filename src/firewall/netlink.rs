@@ -12,6 +12,7 @@
 
 use std::io;
 use std::net::IpAddr;
+use std::os::fd::BorrowedFd;
 use std::slice;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
 };
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
+use nix::sys::socket::{setsockopt, sockopt};
 
 use super::changes::{self, Change, Changes};
 use super::ruleset::{Family, Grant, MAX_ELEMENTS, TABLE};
@@ -58,6 +60,18 @@ pub struct Kernel {
     socket: Socket,
     seq: u32,
     rx: Vec<u8>,
+}
+
+/// Asks for a receive buffer of `bytes` on a netlink socket. SO_RCVBUFFORCE passes the
+/// rmem_max limit (212,992 bytes by default) for a process with CAP_NET_ADMIN; the plain
+/// option, capped at rmem_max, is the fallback when it is refused. A smaller buffer only means
+/// overruns come sooner, and those are noticed and handled, so neither failure is fatal.
+pub fn set_receive_buffer(socket: BorrowedFd<'_>, bytes: usize) {
+    if setsockopt(&socket, sockopt::RcvBufForce, &bytes).is_err()
+        && setsockopt(&socket, sockopt::RcvBuf, &bytes).is_err()
+    {
+        tracing::warn!("could not enlarge a netlink receive buffer; floods may overrun it sooner");
+    }
 }
 
 /// A netlink socket to nftables whose answers come within [`ANSWER_TIMEOUT`].

@@ -25,13 +25,14 @@ fn first_nonempty(a: &str, b: &str) -> String {
     }
 }
 
-/// Applies one batch atomically: either all of it takes effect or none.
+/// Applies one batch atomically: either all of it takes effect or none. Returns the pid of
+/// the `nft` that made the change, which the kernel names as the change's maker.
 ///
 /// Runs `nft -j -f -` and streams the batch to its standard input as it is serialized, rather
 /// than building the JSON text first (10,000 doors with their grants make megabytes). nft's
 /// own messages are captured for the error, and an nft that stops reading early (it failed, or
 /// it was killed) is reported by what it said and how it ended, not as a broken pipe.
-pub fn apply(batch: &Batch, what: &'static str) -> Result<(), NftError> {
+pub fn apply(batch: &Batch, what: &'static str) -> Result<u32, NftError> {
     let mut child = Command::new("nft")
         .args(["-j", "-f", "-"])
         .stdin(Stdio::piped())
@@ -39,6 +40,7 @@ pub fn apply(batch: &Batch, what: &'static str) -> Result<(), NftError> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| NftError::Missing(e.to_string()))?;
+    let pid = child.id();
     let stdin = child.stdin.take().expect("stdin is piped");
     // Written from a second thread while this one collects nft's output, so neither side can
     // block the other whatever the sizes.
@@ -66,5 +68,6 @@ pub fn apply(batch: &Batch, what: &'static str) -> Result<(), NftError> {
     written.map_err(|e| NftError::Refused {
         what,
         detail: format!("nft did not take the whole batch: {e}"),
-    })
+    })?;
+    Ok(pid)
 }

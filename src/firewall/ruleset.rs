@@ -27,6 +27,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -45,9 +46,11 @@ pub const SNAPLEN: u32 = 256;
 /// to is otherwise capped at 65,535 elements by nft, which a flood of spoofed partial
 /// sequences could fill.
 pub(super) const MAX_ELEMENTS: u32 = 1 << 20;
-/// Base-chain priority: before the usual `filter` chains (0), after conntrack (-200), so that
-/// `ct state` is known and our drop comes first whatever else the host has.
-const PRIORITY: i32 = -10;
+/// Base-chain priority, in the prerouting hook: after conntrack (-200), so that `ct state` is
+/// known, and before destination NAT (-100), so that a door's port is the port the client
+/// connected to, and a connection DNATed to a container or a VM is stopped like one to a host
+/// socket.
+const PRIORITY: i32 = -175;
 
 /// A (source, port) grant with the time it has left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -73,6 +76,8 @@ pub struct Policy {
     pub ipv6_knocks: bool,
     /// How long an armed final knock keeps its source in `knocked`: as long as the arming.
     pub knock_timeout: Duration,
+    /// Sources that pass every protected port without knocking.
+    pub trusted: Vec<IpNet>,
 }
 
 impl Policy {
@@ -98,6 +103,9 @@ impl Policy {
             knock_udp,
             ipv6_knocks: config.settings.ipv6,
             knock_timeout: config.settings.knock_timeout,
+            // nft refuses overlapping intervals in one set: 10.0.0.0/8 and 10.1.0.0/16 go in
+            // as the one prefix that covers both.
+            trusted: IpNet::aggregate(&config.settings.trusted),
         }
     }
 
@@ -118,6 +126,7 @@ impl Policy {
         for family in [Family::V4, Family::V6] {
             let addr = family.addr_type();
             let sets = family.sets();
+            cmds.push(trusted_set(sets.trusted, addr));
             cmds.push(dynamic_set(sets.granted, json!([addr, "inet_service"])));
             cmds.push(dynamic_set(
                 sets.armed,
@@ -125,6 +134,7 @@ impl Policy {
             ));
             cmds.push(dynamic_set(sets.expected, json!([addr, "inet_service"])));
             cmds.push(dynamic_set(sets.knocked, json!(addr)));
+            cmds.push(dynamic_set(sets.seen, json!(addr)));
         }
         for (name, ports) in [
             ("protected", &self.protected),
@@ -136,6 +146,13 @@ impl Policy {
             }
         }
         for family in [Family::V4, Family::V6] {
+            let trusted: Vec<Value> = (self.trusted.iter())
+                .filter(|net| Family::of(net.addr()) == family)
+                .map(|net| json!({"prefix": {"addr": net.addr().to_string(), "len": net.prefix_len()}}))
+                .collect();
+            if !trusted.is_empty() {
+                cmds.push(elements(family.sets().trusted, trusted));
+            }
             let kept: Vec<Value> = keep
                 .iter()
                 .filter(|g| Family::of(g.source) == family && self.protected.contains(&g.port))
@@ -151,10 +168,10 @@ impl Policy {
             }
         }
         cmds.push(json!({"add": {"chain": {
-            "family": "inet", "table": TABLE, "name": "input",
-            "type": "filter", "hook": "input", "prio": PRIORITY, "policy": "accept",
+            "family": "inet", "table": TABLE, "name": "prerouting",
+            "type": "filter", "hook": "prerouting", "prio": PRIORITY, "policy": "accept",
         }}}));
-        for name in ["knock", "guard"] {
+        for name in ["knock", "scan", "guard"] {
             cmds.push(json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": name}}}));
         }
         // Only SYNs count as TCP knocks: a retransmitted ACK or a RST is not a connection attempt.
@@ -162,18 +179,61 @@ impl Policy {
             "left": {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["fin", "syn", "rst", "ack"]]},
             "right": "syn"}});
         cmds.push(rule(
-            "input",
+            "prerouting",
             vec![dport_in("tcp", "protected"), jump("guard")],
         ));
         cmds.push(rule(
-            "input",
-            vec![dport_in("tcp", "knock_tcp"), syn_only, jump("knock")],
+            "prerouting",
+            vec![
+                dport_in("tcp", "knock_tcp"),
+                syn_only.clone(),
+                jump("knock"),
+            ],
         ));
         cmds.push(rule(
-            "input",
+            "prerouting",
             vec![dport_in("udp", "knock_udp"), jump("knock")],
         ));
+        // A source that knocked lately and now tries ports outside every door may be a scan,
+        // which walks knock ports in a random order: the daemon sees those tries too and takes
+        // many of them for a scan. Everyone else's connections cost a flag test here, no lookup.
+        let new_udp =
+            json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["new"]}});
+        for family in [Family::V4, Family::V6] {
+            let seen = in_set(saddr(family), family.sets().seen);
+            cmds.push(rule(
+                "prerouting",
+                vec![
+                    syn_only.clone(),
+                    dport_not_in("tcp", "knock_tcp"),
+                    seen.clone(),
+                    jump("scan"),
+                ],
+            ));
+            cmds.push(rule(
+                "prerouting",
+                vec![
+                    dport_not_in("udp", "knock_udp"),
+                    new_udp.clone(),
+                    seen,
+                    jump("scan"),
+                ],
+            ));
+        }
+        cmds.push(rule(
+            "scan",
+            vec![not_for_this_host(), json!({"return": null})],
+        ));
+        cmds.push(rule(
+            "scan",
+            vec![json!({"log": {"group": NFLOG_GROUP, "snaplen": SNAPLEN}})],
+        ));
 
+        // Packets the host routes to other machines are not knocks on its doors.
+        cmds.push(rule(
+            "knock",
+            vec![not_for_this_host(), json!({"return": null})],
+        ));
         if !self.ipv6_knocks {
             cmds.push(rule(
                 "knock",
@@ -189,25 +249,45 @@ impl Policy {
         ));
         let l4proto = json!({"meta": {"key": "l4proto"}});
         let dport = json!({"payload": {"protocol": "th", "field": "dport"}});
+        let knock_timeout = self.knock_timeout.as_secs().max(1);
         for family in [Family::V4, Family::V6] {
             let sets = family.sets();
             cmds.push(rule(
                 "knock",
                 vec![
-                    in_set(json!({"concat": [saddr(family), l4proto, dport]}), sets.armed),
+                    json!({"set": {"op": "update", "set": format!("@{}", sets.seen),
+                    "elem": {"elem": {"val": saddr(family), "timeout": knock_timeout}}}}),
+                ],
+            ));
+            cmds.push(rule(
+                "knock",
+                vec![
+                    in_set(
+                        json!({"concat": [saddr(family), l4proto, dport]}),
+                        sets.armed,
+                    ),
                     json!({"set": {"op": "update", "set": format!("@{}", sets.knocked),
-                        "elem": {"elem": {"val": saddr(family), "timeout": self.knock_timeout.as_secs().max(1)}}}}),
+                        "elem": {"elem": {"val": saddr(family), "timeout": knock_timeout}}}}),
                 ],
             ));
         }
 
-        cmds.push(rule(
-            "guard",
-            vec![
-                json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}),
-                json!({"return": null}),
-            ],
+        let pass = |condition: Value| rule("guard", vec![condition, json!({"return": null})]);
+        cmds.push(pass(
+            json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}),
         ));
+        // The host talking to itself, to 127.0.0.1, ::1 or its own external addresses: such
+        // packets are looped back, and only the host can send on `lo`.
+        cmds.push(pass(
+            json!({"match": {"op": "==", "left": {"meta": {"key": "iif"}}, "right": "lo"}}),
+        ));
+        // A router's forwarding to other machines is theirs to guard. What is for one of the
+        // host's own addresses is guarded, whether a socket of the host takes it or DNAT
+        // sends it on to a container, a VM or another machine: DNAT comes after this chain.
+        cmds.push(pass(not_for_this_host()));
+        for family in [Family::V4, Family::V6] {
+            cmds.push(pass(in_set(saddr(family), family.sets().trusted)));
+        }
         let tcp_dport = json!({"payload": {"protocol": "tcp", "field": "dport"}});
         for family in [Family::V4, Family::V6] {
             let sets = family.sets();
@@ -256,9 +336,11 @@ pub enum Family {
     V6,
 }
 
-/// The names of one address family's dynamic sets.
+/// The names of one address family's sets of addresses.
 #[derive(Debug, Clone, Copy)]
 pub struct FamilySets {
+    /// Sources that pass without knocking, as prefixes.
+    pub trusted: &'static str,
     /// (source, port) grants.
     pub granted: &'static str,
     /// (source, protocol, port) final knocks armed.
@@ -267,6 +349,8 @@ pub struct FamilySets {
     pub expected: &'static str,
     /// Sources whose armed final knock came.
     pub knocked: &'static str,
+    /// Sources that knocked lately, whose tries of other ports the daemon watches for a scan.
+    pub seen: &'static str,
 }
 
 impl Family {
@@ -280,16 +364,20 @@ impl Family {
     pub fn sets(self) -> FamilySets {
         match self {
             Family::V4 => FamilySets {
+                trusted: "trusted4",
                 granted: "granted4",
                 armed: "armed4",
                 expected: "expected4",
                 knocked: "knocked4",
+                seen: "seen4",
             },
             Family::V6 => FamilySets {
+                trusted: "trusted6",
                 granted: "granted6",
                 armed: "armed6",
                 expected: "expected6",
                 knocked: "knocked6",
+                seen: "seen6",
             },
         }
     }
@@ -311,6 +399,14 @@ fn table() -> Value {
 fn port_set(name: &str) -> Value {
     json!({"add": {"set": {
         "family": "inet", "table": TABLE, "name": name, "type": "inet_service", "flags": ["interval"],
+    }}})
+}
+
+/// A set of address prefixes, which the kernel looks a source up in with one tree walk,
+/// whatever the number of prefixes.
+fn trusted_set(name: &str, addr_type: &str) -> Value {
+    json!({"add": {"set": {
+        "family": "inet", "table": TABLE, "name": name, "type": addr_type, "flags": ["interval"],
     }}})
 }
 
@@ -360,6 +456,15 @@ fn in_set(key: Value, set: &str) -> Value {
     json!({"match": {"op": "==", "left": key, "right": format!("@{set}")}})
 }
 
+/// Matches a packet whose destination is none of the host's own addresses.
+fn not_for_this_host() -> Value {
+    json!({"match": {"op": "!=", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}})
+}
+
+fn dport_not_in(proto: &str, set: &str) -> Value {
+    json!({"match": {"op": "!=", "left": {"payload": {"protocol": proto, "field": "dport"}}, "right": format!("@{set}")}})
+}
+
 fn dport_in(proto: &str, set: &str) -> Value {
     in_set(
         json!({"payload": {"protocol": proto, "field": "dport"}}),
@@ -386,6 +491,9 @@ mod tests {
             knock_udp: [8000, 2000].into(),
             ipv6_knocks: true,
             knock_timeout: Duration::from_secs(10),
+            trusted: ["198.51.100.0/24", "2001:db8::/48", "203.0.113.7/32"]
+                .map(|n| n.parse().unwrap())
+                .to_vec(),
         }
     }
 
@@ -458,22 +566,51 @@ mod tests {
     }
 
     #[test]
+    fn knocks_and_doors_are_taken_before_dnat_for_the_host_only() {
+        let batch = batch(&policy());
+        let base: Vec<&Value> = commands(&batch)
+            .iter()
+            .filter_map(|c| c["add"].get("chain"))
+            .filter(|c| c.get("hook").is_some())
+            .collect();
+        assert_eq!(base.len(), 1, "one base chain");
+        assert_eq!(base[0]["hook"], "prerouting");
+        let prio = base[0]["prio"].as_i64().unwrap();
+        assert!(
+            -200 < prio && prio < -100,
+            "after conntrack, before DNAT: {prio}"
+        );
+        let for_others = json!([
+            {"match": {"op": "!=", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}},
+            {"return": null},
+        ]);
+        assert_eq!(*rules_of(&batch, "knock")[0], for_others);
+        assert_eq!(*rules_of(&batch, "guard")[2], for_others);
+    }
+
+    #[test]
     fn an_armed_final_knock_marks_its_source_knocked_for_the_knock_timeout() {
         let batch = batch(&policy());
         let knock = rules_of(&batch, "knock");
         assert!(
-            knock[0][0].get("log").is_some(),
-            "every knock is logged first"
+            knock[1][0].get("log").is_some(),
+            "every knock for the host is logged"
         );
         let l4 = [
             json!({"meta": {"key": "l4proto"}}),
             json!({"payload": {"protocol": "th", "field": "dport"}}),
         ];
-        for (rule, (ip, n)) in knock[1..].iter().zip([("ip", 4), ("ip6", 6)]) {
+        for (rules, (ip, n)) in knock[2..].chunks(2).zip([("ip", 4), ("ip6", 6)]) {
             let saddr = json!({"payload": {"protocol": ip, "field": "saddr"}});
             assert_eq!(
-                *rule,
-                &json!([
+                *rules[0],
+                json!([{"set": {"op": "update", "set": format!("@seen{n}"),
+                    "elem": {"elem": {"val": saddr, "timeout": 10}}}}]),
+                "a knocking source is watched for a scan for the knock timeout"
+            );
+            assert_eq!(
+                *rules[1],
+                json!([
                     {"match": {"op": "==", "left": {"concat": [saddr, l4[0], l4[1]]}, "right": format!("@armed{n}")}},
                     {"set": {"op": "update", "set": format!("@knocked{n}"),
                         "elem": {"elem": {"val": saddr, "timeout": 10}}}},
@@ -483,11 +620,45 @@ mod tests {
     }
 
     #[test]
-    fn the_guard_passes_established_granted_or_expected_and_knocked_and_drops_the_rest() {
+    fn new_tries_of_other_ports_by_sources_that_knocked_lately_are_logged_for_the_host_only() {
+        let batch = batch(&policy());
+        let prerouting = rules_of(&batch, "prerouting");
+        let jumps_to_scan: Vec<&&Value> = prerouting
+            .iter()
+            .filter(|r| r.as_array().unwrap().last() == Some(&json!({"jump": {"target": "scan"}})))
+            .collect();
+        assert_eq!(jumps_to_scan.len(), 4, "TCP and UDP, IPv4 and IPv6");
+        for rule in &jumps_to_scan {
+            let text = rule.to_string();
+            assert!(text.contains(r#""op":"!=""#), "other ports only: {text}");
+            assert!(text.contains("@seen"), "sources that knocked only: {text}");
+            assert!(
+                text.contains(r#""syn""#) || text.contains(r#""new""#),
+                "new tries only: {text}"
+            );
+        }
+        let scan = rules_of(&batch, "scan");
+        assert_eq!(scan[0][0]["match"]["left"]["fib"]["result"], "type");
+        assert!(scan[1][0].get("log").is_some());
+    }
+
+    #[test]
+    fn the_guard_passes_established_the_host_others_traffic_trusted_granted_or_expected_and_knocked(
+    ) {
         let batch = batch(&policy());
         let guard = rules_of(&batch, "guard");
-        assert_eq!(guard.len(), 6);
-        assert_eq!(guard[0][1], json!({"return": null}));
+        assert_eq!(guard.len(), 10);
+        assert!(guard[..9]
+            .iter()
+            .all(|r| r.as_array().unwrap().last() == Some(&json!({"return": null}))));
+        assert_eq!(
+            guard[0][0]["match"]["left"],
+            json!({"ct": {"key": "state"}})
+        );
+        assert_eq!(
+            guard[1][0],
+            json!({"match": {"op": "==", "left": {"meta": {"key": "iif"}}, "right": "lo"}})
+        );
         let set_names = |rule: &Value| -> Vec<String> {
             rule.as_array()
                 .unwrap()
@@ -497,11 +668,58 @@ mod tests {
                 .map(str::to_string)
                 .collect()
         };
-        assert_eq!(set_names(guard[1]), ["@granted4"]);
-        assert_eq!(set_names(guard[2]), ["@expected4", "@knocked4"]);
-        assert_eq!(set_names(guard[3]), ["@granted6"]);
-        assert_eq!(set_names(guard[4]), ["@expected6", "@knocked6"]);
-        assert_eq!(*guard[5], json!([{"drop": null}]));
+        assert_eq!(set_names(guard[3]), ["@trusted4"]);
+        assert_eq!(set_names(guard[4]), ["@trusted6"]);
+        assert_eq!(set_names(guard[5]), ["@granted4"]);
+        assert_eq!(set_names(guard[6]), ["@expected4", "@knocked4"]);
+        assert_eq!(set_names(guard[7]), ["@granted6"]);
+        assert_eq!(set_names(guard[8]), ["@expected6", "@knocked6"]);
+        assert_eq!(*guard[9], json!([{"drop": null}]));
+    }
+
+    #[test]
+    fn trusted_prefixes_go_to_their_family_s_interval_set() {
+        let installed = batch(&policy());
+        let elements = |set: &str| -> Value {
+            commands(&installed)
+                .iter()
+                .filter_map(|c| c["add"].get("element"))
+                .find(|e| e["name"] == set)
+                .map(|e| e["elem"].clone())
+                .unwrap_or(Value::Null)
+        };
+        assert_eq!(
+            elements("trusted4"),
+            json!([
+                {"prefix": {"addr": "198.51.100.0", "len": 24}},
+                {"prefix": {"addr": "203.0.113.7", "len": 32}},
+            ])
+        );
+        assert_eq!(
+            elements("trusted6"),
+            json!([{"prefix": {"addr": "2001:db8::", "len": 48}}])
+        );
+        let sets: Vec<&Value> = commands(&installed)
+            .iter()
+            .filter_map(|c| c["add"].get("set"))
+            .filter(|s| s["name"].as_str().unwrap().starts_with("trusted"))
+            .collect();
+        assert_eq!(sets.len(), 2);
+        assert!(sets.iter().all(|s| s["flags"] == json!(["interval"])));
+        assert_eq!(
+            (sets[0]["type"].as_str(), sets[1]["type"].as_str()),
+            (Some("ipv4_addr"), Some("ipv6_addr"))
+        );
+        let mut none = policy();
+        none.trusted.clear();
+        let empty = batch(&none);
+        assert!(
+            !commands(&empty).iter().any(|c| c["add"]["element"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("trusted"))),
+            "no trusted elements"
+        );
+        assert_eq!(rules_of(&empty, "guard").len(), 10, "the same rules");
     }
 
     #[test]
@@ -510,8 +728,8 @@ mod tests {
         p.ipv6_knocks = false;
         let batch = batch(&p);
         let knock = rules_of(&batch, "knock");
-        assert_eq!(knock[0][1], json!({"return": null}));
-        assert!(knock[1][0].get("log").is_some());
+        assert_eq!(knock[1][1], json!({"return": null}));
+        assert!(knock[2][0].get("log").is_some());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_portknock");
-pub use portknock::netns::{wait_until, Netns, Network, SERVER4, SERVER6};
+pub use portknock::netns::{behind4, behind6, wait_until, Netns, Network, SERVER4, SERVER6};
 
 /// The lab's usual doors: SSH behind a three-port sequence, 2222 behind OTPs.
 pub const SIMPLE: &str = "22:7000,9000,8000\n";
@@ -63,25 +63,70 @@ pub fn skipped(why: &str) {
 
 /// Runs `cmd` to its end and returns its output; a run longer than [`RUN_BOUND`] is killed and
 /// fails the test.
-pub fn output_within(mut cmd: Command) -> Output {
+pub fn output_within(cmd: Command) -> Output {
+    output_within_for(cmd, RUN_BOUND)
+}
+
+/// [`output_within`] for a command that may take longer than [`RUN_BOUND`] (a build, say).
+/// Its output is read as it comes, so that a command that writes more than a pipe holds does
+/// not block on it.
+pub fn output_within_for(mut cmd: Command, bound: Duration) -> Output {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn");
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
     let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > RUN_BOUND {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > bound {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
+            let _ = child.wait();
+            // Not joined: a process the command started may still hold the pipe open.
+            let stderr = stderr.1.lock().map(|e| e.clone()).unwrap_or_default();
             panic!(
-                "still running after {RUN_BOUND:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
+                "{:?} still running after {bound:?}; stderr so far:\n{}",
+                cmd.get_program(),
+                String::from_utf8_lossy(&stderr)
             );
         }
         thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
     }
-    child.wait_with_output().expect("output")
+}
+
+type Drained = (
+    thread::JoinHandle<()>,
+    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+);
+
+/// Reads `pipe` to its end on a thread of its own, into a buffer that can be looked at before.
+fn drain(mut pipe: impl Read + Send + 'static) -> Drained {
+    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shared = std::sync::Arc::clone(&buffer);
+    let reader = thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+            shared
+                .lock()
+                .expect("buffer")
+                .extend_from_slice(&chunk[..n]);
+        }
+    });
+    (reader, buffer)
+}
+
+fn collect((reader, buffer): Drained) -> Vec<u8> {
+    reader.join().expect("pipe reader");
+    std::mem::take(&mut *buffer.lock().expect("buffer"))
 }
 
 /// A lab with the configuration written and listeners on 22 and 2222; the daemon is not
@@ -193,18 +238,7 @@ impl Lab {
 
     /// A TCP echo server on `port` in the server namespace, for both address families.
     pub fn listen(&self, port: u16) {
-        for addr in [format!("0.0.0.0:{port}"), format!("[::]:{port}")] {
-            // The socket is made inside the namespace; accepting can happen anywhere.
-            let listener = self
-                .server
-                .run(move || bind_v6only(&addr))
-                .expect("listener");
-            thread::spawn(move || {
-                for stream in listener.incoming().flatten() {
-                    thread::spawn(move || echo(stream));
-                }
-            });
-        }
+        listen_in(&self.server, port);
     }
 
     /// Runs `portknock ARGS` as a client in client namespace `i`.
@@ -242,6 +276,19 @@ impl Drop for Lab {
         if std::thread::panicking() {
             eprintln!("--- daemon log ---\n{}", self.daemon_log());
         }
+    }
+}
+
+/// A TCP echo server on `port` in namespace `ns`, for both address families.
+pub fn listen_in(ns: &Netns, port: u16) {
+    for addr in [format!("0.0.0.0:{port}"), format!("[::]:{port}")] {
+        // The socket is made inside the namespace; accepting can happen anywhere.
+        let listener = ns.run(move || bind_v6only(&addr)).expect("listener");
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                thread::spawn(move || echo(stream));
+            }
+        });
     }
 }
 
@@ -401,6 +448,30 @@ impl Lab {
         assert!(status.success(), "kill {signal} {pid} failed");
     }
 
+    /// [`Lab::ruleset`] without the elements the packet path and the daemon add at run time
+    /// (they all have a timeout, so nft lists them with `expires`): the policy alone, which
+    /// knocks do not change.
+    pub fn policy(&self) -> String {
+        let text = self.ruleset();
+        let mut policy = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(found) = rest.find("elements = {") {
+            // Whole lines: from the start of the line to the end of the one that closes it.
+            let start = rest[..found].rfind('\n').map_or(0, |n| n + 1);
+            let close = found + rest[found..].find('}').unwrap_or(rest.len() - found);
+            let end = rest[close..]
+                .find('\n')
+                .map_or(rest.len(), |n| close + n + 1);
+            policy.push_str(&rest[..start]);
+            if !rest[start..end].contains("expires") {
+                policy.push_str(&rest[start..end]);
+            }
+            rest = &rest[end..];
+        }
+        policy.push_str(rest);
+        policy
+    }
+
     /// `nft list ruleset` in the server namespace: the whole of what the kernel enforces there.
     pub fn ruleset(&self) -> String {
         let out = self
@@ -416,12 +487,16 @@ impl Lab {
 
 /// The absolute path of `program` on this process's `PATH`.
 pub fn which(program: &str) -> PathBuf {
+    find_on_path(program).unwrap_or_else(|| panic!("{program} is not on PATH"))
+}
+
+/// The absolute path of `program` on this process's `PATH`, if it is there.
+pub fn find_on_path(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
         .map(|dir| dir.join(program))
         .find(|path| path.is_file())
-        .unwrap_or_else(|| panic!("{program} is not on PATH"))
 }
 
 /// The OTP payload for `secret`, `source` and `minute`, computed here independently of

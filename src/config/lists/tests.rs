@@ -155,6 +155,10 @@ fn sequence_length_and_repeats() {
     );
 }
 
+/// The warning about a two-port sequence.
+const TWO_PORTS: &str = "a 2-port sequence: a scan that tries only its knock ports, in a random \
+    order, opens the door once in 2; use three or more knock ports (four: once in 24)";
+
 #[test]
 fn simple_warnings() {
     let (doors, diags) = simple("22:7000\n23:7/udp\n24:1,2,3\n25:3,2,1\n26:1,2/udp\n");
@@ -166,6 +170,7 @@ fn simple_warnings() {
             format!("{S}:1: warning: a one-port sequence: any single packet to 7000/tcp (a port scan, say) opens the door; use three or more knock ports"),
             format!("{S}:2: warning: a one-port sequence: any single packet to 7/udp (a port scan, say) opens the door; use three or more knock ports"),
             format!("{S}:3: {ascending}"),
+            format!("{S}:5: warning: {TWO_PORTS}"),
             format!("{S}:5: {ascending}"),
         ]
     );
@@ -331,6 +336,7 @@ fn doors_armed_by_the_same_knock_are_warned_about() {
             "80,2000,openopen,closeclose\n"
         ),
         [
+            format!("{S}:6: warning: {TWO_PORTS}"),
             format!(
                 "{S}:3: warning: the knock before its last also arms the simple door at \
                  {S}:4, and a source has one armed door at a time, so the daemon opens this \

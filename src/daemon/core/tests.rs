@@ -112,7 +112,7 @@ impl Daemon {
     fn new(config: Config) -> Daemon {
         let start = Instant::now();
         Daemon {
-            core: Core::new(config, start),
+            core: Core::new(config, start, 1),
             start,
             record: Memory::default(),
         }
@@ -540,5 +540,33 @@ fn a_reload_starts_knock_progress_over_with_the_new_doors() {
             source: a(),
             door: 22
         }]
+    );
+}
+
+#[test]
+fn armings_forgotten_after_a_failed_commit_are_not_disarmed_again() {
+    let mut d = Daemon::new(config(16, true));
+    d.knocks(0, a(), &[5000]);
+    d.core.forget_armed();
+    let late = KNOCK_TIMEOUT.as_millis() as u64 + 1;
+    assert_eq!(
+        d.knocks(late, a(), &[7000]).changes,
+        Changes::new(),
+        "the reinstalled policy emptied the fast path: nothing is left to disarm"
+    );
+}
+
+#[test]
+fn a_scan_loses_its_progress_and_its_arming_and_says_so_once() {
+    let mut d = Daemon::new(config(16, true));
+    d.knocks(0, a(), &[5000]);
+    let others: Vec<u16> = (40_000..40_000 + crate::engine::SCAN_PORTS as u16).collect();
+    let scan = d.knocks(1, a(), &others);
+    assert_eq!(scan.events, [Event::Scanned { source: a() }]);
+    assert_eq!(scan.changes, expect(|c| disarm(c, a(), 5001, 24)));
+    assert_eq!(
+        d.knocks(20, a(), &[5001]).events,
+        [],
+        "the final knock opens nothing"
     );
 }

@@ -1,0 +1,221 @@
+//! A configuration on trial (`apply --confirm-within`): what the daemon keeps in its state
+//! directory so that `status` can show the trial, and so that a configuration rolled back for
+//! want of confirmation stays rolled back across a reload or a restart:
+//!
+//! - `pending-confirmation`: the deadline of the trial under way;
+//! - `confirmed/`: a copy of the configuration in force for good before the trial, written when
+//!   the trial starts, as a configuration directory `config::load` reads (the daemon holds
+//!   its files' text in memory until then, so that nothing is written outside a trial);
+//! - `rejected`: the fingerprint of the files of a configuration that was rolled back for want
+//!   of confirmation. While the files are unchanged, a reload refuses them and a starting
+//!   daemon runs on `confirmed/` instead; an explicit `apply` of them clears it.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{self, Config, ConfigError, ADVANCED_LIST_FILE, CONF_FILE, SIMPLE_LIST_FILE};
+
+/// Name of the file in the state directory that says a confirmation is awaited.
+const PENDING: &str = "pending-confirmation";
+
+/// A confirmation the daemon waits for, as `status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// When the daemon rolls back unless confirmed, in seconds since the Unix epoch.
+    pub deadline: u64,
+}
+
+/// The confirmation the daemon of `state_dir` waits for, if any.
+pub fn pending(state_dir: &Path) -> Option<Pending> {
+    let text = fs::read_to_string(state_dir.join(PENDING)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Says that the daemon waits for a confirmation, or (`None`) no longer does.
+pub fn set_pending(state_dir: &Path, pending: Option<Pending>) -> io::Result<()> {
+    let path = state_dir.join(PENDING);
+    match pending {
+        Some(p) => fs::write(path, serde_json::to_string(&p).map_err(io::Error::other)?),
+        None => match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    }
+}
+
+const CONFIRMED: &str = "confirmed";
+const REJECTED: &str = "rejected";
+
+/// What the files of a configuration hold: `portknock.conf` and the two lists, a missing
+/// file as empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Texts([Vec<u8>; 3]);
+
+/// The texts of the files `config` is read from, as they are now.
+pub fn texts(config: &Config) -> Texts {
+    Texts(sources(config).map(|path| fs::read(path).unwrap_or_default()))
+}
+
+impl Texts {
+    /// A fingerprint of the three texts.
+    pub fn fingerprint(&self) -> String {
+        let mut hash = Sha256::new();
+        for text in &self.0 {
+            hash.update((text.len() as u64).to_le_bytes());
+            hash.update(text);
+        }
+        hex::encode(hash.finalize())
+    }
+}
+
+/// The files a configuration is read from.
+fn sources(config: &Config) -> [PathBuf; 3] {
+    [
+        config.dir.join(CONF_FILE),
+        config.settings.simple_list.clone(),
+        config.settings.advanced_list.clone(),
+    ]
+}
+
+/// Writes `texts` into `state_dir/confirmed/`, replacing the copy there; the lists go under
+/// their default names, which the copied `portknock.conf` is made to name, so that the copy
+/// reads the same wherever the lists were.
+pub fn keep_confirmed(state_dir: &Path, texts: &Texts) -> io::Result<()> {
+    let fresh = state_dir.join(format!("{CONFIRMED}.new"));
+    let _ = fs::remove_dir_all(&fresh);
+    fs::create_dir(&fresh)?;
+    fs::set_permissions(&fresh, fs::Permissions::from_mode(0o700))?;
+    let [conf, simple, advanced] = &texts.0;
+    let mut conf = conf.clone();
+    conf.extend_from_slice(
+        format!(
+            "\n# Added by portknock: this copy's lists are beside it.\n\
+             FW_PORTKNOCK_SIMPLE_LIST=\"{SIMPLE_LIST_FILE}\"\n\
+             FW_PORTKNOCK_ADVANCED_LIST=\"{ADVANCED_LIST_FILE}\"\n"
+        )
+        .as_bytes(),
+    );
+    fs::write(fresh.join(CONF_FILE), conf)?;
+    for (text, name) in [(simple, SIMPLE_LIST_FILE), (advanced, ADVANCED_LIST_FILE)] {
+        let to = fresh.join(name);
+        fs::write(&to, text)?;
+        fs::set_permissions(&to, fs::Permissions::from_mode(0o600))?;
+    }
+    forget_confirmed(state_dir)?;
+    fs::rename(&fresh, state_dir.join(CONFIRMED))
+}
+
+/// Removes the confirmed copy: no trial needs it any more.
+pub fn forget_confirmed(state_dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(state_dir.join(CONFIRMED)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The configuration directory of the last confirmed configuration.
+fn confirmed_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join(CONFIRMED)
+}
+
+/// Which configuration a daemon starting on `config`'s files enforces.
+#[derive(Debug)]
+pub enum InForce {
+    /// The files' own.
+    Files(Config),
+    /// The files hold the configuration that was rolled back: the last confirmed one.
+    Confirmed(Config),
+    /// The files hold the configuration that was rolled back, but the last confirmed one
+    /// cannot be read: the files', and why.
+    Unreadable(Config, ConfigError),
+}
+
+/// What a daemon starting on `config`'s files enforces: not a configuration that was rolled
+/// back for want of confirmation, while the files hold it unchanged.
+pub fn in_force(config: Config) -> InForce {
+    let state_dir = &config.settings.state_dir;
+    if rejected(state_dir).as_deref() != Some(&texts(&config).fingerprint()) {
+        return InForce::Files(config);
+    }
+    match config::load(&confirmed_dir(state_dir)) {
+        Ok(confirmed) => InForce::Confirmed(confirmed.config),
+        Err(e) => InForce::Unreadable(config, e),
+    }
+}
+
+/// The fingerprint of the configuration rolled back, if one was and is still refused.
+pub fn rejected(state_dir: &Path) -> Option<String> {
+    fs::read_to_string(state_dir.join(REJECTED))
+        .ok()
+        .map(|t| t.trim().to_string())
+}
+
+/// Remembers that the configuration of `fingerprint` was rolled back.
+pub fn reject(state_dir: &Path, fingerprint: &str) -> io::Result<()> {
+    fs::write(state_dir.join(REJECTED), format!("{fingerprint}\n"))
+}
+
+/// Forgets the rolled-back configuration: an explicit `apply` of it.
+pub fn clear_rejected(state_dir: &Path) -> io::Result<()> {
+    match fs::remove_file(state_dir.join(REJECTED)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_confirmed_copy_reads_as_the_configuration_and_fingerprints_tell_files_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        let elsewhere = dir.path().join("lists");
+        fs::create_dir_all(&etc).unwrap();
+        fs::create_dir_all(&elsewhere).unwrap();
+        let simple = elsewhere.join("simple");
+        fs::write(
+            etc.join(CONF_FILE),
+            format!(
+                "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=yes\nFW_PORTKNOCK_SIMPLE_LIST={}\n",
+                simple.display()
+            ),
+        )
+        .unwrap();
+        fs::write(&simple, "22:7000,9000,8000\n").unwrap();
+        let loaded = config::load(&etc).unwrap();
+        let state = dir.path().join("state");
+        fs::create_dir_all(&state).unwrap();
+        let before = texts(&loaded.config);
+        keep_confirmed(&state, &before).unwrap();
+        let copy = config::load(&confirmed_dir(&state)).unwrap();
+        assert_eq!(copy.config.simple, loaded.config.simple);
+        let copied_list = confirmed_dir(&state).join(SIMPLE_LIST_FILE);
+        assert_eq!(copy.config.settings.simple_list, copied_list);
+        // Changed files are told apart, and a newer copy replaces the old.
+        fs::write(&simple, "22:7000,9000,6000\n").unwrap();
+        let changed = config::load(&etc).unwrap();
+        let after = texts(&changed.config);
+        assert_ne!(before.fingerprint(), after.fingerprint());
+        assert_eq!(before.fingerprint(), before.clone().fingerprint());
+        keep_confirmed(&state, &after).unwrap();
+        let copy = config::load(&confirmed_dir(&state)).unwrap();
+        assert_eq!(copy.config.simple, changed.config.simple);
+        forget_confirmed(&state).unwrap();
+        forget_confirmed(&state).unwrap();
+        assert!(!confirmed_dir(&state).exists());
+
+        assert_eq!(rejected(&state), None);
+        reject(&state, &after.fingerprint()).unwrap();
+        assert_eq!(rejected(&state), Some(after.fingerprint()));
+        clear_rejected(&state).unwrap();
+        clear_rejected(&state).unwrap();
+        assert_eq!(rejected(&state), None);
+    }
+}
