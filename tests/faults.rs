@@ -521,7 +521,7 @@ fn engine_off_with_apply_still_removes_the_rules_and_the_daemon_follows() {
 fn a_fifo_or_an_endless_device_as_a_list_is_refused_and_the_daemon_keeps_serving() {
     let Some(mut lab) = lab(1, FAST) else { return };
     lab.start_daemon();
-    let installed = lab.ruleset();
+    let installed = lab.policy();
     let dir = lab.config_dir();
     let conf = dir.join("portknock.conf");
     let simple = dir.join("simple-portknock-list");
@@ -557,7 +557,7 @@ fn a_fifo_or_an_endless_device_as_a_list_is_refused_and_the_daemon_keeps_serving
         lab.signal_daemon("-HUP");
         assert_logged(&lab, "reload refused", n + 1);
         assert_logged(&lab, why, 1);
-        assert_eq!(lab.ruleset(), installed, "{what}: the rules changed");
+        assert_eq!(lab.policy(), installed, "{what}: the rules changed");
         assert!(!lab.can_connect(0, SERVER4, 22), "{what}: still closed");
         ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
         lab.connect(0, SERVER4, 22);
