@@ -155,18 +155,23 @@ fn an_unreadable_file_is_reported() {
     );
 }
 
-/// `load` on another thread, with a bound on how long it may take: a read that blocks fails
-/// the test instead of hanging it.
-fn load_within(dir: &Path) -> Result<Loaded, ConfigError> {
+/// `f` on another thread, with a bound on how long it may take: a read that blocks fails the
+/// test instead of hanging it.
+fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (done, result) = std::sync::mpsc::channel();
-    let dir = dir.to_path_buf();
     std::thread::spawn(move || {
         // The receiver is gone only when the test has failed already.
-        let _ = done.send(load(&dir));
+        let _ = done.send(f());
     });
     result
         .recv_timeout(std::time::Duration::from_secs(10))
-        .expect("load blocked for 10 s")
+        .expect("blocked for 10 s")
+}
+
+/// [`load`], [`within`] a bound.
+fn load_within(dir: &Path) -> Result<Loaded, ConfigError> {
+    let dir = dir.to_path_buf();
+    within(move || load(&dir))
 }
 
 /// The one error of a configuration whose simple list is `list`.
@@ -216,6 +221,20 @@ fn a_fifo_a_device_or_a_directory_is_no_configuration_file() {
     mkfifo(&conf);
     let err = load_within(conf_dir.path()).expect_err("refused");
     assert_eq!(err.to_string(), not_a_file(&conf, "a FIFO"));
+}
+
+/// The commands that ask the daemon find its state directory in `portknock.conf` alone, with
+/// the default when it cannot be read, a FIFO included, without waiting on it.
+#[test]
+fn the_state_directory_is_read_from_the_settings_alone() {
+    let dir = dir_with(&[(CONF_FILE, "FW_PORTKNOCK_STATE_DIR=/run/pk\n24:broken")]);
+    assert_eq!(state_dir(dir.path()), Path::new("/run/pk"));
+    let fifo = tempfile::tempdir().expect("temporary directory");
+    mkfifo(&fifo.path().join(CONF_FILE));
+    let default = Settings::defaults(fifo.path()).state_dir;
+    let path = fifo.path().to_path_buf();
+    let found = within(move || state_dir(&path));
+    assert_eq!(found, default);
 }
 
 /// A symbolic link to a regular file is the file: administrators link configurations in.
