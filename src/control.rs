@@ -220,14 +220,7 @@ impl Drop for Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A private temporary directory, whatever the umask.
-    fn private() -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir()
-            .unwrap()
-    }
+    use crate::statedir::private_tempdir;
 
     /// Accepts the next client, waiting (bounded) for one.
     fn next_call(listener: &Listener) -> Call {
@@ -242,7 +235,7 @@ mod tests {
 
     #[test]
     fn a_request_and_its_answer_cross_the_socket() {
-        let dir = private();
+        let dir = private_tempdir();
         assert!(
             ask(&dir.path().join("none"), &Request::Remove)
                 .unwrap()
@@ -286,7 +279,7 @@ mod tests {
 
     #[test]
     fn a_socket_left_behind_means_no_daemon_and_is_replaced() {
-        let dir = private();
+        let dir = private_tempdir();
         let stale = UnixListener::bind(dir.path().join(SOCKET)).unwrap();
         drop(stale);
         assert!(ask(dir.path(), &Request::Remove).unwrap().is_none());
@@ -297,7 +290,7 @@ mod tests {
     /// the daemon's: the command refuses it and sends it nothing.
     #[test]
     fn a_listener_that_does_not_hold_the_pid_files_lock_is_sent_nothing() {
-        let dir = private();
+        let dir = private_tempdir();
         std::fs::write(dir.path().join("portknock.pid"), "1\n").unwrap();
         let listener = Listener::bind(dir.path()).unwrap();
         let err = ask(dir.path(), &Request::Remove).unwrap_err();
@@ -314,7 +307,7 @@ mod tests {
 
     #[test]
     fn a_state_directory_others_may_write_to_is_refused() {
-        let dir = private();
+        let dir = private_tempdir();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = ask(dir.path(), &Request::Remove).unwrap_err();
         assert!(

@@ -155,20 +155,13 @@ fn exclusive_holders(locks: &str, metadata: &fs::Metadata) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::statedir::private_tempdir;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    /// A private temporary directory, whatever the umask.
-    fn private() -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .permissions(fs::Permissions::from_mode(0o700))
-            .tempdir()
-            .unwrap()
-    }
-
     #[test]
     fn one_lock_at_a_time() {
-        let dir = private();
+        let dir = private_tempdir();
         let state = dir.path().join("state");
         let held = lock(&state).unwrap();
         let pid = fs::read_to_string(state.join(PID_FILE)).unwrap();
@@ -187,7 +180,7 @@ mod tests {
     /// A pid file that an earlier version left readable by others is made private.
     #[test]
     fn a_pid_file_left_readable_is_made_private() {
-        let dir = private();
+        let dir = private_tempdir();
         let file = dir.path().join(PID_FILE);
         fs::write(&file, "1\n").unwrap();
         fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
@@ -199,7 +192,7 @@ mod tests {
     /// `serve` truncated and wrote the target of a pid file that was a symbolic link.
     #[test]
     fn a_pid_file_that_is_a_symbolic_link_is_refused_and_its_target_untouched() {
-        let dir = private();
+        let dir = private_tempdir();
         let victim = dir.path().join("victim");
         fs::write(&victim, "precious").unwrap();
         std::os::unix::fs::symlink(&victim, dir.path().join(PID_FILE)).unwrap();
@@ -214,7 +207,7 @@ mod tests {
 
     #[test]
     fn a_state_directory_others_may_write_to_is_refused() {
-        let dir = private();
+        let dir = private_tempdir();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
         assert!(matches!(
             lock(dir.path()),
@@ -259,7 +252,7 @@ mod tests {
     /// The daemon itself holds the lock: this process, here.
     #[test]
     fn the_holder_of_the_lock_running_this_program_is_the_daemon() {
-        let dir = private();
+        let dir = private_tempdir();
         let _held = lock(dir.path()).unwrap();
         let state = StateDir::existing(dir.path()).unwrap().unwrap();
         let me = i32::try_from(std::process::id()).unwrap();
@@ -270,7 +263,7 @@ mod tests {
     /// hold its lock is not the daemon, nor is one that holds it but runs another program.
     #[test]
     fn a_process_that_does_not_hold_the_lock_or_runs_another_program_is_not_the_daemon() {
-        let dir = private();
+        let dir = private_tempdir();
         let file = dir.path().join(PID_FILE);
         let mut processes = Processes(vec![Command::new("sleep").arg("60").spawn().unwrap()]);
         let victim = processes.0[0].id();
@@ -302,7 +295,7 @@ mod tests {
 
     #[test]
     fn lock_holders_are_read_from_proc_locks() {
-        let dir = private();
+        let dir = private_tempdir();
         let file = dir.path().join("f");
         fs::write(&file, "").unwrap();
         let metadata = fs::metadata(&file).unwrap();

@@ -325,24 +325,17 @@ fn entries(bytes: &[u8]) -> impl Iterator<Item = ([u8; MAC_LEN], u32)> + '_ {
 mod tests {
     use super::*;
     use crate::otp::Refused;
+    use crate::statedir::private_tempdir;
     use std::fs::{self, OpenOptions};
     use std::os::unix::fs::PermissionsExt;
 
     const NOW: u32 = 29_000_000;
 
-    /// A private temporary directory, whatever the umask.
-    fn private() -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .permissions(fs::Permissions::from_mode(0o700))
-            .tempdir()
-            .unwrap()
-    }
-
     /// `serve` truncated and wrote the target of a `used-otps.tmp` that was a symbolic link
     /// when it wrote a snapshot. The link is replaced by the snapshot's own file now.
     #[test]
     fn a_snapshot_temporary_that_is_a_symbolic_link_is_removed_not_followed() {
-        let dir = private();
+        let dir = private_tempdir();
         let victim = dir.path().join("victim");
         fs::write(&victim, "precious").unwrap();
         std::os::unix::fs::symlink(&victim, dir.path().join(SNAPSHOT_TMP)).unwrap();
@@ -363,7 +356,7 @@ mod tests {
     #[test]
     fn a_log_or_snapshot_that_is_a_symbolic_link_is_refused_and_its_target_untouched() {
         for name in [LOG, SNAPSHOT] {
-            let dir = private();
+            let dir = private_tempdir();
             let victim = dir.path().join("victim");
             fs::write(&victim, "precious").unwrap();
             std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
@@ -375,7 +368,7 @@ mod tests {
 
     #[test]
     fn a_state_directory_others_may_write_to_is_refused() {
-        let dir = private();
+        let dir = private_tempdir();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o770)).unwrap();
         let err = OtpStore::open(dir.path(), NOW, 1).err().unwrap();
         assert!(
@@ -386,7 +379,7 @@ mod tests {
 
     #[test]
     fn a_recorded_otp_is_refused_after_a_reopen() {
-        let dir = private();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         assert_eq!(store.record([1; 32], NOW, NOW, 1).unwrap(), Recorded::New);
         assert_eq!(
@@ -400,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_torn_last_entry_is_ignored_and_earlier_entries_kept() {
-        let dir = private();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         store.record([1; 32], NOW, NOW, 1).unwrap();
         store.record([2; 32], NOW, NOW, 1).unwrap();
@@ -416,7 +409,7 @@ mod tests {
 
     #[test]
     fn the_log_is_folded_into_the_snapshot() {
-        let dir = private();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         for i in 0..COMPACT_AFTER + 3 {
             let mut mac = [0u8; 32];
@@ -436,7 +429,7 @@ mod tests {
 
     #[test]
     fn expired_entries_are_forgotten_and_stay_refused() {
-        let dir = private();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         store.record([7; 32], NOW, NOW, 1).unwrap();
         drop(store);
@@ -457,7 +450,7 @@ mod tests {
     /// back to the OTP's minute and the daemon restarts again: the OTP is still refused.
     #[test]
     fn a_clock_jump_forwards_and_back_across_restarts_reopens_no_replay() {
-        let dir = private();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         assert_eq!(store.record([1; 32], NOW, NOW, 1).unwrap(), Recorded::New);
         drop(store);
@@ -479,7 +472,7 @@ mod tests {
 
     #[test]
     fn an_otp_whose_entry_cannot_be_written_stays_unrecorded() {
-        let dir = private();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         store.record([1; 32], NOW, NOW, 1).unwrap();
         // A read-only descriptor: every append fails.
@@ -491,7 +484,7 @@ mod tests {
 
     #[test]
     fn a_partial_entry_left_by_a_failed_append_is_cut_before_the_next() {
-        let dir = private();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         store.record([1; 32], NOW, NOW, 1).unwrap();
         // What a disk that fills up mid-entry leaves behind, when cutting it off failed too.
@@ -514,7 +507,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_that_cannot_be_written_does_not_refuse_a_logged_otp() {
-        let dir = private();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         // A directory where the new snapshot goes: creating it fails, even for root.
         let tmp = dir.path().join(SNAPSHOT_TMP);
@@ -535,7 +528,7 @@ mod tests {
 
     #[test]
     fn the_record_is_private_to_its_owner() {
-        let dir = private();
+        let dir = private_tempdir();
         let state = dir.path().join("state");
         let mut store = OtpStore::open(&state, NOW, 1).unwrap();
         store.record([1; 32], NOW, NOW, 1).unwrap();
@@ -547,7 +540,7 @@ mod tests {
 
     #[test]
     fn a_damaged_snapshot_is_reported_not_ignored() {
-        let dir = private();
+        let dir = private_tempdir();
         fs::write(dir.path().join(SNAPSHOT), b"garbage").unwrap();
         let err = OtpStore::open(dir.path(), NOW, 1).err().unwrap();
         assert!(matches!(err, StoreError::Damaged { .. }), "{err}");

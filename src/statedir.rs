@@ -172,19 +172,22 @@ fn check(path: &Path, owner: u32, mode: u32, uid: u32) -> Result<(), DirError> {
     Ok(())
 }
 
+/// A private temporary directory (0700, whatever the umask), for the tests of what keeps
+/// files in a state directory.
+#[cfg(test)]
+pub(crate) fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .expect("a private temporary directory")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
-
-    /// A private temporary directory, whatever the umask.
-    fn private() -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .permissions(fs::Permissions::from_mode(0o700))
-            .tempdir()
-            .unwrap()
-    }
 
     #[test]
     fn only_a_directory_of_this_user_closed_to_group_and_others_is_accepted() {
@@ -215,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_created_private_and_an_existing_one_checked() {
-        let parent = private();
+        let parent = private_tempdir();
         let path = parent.path().join("a/state");
         assert!(StateDir::existing(&path).unwrap().is_none());
         let dir = StateDir::create(&path).unwrap();
@@ -249,7 +252,7 @@ mod tests {
 
     #[test]
     fn files_are_never_opened_through_a_symbolic_link() {
-        let dir = private();
+        let dir = private_tempdir();
         let victim = dir.path().join("victim");
         fs::write(&victim, "precious").unwrap();
         std::os::unix::fs::symlink(&victim, dir.path().join("link")).unwrap();
@@ -273,7 +276,7 @@ mod tests {
     #[test]
     fn new_files_are_private_and_a_rename_replaces() {
         use std::io::{Read, Write};
-        let dir = private();
+        let dir = private_tempdir();
         let state = StateDir::create(dir.path()).unwrap();
         state
             .open("a", Access::New)
