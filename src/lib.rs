@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod demo;
 pub mod engine;
 pub mod firewall;
+pub mod metrics;
 pub mod netns;
 pub mod otp;
 pub mod pidfile;

@@ -64,22 +64,55 @@ impl fmt::Display for KnockPort {
 }
 
 /// Parses one knock port as the simple list and `portknock knock` write it: `7000` or
-/// `7000/tcp` for TCP, `8000/udp` for UDP, the protocol in any case.
+/// `7000/tcp` for TCP, `8000/udp` for UDP, the protocol in any case. A field that is right but
+/// for its separators (knockd's `8000:udp`, ports joined by `;`) is refused with the right form.
 impl FromStr for KnockPort {
     type Err = PortError;
 
     fn from_str(spec: &str) -> Result<Self, PortError> {
-        let (number, proto) = match spec.split_once('/') {
-            None => (spec, Proto::Tcp),
-            Some((number, p)) if p.eq_ignore_ascii_case("tcp") => (number, Proto::Tcp),
-            Some((number, p)) if p.eq_ignore_ascii_case("udp") => (number, Proto::Udp),
-            Some(_) => return Err(PortError::UnknownProto),
-        };
-        Ok(KnockPort {
-            proto,
-            port: parse_port(number)?,
-        })
+        knock_port(spec).map_err(|error| misseparated(spec).unwrap_or(error))
     }
+}
+
+fn knock_port(spec: &str) -> Result<KnockPort, PortError> {
+    let (number, proto) = match spec.split_once('/') {
+        None => (spec, Proto::Tcp),
+        Some((number, p)) if p.eq_ignore_ascii_case("tcp") => (number, Proto::Tcp),
+        Some((number, p)) if p.eq_ignore_ascii_case("udp") => (number, Proto::Udp),
+        Some(_) => return Err(PortError::UnknownProto),
+    };
+    Ok(KnockPort {
+        proto,
+        port: parse_port(number)?,
+    })
+}
+
+/// Characters that people (and other knock tools) put between knock ports instead of a comma.
+const NOT_SEPARATORS: [char; 3] = [';', ':', '.'];
+
+/// The error for a refused `spec` that is knockd's `PORT:PROTOCOL`, or knock ports joined by
+/// one of [`NOT_SEPARATORS`]; `None` for anything else.
+fn misseparated(spec: &str) -> Option<PortError> {
+    let knockd = spec
+        .split_once(':')
+        .and_then(|(number, proto)| knock_port(&format!("{number}/{proto}")).ok());
+    if let Some(knock) = knockd {
+        return Some(PortError::Knockd(knock.to_string()));
+    }
+    let ports: Vec<&str> = spec.split(NOT_SEPARATORS).collect();
+    if ports.len() < 2 || !ports.iter().all(|port| knock_port(port).is_ok()) {
+        return None;
+    }
+    Some(PortError::Separator {
+        separator: spec.chars().find(|c| NOT_SEPARATORS.contains(c))?,
+        fixed: ports.join(","),
+    })
+}
+
+/// The knock ports of a sequence as the simple list writes it, `7000,8000/udp,9000`, each
+/// parsed as [`KnockPort`] parses it; white space around a comma is allowed.
+pub fn sequence(text: &str) -> impl Iterator<Item = Result<KnockPort, PortError>> + '_ {
+    text.split(',').map(|field| field.trim().parse())
 }
 
 /// Parses a TCP or UDP port number: digits only, 1 to 65535.
@@ -103,8 +136,9 @@ pub(crate) fn is_digits(field: &str) -> bool {
 
 /// Why a port or a knock port was refused.
 ///
-/// Only a field of digits is kept for the message: a misplaced field of a door list may be a
-/// secret, so nothing else of the input may reach a message.
+/// Only digits, and knock ports in the form they should have been written, are kept for the
+/// message: a misplaced field of a door list may be a secret, so nothing else of the input may
+/// reach a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortError {
     /// Nothing where the number should be.
@@ -115,6 +149,10 @@ pub enum PortError {
     OutOfRange(String),
     /// The part after `/` is neither `tcp` nor `udp`.
     UnknownProto,
+    /// Knock ports joined by `separator` rather than a comma; `fixed` is them joined by commas.
+    Separator { separator: char, fixed: String },
+    /// knockd's `8000:udp`; the knock port as portknock writes it, `8000/udp`.
+    Knockd(String),
 }
 
 impl PortError {
@@ -132,6 +170,13 @@ impl PortError {
                 "{subject} has an unknown protocol; write PORT or PORT/tcp for TCP, PORT/udp for \
                  UDP"
             ),
+            PortError::Separator { separator, fixed } => format!(
+                "{subject} holds '{separator}', which is not a separator; knock ports are \
+                 separated by commas: write {fixed}"
+            ),
+            PortError::Knockd(fixed) => {
+                format!("{subject} is knockd's PORT:PROTOCOL; write {fixed}")
+            }
         }
     }
 }
@@ -187,6 +232,63 @@ mod tests {
         }
         assert_eq!(parse_port("22/udp"), Err(PortError::NotANumber));
         assert_eq!(parse_port("65535"), Ok(65535));
+    }
+
+    #[test]
+    fn wrong_separators_and_knockd_protocols_show_the_right_form() {
+        let separator = |separator, fixed: &str| {
+            Err(PortError::Separator {
+                separator,
+                fixed: fixed.to_string(),
+            })
+        };
+        for (spec, error) in [
+            ("41873;17219", separator(';', "41873,17219")),
+            ("7000:9000:8000/udp", separator(':', "7000,9000,8000/udp")),
+            ("7000|9000", Err(PortError::NotANumber)),
+            ("7000.9000;8000", separator('.', "7000,9000,8000")),
+            ("33391:udp", Err(PortError::Knockd("33391/udp".to_string()))),
+            ("33391:TCP", Err(PortError::Knockd("33391/tcp".to_string()))),
+            // Not two ports: no form to show.
+            ("7000;ssh", Err(PortError::NotANumber)),
+            ("7000;", Err(PortError::NotANumber)),
+            ("70000:udp", Err(PortError::NotANumber)),
+        ] {
+            assert_eq!(spec.parse::<KnockPort>(), error, "{spec}");
+        }
+        assert_eq!(
+            PortError::Separator {
+                separator: ';',
+                fixed: "41873,17219".into()
+            }
+            .to_string(),
+            "the port holds ';', which is not a separator; knock ports are separated by \
+             commas: write 41873,17219"
+        );
+        assert_eq!(
+            PortError::Knockd("33391/udp".into()).to_string(),
+            "the port is knockd's PORT:PROTOCOL; write 33391/udp"
+        );
+    }
+
+    #[test]
+    fn a_sequence_is_knock_ports_separated_by_commas() {
+        assert_eq!(
+            sequence(" 7000, 8000/udp ,9000").collect::<Vec<_>>(),
+            [
+                Ok(KnockPort::tcp(7000)),
+                Ok(KnockPort::udp(8000)),
+                Ok(KnockPort::tcp(9000))
+            ]
+        );
+        assert_eq!(
+            sequence("7000,,x").collect::<Vec<_>>(),
+            [
+                Ok(KnockPort::tcp(7000)),
+                Err(PortError::Empty),
+                Err(PortError::NotANumber)
+            ]
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! directory so that `status` can show the trial, and so that a configuration rolled back for
 //! want of confirmation stays rolled back across a reload or a restart:
 //!
-//! - `pending-confirmation`: the deadline of the trial under way;
+//! - `pending-confirmation`: the deadline of the trial under way and the fingerprint of its
+//!   files, so that a daemon restarted during the trial takes it over (or rolls back at once,
+//!   when the deadline passed while it was stopped);
 //! - `confirmed/`: a copy of the configuration in force for good before the trial, written when
 //!   the trial starts, as a configuration directory `config::load` reads (the daemon holds
 //!   its files' text in memory until then, so that nothing is written outside a trial);
@@ -24,10 +26,12 @@ use crate::config::{self, Config, ConfigError, ADVANCED_LIST_FILE, CONF_FILE, SI
 const PENDING: &str = "pending-confirmation";
 
 /// A confirmation the daemon waits for, as `status` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     /// When the daemon rolls back unless confirmed, in seconds since the Unix epoch.
     pub deadline: u64,
+    /// The fingerprint of the files on trial ([`Texts::fingerprint`]).
+    pub fingerprint: String,
 }
 
 /// The confirmation the daemon of `state_dir` waits for, if any.
@@ -130,21 +134,49 @@ pub enum InForce {
     Files(Config),
     /// The files hold the configuration that was rolled back: the last confirmed one.
     Confirmed(Config),
-    /// The files hold the configuration that was rolled back, but the last confirmed one
-    /// cannot be read: the files', and why.
+    /// The files hold the configuration that was rolled back, or whose trial ran out while no
+    /// daemon ran, but the last confirmed one cannot be read: the files', and why.
     Unreadable(Config, ConfigError),
+    /// The files are on trial (a daemon stopped during it), `left` seconds before the deadline:
+    /// the files' configuration, on trial again, and the one that comes back.
+    OnTrial {
+        files: Config,
+        previous: Box<Config>,
+        left: u64,
+    },
+    /// The files were on trial, and the deadline passed while no daemon ran: the last
+    /// confirmed one, and the fingerprint of the files to refuse from now on.
+    RanOut {
+        confirmed: Config,
+        fingerprint: String,
+    },
 }
 
-/// What a daemon starting on `config`'s files enforces: not a configuration that was rolled
-/// back for want of confirmation, while the files hold it unchanged.
-pub fn in_force(config: Config) -> InForce {
+/// What a daemon starting on `config`'s files at `now` (seconds since the Unix epoch)
+/// enforces: not a configuration that was rolled back for want of confirmation, while the
+/// files hold it unchanged, and not one whose trial ran out while no daemon ran.
+pub fn in_force(config: Config, now: u64) -> InForce {
     let state_dir = &config.settings.state_dir;
-    if rejected(state_dir).as_deref() != Some(&texts(&config).fingerprint()) {
+    let fingerprint = texts(&config).fingerprint();
+    let trial = pending(state_dir).filter(|p| p.fingerprint == fingerprint);
+    if trial.is_none() && rejected(state_dir).as_deref() != Some(&fingerprint) {
         return InForce::Files(config);
     }
-    match config::load(&confirmed_dir(state_dir)) {
-        Ok(confirmed) => InForce::Confirmed(confirmed.config),
-        Err(e) => InForce::Unreadable(config, e),
+    let confirmed = match config::load(&confirmed_dir(state_dir)) {
+        Ok(confirmed) => confirmed.config,
+        Err(e) => return InForce::Unreadable(config, e),
+    };
+    match trial {
+        Some(p) if p.deadline > now => InForce::OnTrial {
+            files: config,
+            previous: Box::new(confirmed),
+            left: p.deadline - now,
+        },
+        Some(_) => InForce::RanOut {
+            confirmed,
+            fingerprint,
+        },
+        None => InForce::Confirmed(confirmed),
     }
 }
 
@@ -217,5 +249,75 @@ mod tests {
         clear_rejected(&state).unwrap();
         clear_rejected(&state).unwrap();
         assert_eq!(rejected(&state), None);
+    }
+
+    #[test]
+    fn a_start_takes_over_a_trial_of_the_same_files_or_rolls_it_back_when_it_ran_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (etc, state) = (dir.path().join("etc"), dir.path().join("state"));
+        fs::create_dir_all(&etc).unwrap();
+        fs::create_dir_all(&state).unwrap();
+        let write = |sequence: &str| {
+            fs::write(
+                etc.join(CONF_FILE),
+                format!(
+                    "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=yes\nFW_PORTKNOCK_STATE_DIR={}\n",
+                    state.display()
+                ),
+            )
+            .unwrap();
+            fs::write(etc.join(SIMPLE_LIST_FILE), format!("22:{sequence}\n")).unwrap();
+            config::load(&etc).unwrap().config
+        };
+        let old = write("7000,9000,8000");
+        keep_confirmed(&state, &texts(&old)).unwrap();
+        let new = write("7000,9000,6000");
+        let sequence = |c: &Config| c.simple[0].sequence.clone();
+        let on_trial = |deadline| {
+            let fingerprint = texts(&new).fingerprint();
+            set_pending(
+                &state,
+                Some(Pending {
+                    deadline,
+                    fingerprint,
+                }),
+            )
+            .unwrap();
+        };
+
+        assert!(matches!(in_force(new.clone(), 100), InForce::Files(c) if c == new));
+        on_trial(130);
+        let InForce::OnTrial {
+            files,
+            previous,
+            left,
+        } = in_force(new.clone(), 100)
+        else {
+            panic!("a trial of these files is taken over");
+        };
+        assert_eq!(
+            (files, sequence(&previous), left),
+            (new.clone(), sequence(&old), 30)
+        );
+        let InForce::RanOut {
+            confirmed,
+            fingerprint,
+        } = in_force(new.clone(), 130)
+        else {
+            panic!("a trial whose deadline passed is rolled back");
+        };
+        assert_eq!(
+            (sequence(&confirmed), fingerprint),
+            (sequence(&old), texts(&new).fingerprint())
+        );
+        // Files changed since the trial began are not the ones on trial.
+        let newer = write("7000,9000,5000");
+        assert!(matches!(in_force(newer.clone(), 100), InForce::Files(c) if c == newer));
+        // Without the copy of the last confirmed configuration, the files are all there is.
+        let new = write("7000,9000,6000");
+        forget_confirmed(&state).unwrap();
+        assert!(matches!(in_force(new.clone(), 100), InForce::Unreadable(c, _) if c == new));
+        set_pending(&state, None).unwrap();
+        assert!(matches!(in_force(new.clone(), 100), InForce::Files(_)));
     }
 }

@@ -34,7 +34,7 @@ fn config_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
 const ALL_ON: &str = "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=yes\nFW_PORTKNOCK_ADVANCED=yes\n";
 
 #[test]
-fn the_example_configuration_is_valid() {
+fn the_example_configuration_is_valid_and_warned_about_as_published() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let out = check(&["--config-dir", &examples.to_string_lossy()], None);
     let stdout = text(&out.stdout);
@@ -52,12 +52,40 @@ fn the_example_configuration_is_valid() {
         stdout.contains("\nOK: 2 simple doors, 2 advanced doors, "),
         "{stdout}"
     );
-    // git keeps no file modes, so the only warning allowed is the one about them.
+    // Every door's sequence or secrets are published; and git keeps no file modes, so the
+    // advanced list may be readable by others.
     let stderr = text(&out.stderr);
-    assert!(
-        (stderr.lines()).all(|l| l.contains(": warning: readable by group or others")),
-        "{stderr}"
-    );
+    let simple = examples.join("simple-portknock-list");
+    let advanced = examples.join("advanced-portknock-list");
+    let doors = |file: &Path, what: &[&str]| -> Vec<String> {
+        let list = fs::read_to_string(file).expect("read an example list");
+        (1..)
+            .zip(list.lines())
+            .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+            .flat_map(|(line, _)| {
+                what.iter().map(move |what| {
+                    format!(
+                        "{}:{line}: warning: {what} is published as an example",
+                        file.display()
+                    )
+                })
+            })
+            .collect()
+    };
+    let mut published = doors(&simple, &["this sequence"]);
+    published.extend(doors(&advanced, &["the open secret", "the close secret"]));
+    assert_eq!(published.len(), 6);
+    let (about_modes, lines): (Vec<&str>, Vec<&str>) = stderr
+        .lines()
+        .partition(|l| l.contains(": warning: readable by group or others"));
+    assert!(about_modes.len() <= 1, "{stderr}");
+    assert_eq!(lines.len(), published.len(), "{stderr}");
+    for (line, expected) in lines.iter().zip(&published) {
+        assert!(
+            line.starts_with(expected.as_str()),
+            "{line}\nexpected {expected}"
+        );
+    }
 }
 
 #[test]
@@ -93,10 +121,10 @@ fn broken_files_are_all_reported_with_file_and_line() {
 fn a_port_in_both_lists_points_at_the_other_file() {
     let dir = config_dir(&[
         ("portknock.conf", ALL_ON),
-        ("simple-portknock-list", "22:7000,9000,8000\n"),
+        ("simple-portknock-list", "22:7000,9000,8001\n"),
         (
             "advanced-portknock-list",
-            "# secrets\n22,2000,hipjazz,superawesome\n",
+            "# secrets\n22,2000,jazzhip,superawesome1\n",
         ),
     ]);
     let out = check(&["--config-dir", &dir.path().to_string_lossy()], None);
@@ -221,4 +249,31 @@ fn apply_dry_run_needs_no_privilege() {
         batch["nftables"].as_array().is_some_and(|c| !c.is_empty()),
         "{batch}"
     );
+}
+
+#[test]
+fn files_saved_with_a_byte_order_mark_check_as_without() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let names = [
+        "portknock.conf",
+        "simple-portknock-list",
+        "advanced-portknock-list",
+    ];
+    let read = |name: &str| fs::read_to_string(examples.join(name)).expect("read an example");
+    let plain = config_dir(
+        &names
+            .map(|n| (n, read(n)))
+            .each_ref()
+            .map(|(n, t)| (*n, t.as_str())),
+    );
+    let marked = names.map(|n| (n, format!("\u{feff}{}", read(n))));
+    let marked = config_dir(&marked.each_ref().map(|(n, t)| (*n, t.as_str())));
+    let run = |dir: &Path| {
+        let out = check(&["--config-dir", &dir.to_string_lossy()], None);
+        let shown = |bytes: &[u8]| text(bytes).replace(&*dir.to_string_lossy(), "DIR");
+        (out.status.code(), shown(&out.stdout), shown(&out.stderr))
+    };
+    let expected = run(plain.path());
+    assert_eq!(expected.0, Some(0), "{expected:?}");
+    assert_eq!(run(marked.path()), expected);
 }

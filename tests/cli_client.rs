@@ -229,6 +229,34 @@ fn knock_arrives_in_order_over_ipv4() {
 }
 
 #[test]
+fn knock_takes_the_list_form_too() {
+    // As the list writes a sequence, and as the shell splits it when written with spaces.
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    for form in [
+        |p: [String; 3]| vec![format!("{},{},{}", p[0], p[1], p[2])],
+        |p: [String; 3]| vec![format!("{},", p[0]), format!("{},", p[1]), p[2].clone()],
+        |p: [String; 3]| vec![p[0].clone(), format!("{},{}", p[1], p[2])],
+    ] {
+        let (t1, p1) = tcp_on(ip);
+        let (u2, p2) = udp_on(ip);
+        let (t3, p3) = tcp_on(ip);
+        let watcher = watch(vec![t1, u2, t3]);
+        let ports = form([p1.to_string(), format!("{p2}/udp"), p3.to_string()]);
+        let mut args = vec!["knock", "127.0.0.1"];
+        args.extend(ports.iter().map(String::as_str));
+        let result = run(&args);
+        assert_exit(&result, 0);
+        let order: Vec<usize> = watcher
+            .join()
+            .expect("watcher")
+            .iter()
+            .map(|a| a.index)
+            .collect();
+        assert_eq!(order, vec![0, 1, 2], "{args:?}");
+    }
+}
+
+#[test]
 fn knock_with_zero_delay_and_ipv4_flag() {
     // Even without a pause each knock is a separate packet; a single-threaded watcher may see
     // two in one round, so only arrival of all of them is checked here.
@@ -278,8 +306,9 @@ fn knock_ipv4_flag_refuses_an_ipv6_address() {
 }
 
 /// Runs `args --verify PORT` with the environment `env`, first against a listening port of
-/// 127.0.0.1, then against a closed one, whose refusal the report must name. Returns the
-/// second run. (The advice for a port a firewall keeps shut is checked in tests/daemon.rs.)
+/// 127.0.0.1, then against a closed one, whose refusal the report must name. Both answer
+/// before the knock already, which the report must say too. Returns the second run. (The
+/// advice for a port a firewall keeps shut is checked in tests/daemon.rs.)
 fn verify_open_and_closed(args: &[&str], env: &[(&str, &str)]) -> Run {
     let with_verify = |port: &str, extra: &[&str]| {
         let mut all = args.to_vec();
@@ -294,7 +323,7 @@ fn verify_open_and_closed(args: &[&str], env: &[(&str, &str)]) -> Run {
     assert!(
         result
             .stdout_text()
-            .contains(&format!("port {open} on 127.0.0.1 is open")),
+            .contains(&format!("port {open} on 127.0.0.1 is open, but it was already open before the knock (an earlier grant?)")),
         "{}",
         result.stdout_text()
     );
@@ -303,11 +332,14 @@ fn verify_open_and_closed(args: &[&str], env: &[(&str, &str)]) -> Run {
     let result = with_verify(&closed, &["--verify-timeout", "300"]);
     assert_exit(&result, 1);
     // Nothing listens on loopback's closed port, so the kernel refuses rather than drops:
-    // the report tells the refusal apart from a firewall that stayed shut.
+    // the report tells the refusal apart from a firewall that stayed shut, and it refused
+    // before the knock too.
     let stdout = result.stdout_text();
     assert!(
         stdout.contains(&format!(
-            "port {closed} on 127.0.0.1 refused the connection: the firewall let it through"
+            "port {closed} on 127.0.0.1 refused the connection, as it did before the knock: the \
+             firewall already lets it through (an earlier grant?), but nothing listens on port \
+             {closed}"
         )),
         "{stdout}"
     );
@@ -353,6 +385,15 @@ fn knock_rejects_bad_ports_as_usage_errors() {
             "the port is not a number; ports are written as digits, 1 to 65535",
         ),
         ("/udp", "the port is empty"),
+        (
+            "33391:udp",
+            "the port is knockd's PORT:PROTOCOL; write 33391/udp",
+        ),
+        (
+            "41873;17219",
+            "the port holds ';', which is not a separator; knock ports are separated by commas: write 41873,17219",
+        ),
+        ("7000,,9000", "the port is empty"),
     ] {
         let result = run(&["knock", "127.0.0.1", "7000", spec]);
         assert_exit(&result, 2);

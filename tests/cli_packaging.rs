@@ -98,7 +98,7 @@ fn systemd_unit_is_hardened_and_reloads_with_sighup() {
     let settings = settings_of(&unit, "[Service]");
     let has = |key: &str, value: &str| settings.iter().any(|(k, v)| k == key && v == value);
     for (key, value) in [
-        ("Type", "simple"),
+        ("Type", "notify"),
         ("ExecStart", "/usr/local/sbin/portknock serve"),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
         ("Restart", "on-failure"),
@@ -395,8 +395,14 @@ fn generate_writes_completions_and_a_man_page_per_command() {
         .map(|f| dir.path().join("completions").join(f))
         .collect();
     expected.insert(dir.path().join("man/portknock.1"));
+    expected.insert(dir.path().join("man/portknock.conf.5"));
+    // The daemon's page is in section 8, the system's daemons; the commands' in section 1.
+    let section = |sub: &str| if sub == "serve" { 8 } else { 1 };
     for sub in subcommands() {
-        expected.insert(dir.path().join(format!("man/portknock-{sub}.1")));
+        expected.insert(
+            dir.path()
+                .join(format!("man/portknock-{sub}.{}", section(&sub))),
+        );
     }
     let listed: BTreeSet<PathBuf> = text(&out.stdout).lines().map(PathBuf::from).collect();
     assert_eq!(listed, expected, "the files generate reports");
@@ -409,12 +415,36 @@ fn generate_writes_completions_and_a_man_page_per_command() {
     let man = fs::read_to_string(dir.path().join("man/portknock.1")).expect("read portknock.1");
     for sub in subcommands() {
         assert!(
-            man.contains(&format!("portknock\\-{sub}(1)")),
+            man.contains(&format!("portknock\\-{sub}({})", section(&sub))),
             "portknock.1 does not mention {sub}"
         );
     }
-    let serve = fs::read_to_string(dir.path().join("man/portknock-serve.1")).expect("read");
-    assert!(serve.contains(".SH EXAMPLES") && serve.contains("SIGHUP"));
+    let serve = fs::read_to_string(dir.path().join("man/portknock-serve.8")).expect("read");
+    assert!(
+        serve.contains(".TH portknock-serve 8")
+            && serve.contains(".SH EXAMPLES")
+            && serve.contains("SIGHUP"),
+        "{serve}"
+    );
+    assert!(
+        serve.contains("portknock.conf"),
+        "serve(8) points at portknock.conf(5)"
+    );
+    // portknock.conf(5) describes every key, as config::KEYS does.
+    let conf = fs::read_to_string(dir.path().join("man/portknock.conf.5")).expect("read");
+    assert!(conf.contains("\n.TH portknock.conf 5 "), "{conf}");
+    for key in portknock::config::KEYS {
+        let entry = format!(".TP\n\\fB{}\\fR\n", key.name);
+        assert!(
+            conf.contains(&entry),
+            "portknock.conf.5 lacks {}:\n{conf}",
+            key.name
+        );
+    }
+    assert_eq!(
+        conf.matches("Default: ").count(),
+        portknock::config::KEYS.len()
+    );
 
     let completions = dir.path().join("completions");
     let bash = completions.join("portknock.bash");
@@ -501,4 +531,61 @@ fn top_level_help_explains_the_modes_and_points_to_the_demo() {
     // The short form keeps the pointer to the demo, in its examples.
     let short = text(&run(Path::new(BIN), &["-h"], &[]).stdout);
     assert!(short.contains("portknock demo"), "-h:\n{short}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The keys of portknock.conf: one description each, config::KEYS, which the documents copy
+
+/// `doc` as a sentence: upper case first.
+fn sentence(doc: &str) -> String {
+    let mut chars = doc.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_key_is_described_once_and_the_documents_copy_it() {
+    use portknock::config::KEYS;
+    let mut table = "| key | default | what it does |\n|---|---|---|\n".to_string();
+    for key in &KEYS {
+        table += &format!("| `{}` | `{}` | {} |\n", key.name, key.default, key.doc);
+    }
+    for doc in ["README.md", "docs/behaviour.md"] {
+        let text = fs::read_to_string(repo_file(doc)).expect("read");
+        assert!(
+            text.contains(&table),
+            "{doc} lacks the table of keys:\n{table}"
+        );
+    }
+
+    // The example sets every key, in the same order, under its description.
+    let example = fs::read_to_string(repo_file("examples/portknock.conf")).expect("read");
+    let lines: Vec<&str> = example.lines().collect();
+    let set: Vec<(usize, &str)> = (0..)
+        .zip(&lines)
+        .filter_map(|(at, line)| Some((at, line.split_once('=')?.0)))
+        .filter(|(_, key)| key.starts_with("FW_PORTKNOCK"))
+        .collect();
+    assert_eq!(
+        set.iter().map(|(_, key)| *key).collect::<Vec<_>>(),
+        KEYS.map(|k| k.name),
+        "the keys of examples/portknock.conf"
+    );
+    for ((at, _), key) in set.iter().zip(&KEYS) {
+        let mut comment: Vec<&str> = lines[..*at]
+            .iter()
+            .rev()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim())
+            .collect();
+        comment.reverse();
+        assert_eq!(
+            comment.join(" "),
+            format!("{}. Default: {}.", sentence(key.doc), key.default),
+            "the comment above {} in examples/portknock.conf",
+            key.name
+        );
+    }
 }

@@ -55,7 +55,8 @@ fn a_confirmed_configuration_stays() {
     let out = lab.admin(&["apply", "--confirm-within", "10"]);
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("portknock confirm"));
-    assert!(status(&lab)["pending_confirmation"]["seconds_left"].as_u64() <= Some(10));
+    let left = status(&lab)["pending_confirmation"]["seconds_left"].as_u64();
+    assert!(matches!(left, Some(0..=10)), "{left:?}");
     ok(&lab.admin(&["confirm"]));
     assert!(status(&lab)["pending_confirmation"].is_null());
     let out = lab.admin(&["confirm"]);
@@ -78,10 +79,10 @@ fn an_unconfirmed_configuration_rolls_back_by_itself_with_its_grants_and_stays_r
     knock(&lab, 1, ["7000", "9000", "8000"]);
     lab.connect(1, SERVER4, 22);
     lab.write_config("FW_PORTKNOCK_SIMPLE_OPEN=120\n", NEW, ADVANCED);
-    // The apply runs in a session of its own, which is killed as soon as the trial started.
+    // The apply runs in a session of its own, which ends as soon as the trial started.
     let mut apply = Command::new("setsid");
     apply
-        .args(["--fork", "ip", "netns", "exec", &lab.server.name, BIN])
+        .args(["ip", "netns", "exec", &lab.server.name, BIN])
         .args(["apply", "--confirm-within", "10"])
         .env("PORTKNOCK_CONFIG_DIR", lab.config_dir());
     ok(&output_within(apply));
@@ -89,9 +90,6 @@ fn an_unconfirmed_configuration_rolls_back_by_itself_with_its_grants_and_stays_r
         !status(&lab)["pending_confirmation"].is_null()
     })
     .expect("the trial started");
-    let _ = Command::new("pkill")
-        .args(["-KILL", "-f", "apply --confirm-within"])
-        .status();
     let deadline = status(&lab)["pending_confirmation"]["deadline"]
         .as_u64()
         .expect("deadline");
@@ -146,4 +144,79 @@ fn an_unconfirmed_configuration_rolls_back_by_itself_with_its_grants_and_stays_r
     // Applied again on purpose, it is the administrator's choice.
     ok(&lab.admin(&["apply"]));
     assert_eq!(sequence_in_force(&lab), NEW_IN_FORCE);
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+#[test]
+fn a_trial_outlives_a_restart_and_its_deadline_passing_while_no_daemon_runs_rolls_it_back() {
+    let Some(mut lab) = lab_with(2, FAST, OLD, ADVANCED) else {
+        return;
+    };
+    lab.start_daemon();
+    lab.write_config(FAST, NEW, ADVANCED);
+    ok(&lab.admin(&["apply", "--confirm-within", "10"]));
+    let deadline = status(&lab)["pending_confirmation"]["deadline"]
+        .as_u64()
+        .expect("deadline");
+
+    // A restart during the trial (a crash, a reboot) goes on with it.
+    lab.stop_daemon("-TERM");
+    lab.start_daemon();
+    assert_logged(
+        &lab,
+        "the configuration files are on trial, as when the daemon stopped",
+        1,
+    );
+    assert_eq!(
+        status(&lab)["pending_confirmation"]["deadline"].as_u64(),
+        Some(deadline)
+    );
+    assert!(
+        opens(&lab, 0, ["7100", "9100", "8100"]),
+        "on trial: the new doors"
+    );
+
+    // Stopped again until the deadline passed: the start rolls back at once.
+    lab.stop_daemon("-TERM");
+    while unix_now() <= deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lab.start_daemon();
+    assert_logged(&lab, "the deadline passed unconfirmed", 1);
+    assert!(status(&lab)["pending_confirmation"].is_null());
+    assert!(
+        !opens(&lab, 1, ["7100", "9100", "8100"]),
+        "the trial's doors are gone"
+    );
+    assert!(
+        opens(&lab, 1, ["7000", "9000", "8000"]),
+        "the old doors again"
+    );
+    // And it stays rolled back, as after a rollback by a running daemon.
+    lab.signal_daemon("-HUP");
+    assert_logged(
+        &lab,
+        "reload refused: the configuration files hold the configuration that was rolled back",
+        1,
+    );
+    // An apply with no daemon running is on purpose too: a starting daemon keeps its files.
+    lab.stop_daemon("-TERM");
+    let out = lab.admin(&["apply"]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("applied on purpose"));
+    lab.start_daemon();
+    assert!(
+        opens(&lab, 0, ["7100", "9100", "8100"]),
+        "the applied doors"
+    );
+    assert!(!lab
+        .daemon_log()
+        .contains("enforcing the last confirmed one"));
 }

@@ -330,6 +330,54 @@ fn verify_tells_a_shut_door_from_an_open_one() {
 }
 
 #[test]
+fn verify_says_when_the_port_was_already_open_before_the_knock() {
+    let Some(lab) = lab(1, "FW_PORTKNOCK_SIMPLE_OPEN=60\n") else {
+        return;
+    };
+    let stdout = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let already = "was already open before the knock (an earlier grant?)";
+    let out = lab.client(0, &["knock", SERVER4, "7000,9000,8000", "--verify", "22"]);
+    ok(&out);
+    assert!(
+        stdout(&out).contains("port 22 on 198.18.0.1 is open (answered after")
+            && !stdout(&out).contains(already),
+        "{}",
+        stdout(&out)
+    );
+    // A wrong sequence while that grant lives: the port is open, but not thanks to this knock.
+    let out = lab.client(
+        0,
+        &["knock", SERVER4, "7000", "8000", "9000", "--verify", "22"],
+    );
+    ok(&out);
+    assert!(
+        stdout(&out).contains(&format!("port 22 on 198.18.0.1 is open, but it {already}")),
+        "{}",
+        stdout(&out)
+    );
+    // The same for a one-time password: a wrong secret with an earlier grant live.
+    let out = lab.client(
+        0,
+        &["otp", SERVER4, "2000", "opensecret1", "--verify", "2222"],
+    );
+    ok(&out);
+    assert!(!stdout(&out).contains(already), "{}", stdout(&out));
+    let out = lab.client(
+        0,
+        &["otp", SERVER4, "2000", "wrongsecret", "--verify", "2222"],
+    );
+    ok(&out);
+    assert!(
+        stdout(&out).contains(&format!(
+            "port 2222 on 198.18.0.1 is open, but it {already}"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert_logged(&lab, "bad OTP", 1);
+}
+
+#[test]
 fn strict_reset_on_an_interleaved_wrong_knock() {
     // docs/behaviour.md §2: 1,2,5,3,4 does not open 22:1,2,3,4,5.
     let Some(mut lab) = lab_with(1, FAST, "22:1,2,3,4,5\n", ADVANCED) else {
@@ -709,6 +757,123 @@ fn status_json_lists_exactly_the_grants_and_open_close_work() {
     );
 }
 
+/// The seconds left of the grant of `source` on `port`, as `status --json` reads them.
+fn remaining(lab: &Lab, source: &str, port: u64) -> u64 {
+    let grants = status_json_grants(lab);
+    let grant = grants
+        .iter()
+        .find(|g| g["source"] == source && g["port"] == port)
+        .unwrap_or_else(|| panic!("no grant of {port} to {source}: {grants:?}"));
+    grant["remaining"].as_u64().expect("remaining")
+}
+
+#[test]
+fn open_refuses_a_port_no_door_protects_unless_forced_and_takes_durations() {
+    let Some(lab) = lab(1, "") else { return };
+    let out = lab.admin(&["open", "198.18.0.7", "80"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "portknock open: port 80 is protected by no door, so a grant of it changes nothing; the \
+         doors protect 22, 2222; add --force to grant it anyway\n"
+    );
+    assert_eq!(status_grants(&lab), vec![]);
+
+    ok(&lab.admin(&["open", "198.18.0.7", "80", "--force"]));
+    ok(&lab.admin(&["open", "198.18.0.8", "22", "--for", "10m"]));
+    ok(&lab.admin(&["open", "198.18.0.9", "2222", "--for", "2h"]));
+    ok(&lab.admin(&["open", "198.18.0.10", "2222", "--for", "7d"]));
+    ok(&lab.admin(&["open", "198.18.0.11", "22", "--for", "90"]));
+    assert_eq!(
+        status_grants(&lab),
+        vec![
+            ("198.18.0.10".to_string(), 2222, "advanced".to_string()),
+            ("198.18.0.11".to_string(), 22, "simple".to_string()),
+            ("198.18.0.7".to_string(), 80, "manual".to_string()),
+            ("198.18.0.8".to_string(), 22, "simple".to_string()),
+            ("198.18.0.9".to_string(), 2222, "advanced".to_string()),
+        ]
+    );
+    for (source, port, secs) in [
+        ("198.18.0.8", 22, 600),
+        ("198.18.0.9", 2222, 7200),
+        ("198.18.0.10", 2222, 604_800),
+        ("198.18.0.11", 22, 90),
+    ] {
+        let left = remaining(&lab, source, port);
+        assert!(
+            (secs - 10..=secs).contains(&left),
+            "{source}: {left}s left of {secs}s"
+        );
+    }
+    let out = lab.admin(&["open", "198.18.0.8", "22", "--for", "10x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("expected a duration such as 600, 30s, 10m, 2h or 7d"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn close_says_whether_there_was_a_grant_to_close() {
+    let Some(lab) = lab(1, "") else { return };
+    ok(&lab.admin(&["open", "198.18.0.8", "22", "--for", "10m"]));
+    let out = lab.admin(&["close", "198.18.0.8", "22"]);
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("closed port 22 to 198.18.0.8: its grant had ")
+            && stdout.ends_with("s left (established connections stay up)\n"),
+        "{stdout}"
+    );
+    assert_eq!(status_grants(&lab), vec![]);
+    // Nothing left to close: the state asked for holds, so it is no failure, but it is said.
+    let out = lab.admin(&["close", "198.18.0.8", "22"]);
+    ok(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "nothing to close: 198.18.0.8 had no grant of port 22\n"
+    );
+}
+
+#[test]
+fn status_without_the_configuration_directory_shows_what_the_kernel_holds() {
+    let Some(lab) = lab(1, "FW_PORTKNOCK_SIMPLE_OPEN=60\n") else {
+        return;
+    };
+    ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+    wait_until(Duration::from_secs(10), || status_grants(&lab).len() == 1)
+        .expect("the knock is granted");
+    let missing = lab.dir.path().join("no-such-directory");
+    let missing = missing.to_str().expect("utf-8 path");
+    let out = lab.admin(&["status", "--config-dir", missing]);
+    ok(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let first = format!(
+        "configuration in {missing} cannot be used (1 error, listed by portknock check): showing \
+         only what the kernel holds\ntable inet portknock: installed\n"
+    );
+    assert!(stdout.starts_with(&first), "{stdout}");
+    let grant = format!(
+        "\ngrants: 1\n  {:<39}  port    22  ",
+        portknock::netns::client4(0)
+    );
+    assert!(stdout.contains(&grant), "{stdout}");
+    assert!(!stdout.contains("doors:"), "no doors are made up: {stdout}");
+    assert!(!stdout.contains("unknown"), "{stdout}");
+    let out = lab.admin(&["status", "--json", "--config-dir", missing]);
+    ok(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["config_valid"], false);
+    assert_eq!(json["table_installed"], true);
+    assert_eq!(json.get("engine"), None);
+    let grant = &json["grants"][0];
+    assert_eq!(grant["port"], 22);
+    assert_eq!(grant.get("mode"), None, "no mode is made up");
+}
+
 #[test]
 fn apply_changes_doors_keeps_grants_and_refuses_broken_edits() {
     let Some(lab) = lab(2, "FW_PORTKNOCK_SIMPLE_OPEN=120\n") else {
@@ -751,7 +916,8 @@ fn apply_changes_doors_keeps_grants_and_refuses_broken_edits() {
     let after = nft_list(&lab, &["chain", "inet", "portknock", "prerouting"])
         + &nft_list(&lab, &["set", "inet", "portknock", "protected"]);
     assert_eq!(before, after);
-    assert_eq!(status_grants(&lab).len(), 2);
+    // The broken configuration shows no modes, but the grants are all there.
+    assert_eq!(status_json_grants(&lab).len(), 2);
     assert!(
         !lab.can_connect(1, SERVER4, 22),
         "still enforcing the previous configuration"

@@ -353,6 +353,10 @@ fn a_flood_that_overruns_the_nflog_buffer_is_logged_and_knocks_work_afterwards()
     let Some(mut lab) = lab_with(2, FAST, simple, ADVANCED) else {
         return;
     };
+    // The metrics file counts the overruns, and the knocks that were not lost.
+    let metrics = lab.dir.path().join("portknock.prom");
+    let extra = format!("{FAST}FW_PORTKNOCK_METRICS_FILE={}\n", metrics.display());
+    lab.write_config(&extra, simple, ADVANCED);
     lab.start_daemon();
     let pid = lab.daemon_pid().expect("daemon");
     // The daemon asks for 16 MiB whatever net.core.rmem_max says (SO_RCVBUFFORCE).
@@ -401,6 +405,23 @@ fn a_flood_that_overruns_the_nflog_buffer_is_logged_and_knocks_work_afterwards()
         "{sent} knocks sent, {queued} bytes queued, {drops} dropped, drained in {:?}",
         start.elapsed()
     );
+    let counted = |series: &str| {
+        let text = fs::read_to_string(&metrics).unwrap_or_default();
+        let samples = portknock::metrics::parse(&text).unwrap_or_default();
+        (samples.iter().find(|s| s.series() == series)).map(|s| s.value as u64)
+    };
+    let udp4 = "portknock_knock_packets_total{protocol=\"udp\",family=\"ipv4\"}";
+    // Every knock sent was either dropped by the kernel or counted, once the daemon's next
+    // write of the file comes.
+    let mut seen = None;
+    wait_until(Duration::from_secs(20), || {
+        seen = counted(udp4).zip(counted("portknock_nflog_overruns_total"));
+        seen.is_some_and(|(knocks, overruns)| knocks + drops == sent as u64 && overruns > 0)
+    })
+    .unwrap_or_else(|| {
+        panic!("(knocks counted, overruns) {seen:?}, where {drops} of {sent} were dropped")
+    });
+    eprintln!("metrics: (knocks counted, overruns) {seen:?}");
     ok(&lab.client(1, &["knock", SERVER4, "7000", "9000", "8000"]));
     lab.connect(1, SERVER4, 22);
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
@@ -939,4 +960,45 @@ fn a_clock_jump_forwards_and_back_across_restarts_reopens_no_replay_window() {
         !lab.can_connect(0, SERVER4, 2222),
         "the replay did not open"
     );
+}
+
+/// Waits, if need be, until at least five seconds are left of this minute, so that a knock
+/// and its check fall in the same minute.
+fn wait_for_room_in_the_minute() {
+    let second = || {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.expect("clock").as_secs() % 60
+    };
+    if second() >= 55 {
+        wait_until(Duration::from_secs(10), || second() < 55).expect("the next minute");
+    }
+}
+
+#[test]
+fn a_client_clock_minutes_off_is_logged_as_clock_skew() {
+    let Some(mut lab) = lab(1, "") else {
+        return;
+    };
+    lab.start_daemon();
+    let lib = path_str(&libfaketime());
+    // Only the client's clock is off; its monotonic clock is left alone for its own waits.
+    let knock = |offset: &str| {
+        wait_for_room_in_the_minute();
+        let mut cmd = lab.clients[0].command(BIN);
+        cmd.args(["otp", SERVER4, "2000", "opensecret1"])
+            .env_remove("PORTKNOCK_SECRET")
+            .env("LD_PRELOAD", &lib)
+            .env("FAKETIME", offset)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        ok(&output_within(cmd));
+    };
+    knock("+3m");
+    assert_logged(&lab, "bad OTP: clock skew of +3 minutes", 1);
+    knock("-4m");
+    assert_logged(&lab, "bad OTP: clock skew of -4 minutes", 1);
+    assert!(
+        !lab.can_connect(0, SERVER4, 2222),
+        "a skewed OTP opens nothing"
+    );
+    assert!(!lab.daemon_log().contains("grant:"), "{}", lab.daemon_log());
 }

@@ -83,12 +83,17 @@ fn opened_at(target: SocketAddr) -> Vec<Instant> {
 
 #[test]
 fn what_other_tools_do_to_the_table_is_undone_with_the_grants_still_running() {
-    let Some(mut lab) = lab_with(2, "FW_PORTKNOCK_SIMPLE_OPEN=120\n", SIMPLE, ADVANCED) else {
+    let Some(mut lab) = lab_with(3, "FW_PORTKNOCK_SIMPLE_OPEN=120\n", SIMPLE, ADVANCED) else {
         return;
     };
+    // A grant made by hand before the daemon starts must be put back by a heal as well.
+    ok(&lab.admin(&["apply"]));
+    let before_start = portknock::netns::client4(2);
+    ok(&lab.admin(&["open", &before_start, "22", "--for", "10m"]));
     lab.start_daemon();
     ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
     lab.connect(0, SERVER4, 22);
+    lab.connect(2, SERVER4, 22);
     let conf = lab.dir.path().join("nftables.conf");
     std::fs::write(&conf, NFTABLES_CONF).expect("write nftables.conf");
     let conf = path_str(&conf);
@@ -114,6 +119,7 @@ fn what_other_tools_do_to_the_table_is_undone_with_the_grants_still_running() {
         );
         assert!(!lab.can_connect(1, SERVER4, 22), "{what}: shut again");
         lab.connect(0, SERVER4, 22);
+        lab.connect(2, SERVER4, 22);
         assert_logged(&lab, "table inet portknock restored", n + 1);
     }
     assert!(

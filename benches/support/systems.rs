@@ -97,9 +97,18 @@ impl Running {
         let mut knockd = None;
         match system {
             System::Portknock => {
+                // BENCH_METRICS=1: the daemon writes its metrics file too, as it would under
+                // Prometheus, to measure what that costs.
+                let metrics = match std::env::var("BENCH_METRICS").as_deref() {
+                    Ok("1") => format!(
+                        "FW_PORTKNOCK_METRICS_FILE={}\n",
+                        lab.dir.path().join("portknock.prom").display()
+                    ),
+                    _ => String::new(),
+                };
                 lab.write_config(
                     &format!(
-                        "FW_PORTKNOCK_KNOCK_TIMEOUT={KNOCK_TIMEOUT}\nFW_PORTKNOCK_SIMPLE_OPEN={OPEN_FOR}\n{extra_conf}"
+                        "FW_PORTKNOCK_KNOCK_TIMEOUT={KNOCK_TIMEOUT}\nFW_PORTKNOCK_SIMPLE_OPEN={OPEN_FOR}\n{metrics}{extra_conf}"
                     ),
                     &format!(
                         "{PROTECTED}:{}\n",

@@ -17,8 +17,8 @@ use portknock::config::{
 const DIR: &str = "/etc/portknock";
 
 fuzz_target!(|data: &[u8]| {
-    // `load` reads the file the same way: invalid UTF-8 becomes U+FFFD.
-    let text = String::from_utf8_lossy(data);
+    // As `load` reads a file: no byte-order mark, invalid UTF-8 as U+FFFD.
+    let text = portknock::config::text(data);
     let dir = Path::new(DIR);
     let (settings, diags) = parse_settings(dir, &text);
 

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::config::{random_orders, Loaded};
+use crate::metrics;
 use crate::port::KnockPort;
 use crate::report::{count, Report};
 
@@ -30,7 +31,7 @@ fn summary(loaded: &Loaded) -> String {
         line("engine:        on".to_string());
     } else {
         line(
-            "engine:        off (FW_PORTKNOCK=no): no port is protected, the lists were not read"
+            "engine:        off (FW_PORTKNOCK=no): no port is protected, no door is checked"
                 .to_string(),
         );
     }
@@ -93,6 +94,13 @@ fn summary(loaded: &Loaded) -> String {
         s.max_sources,
         s.state_dir.display(),
     ));
+    if let Some(file) = &s.metrics_file {
+        line(format!(
+            "metrics:       {} (rewritten every {} s by the daemon)",
+            file.display(),
+            metrics::EVERY.as_secs()
+        ));
+    }
     line(format!(
         "OK: {}, {}, {}",
         count(config.simple.len(), "simple door"),
@@ -118,6 +126,7 @@ mod tests {
                 "198.51.100.0/24".parse().unwrap(),
                 "2001:db8::/48".parse().unwrap(),
             ],
+            metrics_file: Some("/var/lib/prometheus/node-exporter/portknock.prom".into()),
             ..Settings::defaults(dir)
         };
         let loaded = Loaded {
@@ -152,6 +161,7 @@ mod tests {
              timeouts:      knock 10 s, simple open 30 s, advanced open 3600 s, OTP skew 1 min either side\n\
              trusted:       198.51.100.0/24 2001:db8::/48 (pass every door without knocking)\n\
              IPv6 knocks:   on; at most 262144 sources tracked; state in /var/lib/portknock\n\
+             metrics:       /var/lib/prometheus/node-exporter/portknock.prom (rewritten every 5 s by the daemon)\n\
              OK: 1 simple door, 1 advanced door, 1 warning\n"
         );
     }
@@ -169,7 +179,12 @@ mod tests {
             warnings: vec![],
         };
         let text = summary(&loaded);
-        assert!(text.contains("engine:        off (FW_PORTKNOCK=no): no port is protected, the lists were not read\n"), "{text}");
+        assert!(
+            text.contains(
+                "engine:        off (FW_PORTKNOCK=no): no port is protected, no door is checked\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.ends_with("OK: 0 simple doors, 0 advanced doors, 0 warnings\n"),
             "{text}"

@@ -16,10 +16,11 @@ use crate::config::{self, Loaded};
 use crate::control::{self, Answer, ControlError, Request};
 use crate::firewall::{self, InstallError, NetlinkError, NftError, TABLE};
 use crate::report::{count, Report};
+use crate::trial;
 
 pub use check::check;
-pub use manual::{close, open, DEFAULT_MANUAL_OPEN, MAX_MANUAL_OPEN};
-pub use status::status;
+pub use manual::{close, open, parse_open_for, NotProtected, DEFAULT_MANUAL_OPEN};
+pub use status::{status, Watch};
 
 /// Why an administrator's command failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,11 +32,15 @@ pub enum AdminError {
     #[error(transparent)]
     Netlink(NetlinkError),
     #[error(transparent)]
+    NotProtected(NotProtected),
+    #[error(transparent)]
     Control(ControlError),
     #[error("the daemon refused: {0}")]
     Refused(String),
     #[error("{0}")]
     NoDaemon(&'static str),
+    #[error("{conf} sets no FW_PORTKNOCK_METRICS_FILE, so the daemon writes no counters to watch: set it, then run portknock apply")]
+    NoMetrics { conf: PathBuf },
     #[error("cannot render {what} as JSON: {error}")]
     Json {
         what: &'static str,
@@ -71,6 +76,18 @@ pub fn apply(
         ));
     }
     firewall::install(&config, &[]).map_err(AdminError::Install)?;
+    // Applied on purpose, as through a daemon: a rollback or a trial of earlier files no longer
+    // decides what a starting daemon enforces.
+    let state_dir = &config.settings.state_dir;
+    if trial::rejected(state_dir) == Some(trial::texts(&config).fingerprint()) {
+        report.note("these files hold the configuration rolled back earlier for want of a confirmation; applied on purpose, it is in force and a starting daemon keeps it");
+    }
+    if let Err(e) = trial::clear_rejected(state_dir)
+        .and_then(|()| trial::set_pending(state_dir, None))
+        .and_then(|()| trial::forget_confirmed(state_dir))
+    {
+        report.note(format!("cannot forget an earlier trial in {}: {e}; a starting daemon may enforce the last confirmed configuration instead of these files", state_dir.display()));
+    }
     if config.settings.enabled {
         report.line(format!(
             "applied: {} and {} in table inet {TABLE}",

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::port::{self, KnockPort, PortError};
+
 /// Where the configuration lives unless `--config-dir` or `PORTKNOCK_CONFIG_DIR` says otherwise.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/portknock";
 
@@ -55,7 +57,9 @@ pub struct FamilyArgs {
 /// `--verify PORT`: afterwards, check that the protected port opened.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Afterwards, try TCP connections to PORT on HOST and report whether it opened (exit 1 if not).
+    /// Afterwards, try TCP connections to PORT on HOST and report whether it opened (exit 1 if
+    /// not). PORT is tried before the knock too, so that one an earlier grant keeps open is not
+    /// credited to this knock.
     #[arg(long, value_name = "PORT", value_parser = crate::port::parse_port)]
     pub verify: Option<u16>,
     /// How long --verify keeps trying, in milliseconds.
@@ -74,9 +78,10 @@ pub struct VerifyArgs {
 pub struct KnockArgs {
     /// The server: a host name, an IPv4 address or an IPv6 address.
     pub host: String,
-    /// The knock ports in order: PORT for TCP, PORT/udp for UDP.
-    #[arg(required = true, value_name = "PORT[/udp]", value_parser = str::parse::<crate::port::KnockPort>)]
-    pub ports: Vec<crate::port::KnockPort>,
+    /// The knock ports in order: PORT for TCP, PORT/udp for UDP; as separate arguments, or
+    /// separated by commas as the simple list writes them (7000,8000/udp,9000).
+    #[arg(required = true, value_name = "PORT[/udp]", value_parser = knocks)]
+    pub ports: Vec<Knocks>,
     /// Pause between two knocks, in milliseconds. The default leaves the server time to arm
     /// the final knock in its kernel, so a connection made right after the knock is let in at
     /// once; with 0 the final knock can beat the daemon, and the port still opens, but a
@@ -92,6 +97,19 @@ pub struct KnockArgs {
     pub family: FamilyArgs,
     #[command(flatten)]
     pub verify: VerifyArgs,
+}
+
+/// The knock ports of one argument of `portknock knock`.
+#[derive(Debug, Clone)]
+pub struct Knocks(pub Vec<KnockPort>);
+
+/// One argument of `portknock knock`: one knock port, or several separated by commas. A comma
+/// at either end is allowed: it is what is left of `7000, 8000` typed with spaces, which the
+/// shell splits.
+fn knocks(argument: &str) -> Result<Knocks, PortError> {
+    let inner = argument.strip_prefix(',').unwrap_or(argument);
+    let inner = inner.strip_suffix(',').unwrap_or(inner);
+    port::sequence(inner).collect::<Result<_, _>>().map(Knocks)
 }
 
 /// Arguments of `portknock otp`.
@@ -167,24 +185,35 @@ Exit status: 0 stopped by a signal, 1 failure at run time, 2 errors in the confi
 Examples:\n  portknock serve\n  systemctl enable --now portknock"
     )]
     Serve(ConfigDirArg),
-    /// Show the engine and modes, the doors, and every active grant with its time left.
+    /// Show the engine and modes, the doors, every active grant with its time left, and what the daemon counted.
     #[command(
         after_help = "Grants are read from the kernel, so this is the truth even when the daemon \
-is not running or the configuration is broken.\n\n\
-Examples:\n  portknock status\n  portknock status --json | jq '.grants'"
+is not running. When the configuration cannot be used (a missing directory, errors), one line \
+says so and only what the kernel holds is shown. With FW_PORTKNOCK_METRICS_FILE set, the counters \
+the daemon writes there every 5 s follow (knocks by protocol and family, what they did, grants, \
+reloads, heals, NFLOG overruns); --watch shows them again every second with their rates, a live \
+view during an attack, until Ctrl-C.\n\n\
+Examples:\n  portknock status\n  portknock status --json | jq '.grants'\n  portknock status --watch"
     )]
     Status(StatusArgs),
     /// Open PORT to SOURCE by hand, for a while, as a knock would.
     #[command(
         after_help = "The grant is a kernel set element with a timeout, like a knock's: it ends on \
-time even if the daemon is not running. `portknock close` ends it early.\n\n\
-Example:\n  portknock open 198.18.0.2 22 --for 600"
+time even if the daemon is not running. `portknock close` ends it early. PORT must be one that a \
+door of the configuration protects: a grant of any other port changes nothing, so it is refused \
+unless --force is given (which also skips reading the configuration).\n\n\
+Exit status: 0 opened, 1 failure at run time (no privilege, the table is not installed), 2 bad \
+usage, a broken configuration, or a port no door protects.\n\n\
+Examples:\n  portknock open 198.18.0.2 22 --for 10m\n  portknock open 2001:db8::7 2222 --for 2h"
     )]
     Open(OpenArgs),
     /// Take back a grant of PORT to SOURCE; established connections stay up.
     #[command(
         after_help = "New connections from SOURCE to PORT are dropped again; connections already \
-established are never cut.\n\n\
+established are never cut. Says how long the grant had left, or that there was nothing to \
+close.\n\n\
+Exit status: 0 closed, or nothing to close (the state asked for holds, so a script that closes to \
+be sure does not fail), 1 failure at run time.\n\n\
 Example:\n  portknock close 198.18.0.2 22"
     )]
     Close(CloseArgs),
@@ -231,11 +260,14 @@ Example:\n  sudo portknock demo"
     /// Write shell completions and manual pages for this version into DIR (for packagers).
     #[command(
         after_help = "Writes DIR/completions/portknock.bash, _portknock (zsh) and portknock.fish, and \
-DIR/man/portknock.1 with one page per command (portknock-serve.1, ...). They are generated from \
+DIR/man/portknock.1 with one page per command (portknock-check.1, ..., the daemon's \
+portknock-serve.8) and portknock.conf.5 for the configuration files. They are generated from \
 the same definitions as this help, so they always match the binary. Needs no privileges.\n\n\
 Examples:\n  portknock generate /tmp/pk\n  \
 install -Dm644 -t /usr/share/bash-completion/completions /tmp/pk/completions/portknock.bash\n  \
-install -Dm644 -t /usr/local/share/man/man1 /tmp/pk/man/*.1"
+install -Dm644 -t /usr/local/share/man/man1 /tmp/pk/man/*.1\n  \
+install -Dm644 -t /usr/local/share/man/man5 /tmp/pk/man/*.5\n  \
+install -Dm644 -t /usr/local/share/man/man8 /tmp/pk/man/*.8"
     )]
     Generate(GenerateArgs),
 }
@@ -267,8 +299,14 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub dir: ConfigDirArg,
     /// Print JSON instead of text.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Show the daemon's counters again every second, with their rates, until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch, stop after N refreshes.
+    #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
 }
 
 /// Arguments of `portknock open`.
@@ -278,13 +316,16 @@ pub struct OpenArgs {
     pub dir: ConfigDirArg,
     /// The source address to let in.
     pub source: std::net::IpAddr,
-    /// The protected port to open.
+    /// The protected port to open: one of the configuration's doors.
     #[arg(value_parser = crate::port::parse_port)]
     pub port: u16,
-    /// How long the grant lasts, in seconds.
-    #[arg(long = "for", value_name = "SECONDS", default_value_t = crate::admin::DEFAULT_MANUAL_OPEN.as_secs(),
-          value_parser = clap::value_parser!(u64).range(1..=crate::admin::MAX_MANUAL_OPEN.as_secs()))]
-    pub open_for: u64,
+    /// How long the grant lasts: seconds, or a number with s, m, h or d (30s, 10m, 2h, 7d), at
+    /// most 7d.
+    #[arg(long = "for", value_name = "DURATION", default_value = crate::admin::DEFAULT_MANUAL_OPEN, value_parser = crate::admin::parse_open_for)]
+    pub open_for: std::time::Duration,
+    /// Grant PORT even if no door protects it, without reading the configuration.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `portknock close`.

@@ -5,9 +5,9 @@
 mod args;
 pub mod assets;
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 
@@ -20,7 +20,7 @@ use crate::daemon::{self, ServeError};
 use crate::demo::{self, DemoError};
 use crate::firewall::{self, NoPrivilege};
 use crate::report::{count, Report};
-use args::{FamilyArgs, VerifyArgs};
+use args::{FamilyArgs, StatusArgs, VerifyArgs};
 use assets::WriteError;
 
 /// Exit status for success.
@@ -52,6 +52,8 @@ pub enum CommandError {
     Demo(#[from] DemoError),
     #[error(transparent)]
     Generate(#[from] WriteError),
+    #[error("cannot write to standard output: {0}")]
+    Output(io::Error),
 }
 
 impl CommandError {
@@ -60,6 +62,7 @@ impl CommandError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CommandError::Config { .. }
+            | CommandError::Admin(AdminError::NotProtected(_))
             | CommandError::Client(
                 ClientError::Resolve { .. }
                 | ClientError::NoAddressOfFamily { .. }
@@ -80,7 +83,8 @@ impl CommandError {
             | CommandError::Admin(_)
             | CommandError::Serve(_)
             | CommandError::Demo(_)
-            | CommandError::Generate(_) => EXIT_FAILURE,
+            | CommandError::Generate(_)
+            | CommandError::Output(_) => EXIT_FAILURE,
         }
     }
 }
@@ -162,20 +166,28 @@ impl Command {
                 daemon::serve(&args.config_dir, loaded)?;
                 Report::new()
             }
+            Command::Status(args) if args.watch => watch(&args)?,
             Command::Status(args) => {
                 let dir = &args.dir.config_dir;
                 admin::status(dir, config::load(dir), args.json)?
             }
             Command::Open(args) => {
-                let open_for = Duration::from_secs(args.open_for);
-                admin::open(&args.dir.config_dir, args.source, args.port, open_for)?
+                let dir = &args.dir.config_dir;
+                // Forced, the doors need not be known, so a broken configuration cannot stand
+                // in the way of a grant made to get back in.
+                let loaded = match args.force {
+                    true => None,
+                    false => Some(config::load(dir)?),
+                };
+                let doors = loaded.as_ref().map(|loaded| &loaded.config);
+                admin::open(dir, args.source, args.port, args.open_for, doors)?
             }
             Command::Close(args) => admin::close(&args.dir.config_dir, args.source, args.port)?,
             Command::Remove(args) => admin::remove(&args.config_dir)?,
             Command::Confirm(args) => admin::confirm(&args.config_dir)?,
             Command::Knock(args) => client::knock(&KnockRequest {
                 host: args.host,
-                ports: args.ports,
+                ports: args.ports.into_iter().flat_map(|knocks| knocks.0).collect(),
                 delay: Duration::from_millis(args.delay),
                 family: family(&args.family),
                 verify: verify(&args.verify),
@@ -194,6 +206,53 @@ impl Command {
             Command::Generate(args) => assets::generate(&args.dir)?,
         })
     }
+}
+
+/// How often `status --watch` shows the counters again.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// `status --watch`: the live view prints as it goes, so it is printed here, frame by frame;
+/// what is in a frame is `admin::Watch`'s.
+fn watch(args: &StatusArgs) -> Result<Report, CommandError> {
+    let loaded = config::load(&args.dir.config_dir)?;
+    let mut view = admin::Watch::new(&loaded.config)?;
+    for warning in &loaded.warnings {
+        eprintln!("{warning}");
+    }
+    let stdout = io::stdout();
+    let clear = stdout.is_terminal();
+    let frames = args.count.unwrap_or(u64::MAX);
+    refresh(&mut stdout.lock(), frames, WATCH_EVERY, clear, |now| {
+        view.refresh(now)
+    })
+    .map_err(CommandError::Output)?;
+    Ok(Report::new())
+}
+
+/// Writes `frames` frames to `out`, `every` apart, each on a cleared screen when `clear`;
+/// a frame is what `frame` returns for the time it is made.
+fn refresh(
+    out: &mut impl Write,
+    frames: u64,
+    every: Duration,
+    clear: bool,
+    mut frame: impl FnMut(SystemTime) -> Report,
+) -> io::Result<()> {
+    for i in 0..frames {
+        if i > 0 {
+            std::thread::sleep(every);
+        }
+        let report = frame(SystemTime::now());
+        if clear {
+            // Home, then erase the screen: each frame replaces the last.
+            out.write_all(b"\x1b[H\x1b[2J")?;
+        } else if i > 0 {
+            out.write_all(b"\n")?;
+        }
+        out.write_all(&report.out)?;
+        out.flush()?;
+    }
+    Ok(())
 }
 
 fn family(args: &FamilyArgs) -> Family {
@@ -314,6 +373,30 @@ mod tests {
         assert_eq!(
             CommandError::from(DemoError::NotRoot).exit_code(),
             EXIT_FAILURE
+        );
+    }
+
+    #[test]
+    fn the_watch_writes_each_frame_on_a_cleared_screen_and_ends_after_its_count() {
+        let mut made = 0;
+        let mut frame = |_| {
+            made += 1;
+            let mut report = Report::new();
+            report.line(format!("frame {made}"));
+            report
+        };
+        let mut out = Vec::new();
+        refresh(&mut out, 3, Duration::ZERO, true, &mut frame).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\x1b[H\x1b[2Jframe 1\n\x1b[H\x1b[2Jframe 2\n\x1b[H\x1b[2Jframe 3\n"
+        );
+        let mut out = Vec::new();
+        refresh(&mut out, 2, Duration::ZERO, false, &mut frame).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "frame 4\n\nframe 5\n",
+            "not on a terminal: frames one after the other"
         );
     }
 

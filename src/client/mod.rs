@@ -238,14 +238,57 @@ pub enum Mode {
     Otp,
 }
 
-/// The line `--verify` prints, and whether it counts as success.
-pub fn verify_report(mode: Mode, port: u16, target: &HostLabel, probe: &Probe) -> (bool, String) {
+/// How long `--verify` first tries the port before the knock, to tell a port the knock opened
+/// from one an earlier grant keeps open. A port that has not answered by then counts as closed
+/// before the knock: a path slower than this is credited to the knock, as without the check.
+const BEFORE_KNOCK_BOUND: Duration = Duration::from_millis(500);
+
+/// Whether the probe's connection was refused: the SYN got through the firewall and nothing
+/// listens there. A firewall that drops a SYN sends nothing back.
+fn refused(probe: &Probe) -> bool {
+    matches!(probe, Probe::Closed { last_error: Some(e), .. } if e.kind() == io::ErrorKind::ConnectionRefused)
+}
+
+/// The line `--verify` prints, and whether it counts as success. `before` tells whether the
+/// port already answered (connected or refused) before the knock: then the knock cannot be
+/// credited with what `probe` found. A port still open is a success all the same, as what
+/// `knock … --verify 22 && ssh` needs holds.
+pub fn verify_report(
+    mode: Mode,
+    port: u16,
+    target: &HostLabel,
+    before: bool,
+    probe: &Probe,
+) -> (bool, String) {
     match probe {
+        Probe::Open { .. } if before => (
+            true,
+            format!(
+                "port {port} on {target} is open, but it was already open before the knock (an \
+                 earlier grant?), so this does not show that the knock works"
+            ),
+        ),
         Probe::Open { after } => (
             true,
             format!(
                 "port {port} on {target} is open (answered after {} ms)",
                 after.as_millis()
+            ),
+        ),
+        Probe::Closed { .. } if refused(probe) && before => (
+            false,
+            format!(
+                "port {port} on {target} refused the connection, as it did before the knock: the \
+                 firewall already lets it through (an earlier grant?), but nothing listens on \
+                 port {port}"
+            ),
+        ),
+        // No knocking will change a refusal.
+        Probe::Closed { .. } if refused(probe) => (
+            false,
+            format!(
+                "port {port} on {target} refused the connection: the firewall let it through, so \
+                 the knock worked, but nothing listens on port {port}"
             ),
         ),
         Probe::Closed { waited, last_error } => {
@@ -259,20 +302,6 @@ pub fn verify_report(mode: Mode, port: u16, target: &HostLabel, probe: &Probe) -
                      minute is rejected as a replay, so wait for the next minute before retrying"
                 }
             };
-            // A firewall that drops a SYN sends nothing back; a refusal means the SYN got
-            // through and nothing listens there, which no knocking will change.
-            if last_error
-                .as_ref()
-                .is_some_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
-            {
-                return (
-                    false,
-                    format!(
-                        "port {port} on {target} refused the connection: the firewall let it \
-                         through, so the knock worked, but nothing listens on port {port}"
-                    ),
-                );
-            }
             let seen = match last_error {
                 Some(err) => format!(", last answer: {err}"),
                 None => String::new(),
@@ -288,26 +317,38 @@ pub fn verify_report(mode: Mode, port: u16, target: &HostLabel, probe: &Probe) -
     }
 }
 
-/// Tries `port` on the server for up to `timeout_ms` and reports whether it opened.
+/// Tries the port of `check` on the server for up to `within`.
+fn probe(addr: SocketAddr, check: Verify, within: Duration) -> Result<Probe, ClientError> {
+    let plan = ProbePlan {
+        total: within,
+        ..ProbePlan::default()
+    };
+    net::probe(net::with_port(addr, check.port), &plan).map_err(|error| ClientError::Probe {
+        addr: addr.ip(),
+        port: check.port,
+        error,
+    })
+}
+
+/// Whether the port of `check` answers before the knock (see [`BEFORE_KNOCK_BOUND`]).
+fn answers_before(addr: SocketAddr, check: Verify) -> Result<bool, ClientError> {
+    let within = BEFORE_KNOCK_BOUND.min(Duration::from_millis(check.timeout_ms));
+    let found = probe(addr, check, within)?;
+    Ok(matches!(found, Probe::Open { .. }) || refused(&found))
+}
+
+/// Tries the port of `check` on the server for up to its timeout and reports whether it
+/// opened; `before` tells whether it answered before the knock.
 fn verify(
     mode: Mode,
     addr: SocketAddr,
     check: Verify,
+    before: bool,
     label: &HostLabel,
     report: &mut Report,
 ) -> Result<(), ClientError> {
-    let Verify { port, timeout_ms } = check;
-    let target = net::with_port(addr, port);
-    let plan = ProbePlan {
-        total: Duration::from_millis(timeout_ms),
-        ..ProbePlan::default()
-    };
-    let probe = net::probe(target, &plan).map_err(|error| ClientError::Probe {
-        addr: addr.ip(),
-        port,
-        error,
-    })?;
-    let (open, line) = verify_report(mode, port, label, &probe);
+    let found = probe(addr, check, Duration::from_millis(check.timeout_ms))?;
+    let (open, line) = verify_report(mode, check.port, label, before, &found);
     report.line(line);
     report.held = open;
     Ok(())
@@ -318,6 +359,10 @@ fn verify(
 pub fn knock(request: &KnockRequest) -> Result<Report, ClientError> {
     let addr = net::resolve(&request.host, request.family)?;
     let label = HostLabel::new(&request.host, addr.ip());
+    let before = request
+        .verify
+        .map(|check| answers_before(addr, check))
+        .transpose()?;
     let mut report = Report::new();
     for (i, knock) in request.ports.iter().enumerate() {
         if i > 0 && !request.delay.is_zero() {
@@ -335,8 +380,8 @@ pub fn knock(request: &KnockRequest) -> Result<Report, ClientError> {
         })?;
         report.line(format!("knocked {knock} on {label}"));
     }
-    if let Some(check) = request.verify {
-        verify(Mode::Simple, addr, check, &label, &mut report)?;
+    if let (Some(check), Some(before)) = (request.verify, before) {
+        verify(Mode::Simple, addr, check, before, &label, &mut report)?;
     }
     Ok(report)
 }
@@ -390,6 +435,10 @@ pub fn otp(request: &OtpRequest) -> Result<Report, ClientError> {
             (ip, Some(socket))
         }
     };
+    let before = request
+        .verify
+        .map(|check| answers_before(addr, check))
+        .transpose()?;
     let (payload, minute) = current_payload(&secret, source_ip)?;
     if request.print {
         report.out = payload;
@@ -406,9 +455,9 @@ pub fn otp(request: &OtpRequest) -> Result<Report, ClientError> {
         "sent a one-time password to {knock} on {label} (source as the server should see it: \
          {source_ip}, minute {minute})"
     ));
-    match request.verify {
-        Some(check) => verify(Mode::Otp, addr, check, &label, &mut report)?,
-        None => std::thread::sleep(OTP_GRANT_WAIT),
+    match (request.verify, before) {
+        (Some(check), Some(before)) => verify(Mode::Otp, addr, check, before, &label, &mut report)?,
+        _ => std::thread::sleep(OTP_GRANT_WAIT),
     }
     Ok(report)
 }
@@ -459,7 +508,7 @@ mod tests {
             after: Duration::from_millis(7),
         };
         assert_eq!(
-            verify_report(Mode::Simple, 22, &label, &open),
+            verify_report(Mode::Simple, 22, &label, false, &open),
             (
                 true,
                 "port 22 on 198.18.0.1 is open (answered after 7 ms)".to_string()
@@ -469,7 +518,7 @@ mod tests {
             waited: Duration::from_millis(2000),
             last_error: None,
         };
-        let (ok, line) = verify_report(Mode::Simple, 22, &label, &closed);
+        let (ok, line) = verify_report(Mode::Simple, 22, &label, false, &closed);
         assert!(!ok);
         assert_eq!(
             line,
@@ -480,7 +529,7 @@ mod tests {
             waited: Duration::from_millis(2000),
             last_error: Some(io::Error::from(io::ErrorKind::ConnectionRefused)),
         };
-        let (ok, line) = verify_report(Mode::Otp, 22, &label, &refused);
+        let (ok, line) = verify_report(Mode::Otp, 22, &label, false, &refused);
         assert!(!ok);
         assert_eq!(
             line,
@@ -491,7 +540,7 @@ mod tests {
             waited: Duration::from_millis(2000),
             last_error: Some(io::Error::from(io::ErrorKind::TimedOut)),
         };
-        let (ok, line) = verify_report(Mode::Otp, 22, &label, &timed_out);
+        let (ok, line) = verify_report(Mode::Otp, 22, &label, false, &timed_out);
         assert!(!ok);
         assert!(
             line.starts_with("port 22 on 198.18.0.1 did not open within 2000 ms, last answer: "),
@@ -501,6 +550,44 @@ mod tests {
             line.contains("the clock") && line.contains("--source") && line.contains("replay"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn verify_credits_the_knock_only_with_what_changed_since_before_it() {
+        let label = HostLabel::new("198.18.0.1", IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)));
+        let open = Probe::Open {
+            after: Duration::from_millis(1),
+        };
+        assert_eq!(
+            verify_report(Mode::Otp, 2222, &label, true, &open),
+            (
+                true,
+                "port 2222 on 198.18.0.1 is open, but it was already open before the knock (an \
+                 earlier grant?), so this does not show that the knock works"
+                    .to_string()
+            )
+        );
+        let refused = Probe::Closed {
+            waited: Duration::from_millis(2000),
+            last_error: Some(io::Error::from(io::ErrorKind::ConnectionRefused)),
+        };
+        assert_eq!(
+            verify_report(Mode::Simple, 22, &label, true, &refused),
+            (
+                false,
+                "port 22 on 198.18.0.1 refused the connection, as it did before the knock: the \
+                 firewall already lets it through (an earlier grant?), but nothing listens on \
+                 port 22"
+                    .to_string()
+            )
+        );
+        // A port that closed since (a grant ran out) gets the usual advice.
+        let closed = Probe::Closed {
+            waited: Duration::from_millis(2000),
+            last_error: None,
+        };
+        let (held, line) = verify_report(Mode::Simple, 22, &label, true, &closed);
+        assert!(!held && line.starts_with("port 22 on 198.18.0.1 did not open within 2000 ms: "));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{ClientError, SECRET_ENV};
-use crate::config::Secret;
+use crate::config::{self, Secret};
 
 /// Longest first line read from a secret file; a longer one means the wrong file was given.
 pub const MAX_SECRET_FILE_LINE: usize = 4096;
@@ -118,12 +118,14 @@ fn read_secret_file(path: &Path) -> Result<(Vec<u8>, Option<SecretWarning>), Cli
     };
     let file = File::open(path).map_err(file_error)?;
     let mode = file.metadata().map_err(file_error)?.permissions().mode();
-    // One byte more than the bound tells a line that is too long from one that just fits.
-    let mut head = Vec::with_capacity(MAX_SECRET_FILE_LINE + 1);
-    file.take(MAX_SECRET_FILE_LINE as u64 + 1)
+    // Room for a byte-order mark, and one byte more than the bound tells a line that is too
+    // long from one that just fits.
+    let bound = config::BOM.len() + MAX_SECRET_FILE_LINE + 1;
+    let mut head = Vec::with_capacity(bound);
+    file.take(bound as u64)
         .read_to_end(&mut head)
         .map_err(file_error)?;
-    let line = first_line(&head);
+    let line = first_line(config::without_bom(&head));
     if line.len() > MAX_SECRET_FILE_LINE {
         return Err(ClientError::SecretFileLineTooLong {
             path: path.to_path_buf(),
@@ -299,6 +301,32 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_before_the_secret_is_not_part_of_it() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("secret");
+        std::fs::write(&path, b"\xEF\xBB\xBFhipjazz\r\n")?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let (secret, warnings) =
+            obtain(SecretSource::File(&path), None, None, "").map_err(std::io::Error::other)?;
+        assert_eq!(secret.expose(), b"hipjazz");
+        assert!(warnings.is_empty());
+        // The mark does not count against the bound of the line.
+        for (len, whole) in [
+            (MAX_SECRET_FILE_LINE, true),
+            (MAX_SECRET_FILE_LINE + 1, false),
+        ] {
+            let mut bytes = config::BOM.to_vec();
+            bytes.resize(config::BOM.len() + len, b'a');
+            std::fs::write(&path, &bytes)?;
+            match obtain(SecretSource::File(&path), None, None, "") {
+                Ok((secret, _)) => assert!(whole && secret.expose() == &bytes[3..]),
+                Err(e) => assert!(!whole && matches!(e, ClientError::SecretFileLineTooLong { .. })),
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
     fn file_errors_name_the_file_problem() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
         let missing = dir.path().join("missing");
@@ -306,7 +334,7 @@ mod tests {
         assert!(matches!(err, Some(ClientError::SecretFile { .. })));
 
         let long = dir.path().join("long");
-        std::fs::write(&long, vec![b'a'; MAX_SECRET_FILE_LINE + 10])?;
+        std::fs::write(&long, vec![b'a'; MAX_SECRET_FILE_LINE + 1])?;
         let err = obtain(SecretSource::File(&long), None, None, "").err();
         assert!(matches!(
             err,

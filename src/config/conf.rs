@@ -23,21 +23,111 @@ pub const MAX_OTP_SKEW: u32 = 10;
 /// Largest `FW_PORTKNOCK_MAX_SOURCES` (2^24): the point of the limit is bounded memory.
 pub const MAX_MAX_SOURCES: usize = 1 << 24;
 
-/// Every key of docs/behaviour.md §1.1, for "did you mean".
-const KEYS: [&str; 13] = [
-    "FW_PORTKNOCK",
-    "FW_PORTKNOCK_SIMPLE",
-    "FW_PORTKNOCK_ADVANCED",
-    "FW_PORTKNOCK_SIMPLE_LIST",
-    "FW_PORTKNOCK_ADVANCED_LIST",
-    "FW_PORTKNOCK_KNOCK_TIMEOUT",
-    "FW_PORTKNOCK_SIMPLE_OPEN",
-    "FW_PORTKNOCK_ADVANCED_OPEN",
-    "FW_PORTKNOCK_OTP_SKEW",
-    "FW_PORTKNOCK_IPV6",
-    "FW_PORTKNOCK_MAX_SOURCES",
-    "FW_PORTKNOCK_STATE_DIR",
-    "FW_PORTKNOCK_TRUSTED",
+/// One key of `portknock.conf`: the one description of it, which docs/behaviour.md §1.1 and
+/// README show as a table row, the example file as its comment, and the manual page
+/// portknock.conf(5) as an entry (tests/cli_packaging.rs checks the copies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// The key, `FW_PORTKNOCK_...`.
+    pub name: &'static str,
+    /// Its default as the documents write it; `DIR` is the configuration directory.
+    pub default: &'static str,
+    /// What it does: plain text (no markup), a phrase that starts in lower case.
+    pub doc: &'static str,
+}
+
+/// Every key of `portknock.conf`, in the order the documents list them.
+pub const KEYS: [Key; 14] = [
+    Key {
+        name: "FW_PORTKNOCK",
+        default: "no",
+        doc:
+            "the engine as a whole; \"no\" protects nothing, and portknock apply removes the table",
+    },
+    Key {
+        name: "FW_PORTKNOCK_SIMPLE",
+        default: "no",
+        doc: "simple mode: doors that open after knocks on a sequence of ports, in order",
+    },
+    Key {
+        name: "FW_PORTKNOCK_ADVANCED",
+        default: "no",
+        doc: "advanced mode: doors that open on a one-time password sent in one UDP datagram",
+    },
+    Key {
+        name: "FW_PORTKNOCK_SIMPLE_LIST",
+        default: "DIR/simple-portknock-list",
+        doc: "the simple list; a relative path is taken from the configuration directory DIR",
+    },
+    Key {
+        name: "FW_PORTKNOCK_ADVANCED_LIST",
+        default: "DIR/advanced-portknock-list",
+        doc: "the advanced list; a relative path is taken from DIR",
+    },
+    Key {
+        name: "FW_PORTKNOCK_KNOCK_TIMEOUT",
+        default: "10",
+        doc: "seconds allowed from one knock of a sequence to the next (1 to 2592000)",
+    },
+    Key {
+        name: "FW_PORTKNOCK_SIMPLE_OPEN",
+        default: "30",
+        doc: "seconds a completed sequence keeps the port open to new connections from its \
+              source (1 to 2592000); established connections are never cut",
+    },
+    Key {
+        name: "FW_PORTKNOCK_ADVANCED_OPEN",
+        default: "3600",
+        doc: "seconds an open password keeps the port open, unless the close password comes \
+              first (1 to 2592000)",
+    },
+    Key {
+        name: "FW_PORTKNOCK_OTP_SKEW",
+        default: "1",
+        doc: "minutes either side of the server's minute whose passwords are accepted (0 to \
+              10); 0 accepts the current minute only",
+    },
+    Key {
+        name: "FW_PORTKNOCK_IPV6",
+        default: "yes",
+        doc: "observe knocks that arrive over IPv6; with \"no\" they are ignored, and \
+              protected ports still stay closed over IPv6",
+    },
+    Key {
+        name: "FW_PORTKNOCK_MAX_SOURCES",
+        default: "262144",
+        doc: "most source addresses whose knock progress is kept at once (1 to 16777216); \
+              past it the least recently active is forgotten first, which bounds memory under \
+              a flood",
+    },
+    Key {
+        name: "FW_PORTKNOCK_STATE_DIR",
+        default: "/var/lib/portknock",
+        doc: "where the daemon keeps what must outlive it: the record of used passwords, so \
+              that a replay stays refused after a restart, its pid file, its control socket \
+              and a configuration on trial; an absolute path, created 0700 when missing, and \
+              refused unless the user portknock runs as owns it and neither group nor others \
+              may write to it",
+    },
+    Key {
+        name: "FW_PORTKNOCK_TRUSTED",
+        default: "empty",
+        doc: "IPv4 and IPv6 addresses and prefixes, separated by spaces, that pass every \
+              protected port without knocking: the office, the VPN, the bastion; a prefix is \
+              written as its network (198.51.100.0/24, not 198.51.100.7/24), 0.0.0.0/0 and ::/0 \
+              are refused (they would turn portknock off for everyone), and the host itself \
+              always passes",
+    },
+    Key {
+        name: "FW_PORTKNOCK_METRICS_FILE",
+        default: "empty",
+        doc: "a file, as an absolute path, where the daemon writes its counters for Prometheus \
+              every 5 seconds and when it stops (knocks, what they did, grants, reloads, \
+              heals, NFLOG overruns, the live grants by door); name it NAME.prom in the node \
+              exporter's textfile directory (Debian: /var/lib/prometheus/node-exporter), and \
+              give portknock.service a drop-in with ReadWritePaths= for that directory \
+              (systemctl edit portknock); empty writes none",
+    },
 ];
 
 /// Reads the settings in `text` (the content of `file`), reporting problems into `diags`.
@@ -50,7 +140,12 @@ pub(super) fn parse(dir: &Path, file: &Path, text: &str, diags: &mut Vec<Diagnos
     for (index, raw) in text.lines().enumerate() {
         let line = Some(index + 1);
         let (key, value) = match assignment(raw) {
-            None => continue,
+            None => {
+                if let Some(message) = lookalike(raw) {
+                    diags.push(Diagnostic::warning(file, line, message));
+                }
+                continue;
+            }
             Some(Ok(assignment)) => assignment,
             Some(Err(message)) => {
                 diags.push(Diagnostic::error(file, line, message));
@@ -94,26 +189,53 @@ pub(super) fn parse(dir: &Path, file: &Path, text: &str, diags: &mut Vec<Diagnos
 /// Splits a line into key and value; `None` for lines that are not about portknock (other
 /// settings, comments, blank lines).
 fn assignment(raw: &str) -> Option<Result<(&str, String), String>> {
-    let mut line = raw.trim_start();
-    if let Some(rest) = line.strip_prefix("export") {
-        if rest.starts_with(char::is_whitespace) {
-            line = rest.trim_start();
-        }
-    }
+    let line = without_export(raw);
     if !line.starts_with("FW_PORTKNOCK") {
         return None;
     }
     match line.split_once('=') {
-        Some((key, rest))
-            if key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && !rest.starts_with(char::is_whitespace) =>
-        {
+        Some((key, rest)) if is_key(key) && !rest.starts_with(char::is_whitespace) => {
             Some(value(rest).map(|value| (key, value)))
         }
         _ => Some(Err(
             "expected KEY=\"value\" with no spaces around '='".to_string()
         )),
     }
+}
+
+/// The line without its indentation and an `export` before the key.
+fn without_export(raw: &str) -> &str {
+    let line = raw.trim_start();
+    match line.strip_prefix("export") {
+        Some(rest) if rest.starts_with(char::is_whitespace) => rest.trim_start(),
+        _ => line,
+    }
+}
+
+/// The warning for an assignment that is not portknock's but looks meant to be: its key in
+/// another case (`fw_portknock_simple`) or with a mistyped prefix (`FW_PORTKNOK_SIMPLE`), whose
+/// value would otherwise be ignored without a word.
+fn lookalike(raw: &str) -> Option<String> {
+    let (key, _) = without_export(raw).split_once('=')?;
+    let key = key.trim_end();
+    if !is_key(key) {
+        return None;
+    }
+    let upper = key.to_ascii_uppercase();
+    let known = closest(&upper);
+    let why = if upper.starts_with("FW_PORTKNOCK") {
+        "keys are upper case"
+    } else if strsim::damerau_levenshtein(&upper, known) <= 2 {
+        "portknock's keys begin with FW_PORTKNOCK"
+    } else {
+        return None;
+    };
+    Some(format!("{key} is ignored: {why}; did you mean {known}?"))
+}
+
+/// Whether `key` can be a shell variable's name.
+fn is_key(key: &str) -> bool {
+    !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// The value after `KEY=`: quoted with `"` or `'`, or one word, then at most a comment.
@@ -186,6 +308,7 @@ fn apply(
             .map(|n| s.max_sources = n as usize),
         "FW_PORTKNOCK_STATE_DIR" => state_dir(v, &d.state_dir).map(|p| s.state_dir = p),
         "FW_PORTKNOCK_TRUSTED" => trusted(v).map(|t| s.trusted = t),
+        "FW_PORTKNOCK_METRICS_FILE" => metrics_file(v).map(|p| s.metrics_file = p),
         _ => return None,
     })
 }
@@ -209,6 +332,21 @@ fn state_dir(v: &str, default: &Path) -> Result<PathBuf, String> {
         _ if v.is_empty() => Ok(default.to_path_buf()),
         path if path.is_absolute() => Ok(path.to_path_buf()),
         _ => Err("an absolute path".to_string()),
+    }
+}
+
+/// A relative path would depend on the daemon's working directory, and a directory is no
+/// file to rename a new version onto: an absolute path that ends in a file name, or empty.
+fn metrics_file(v: &str) -> Result<Option<PathBuf>, String> {
+    let path = Path::new(v);
+    let named = (path.file_name().and_then(|n| n.to_str())).is_some_and(|n| v.ends_with(n));
+    match v {
+        "" => Ok(None),
+        _ if path.is_absolute() && named => Ok(Some(path.to_path_buf())),
+        _ => Err(
+            "an absolute path to a file, such as /var/lib/prometheus/node-exporter/portknock.prom"
+                .to_string(),
+        ),
     }
 }
 
@@ -281,9 +419,9 @@ fn list_path(dir: &Path, v: &str, default: &Path) -> PathBuf {
 /// `SIMPEL` finds `SIMPLE`.
 fn closest(key: &str) -> &'static str {
     KEYS.iter()
-        .copied()
+        .map(|known| known.name)
         .min_by_key(|known| strsim::damerau_levenshtein(key, known))
-        .unwrap_or(KEYS[0])
+        .unwrap_or(KEYS[0].name)
 }
 
 #[cfg(test)]
@@ -325,6 +463,7 @@ FW_PORTKNOCK_IPV6=NO
 FW_PORTKNOCK_MAX_SOURCES=16777216
 FW_PORTKNOCK_STATE_DIR="/var/lib/pk state"
 FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
+FW_PORTKNOCK_METRICS_FILE=/var/lib/prometheus/node-exporter/portknock.prom
 "#;
         let expected = Settings {
             enabled: true,
@@ -347,6 +486,9 @@ FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
             ]
             .map(|n| n.parse().unwrap())
             .to_vec(),
+            metrics_file: Some(PathBuf::from(
+                "/var/lib/prometheus/node-exporter/portknock.prom",
+            )),
         };
         assert_eq!(run(text), (expected, vec![]));
     }
@@ -355,7 +497,7 @@ FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
     fn every_known_key_is_applied() {
         let mut s = Settings::defaults(Path::new("/c"));
         let d = s.clone();
-        for key in KEYS {
+        for key in KEYS.map(|k| k.name) {
             assert_eq!(
                 apply(&mut s, &d, Path::new("/c"), key, ""),
                 Some(Ok(())),
@@ -366,6 +508,22 @@ FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
             apply(&mut s, &d, Path::new("/c"), "FW_PORTKNOCK_X", "1"),
             None
         );
+    }
+
+    #[test]
+    fn every_documented_default_is_the_default() {
+        let text: String = KEYS
+            .iter()
+            // Relative list paths are taken from DIR; the documents write "" as "empty".
+            .map(|k| {
+                format!(
+                    "{}=\"{}\"\n",
+                    k.name,
+                    k.default.replace("DIR/", "").replace("empty", "")
+                )
+            })
+            .collect();
+        assert_eq!(run(&text), (Settings::defaults(Path::new("/c")), vec![]));
     }
 
     #[test]
@@ -380,6 +538,25 @@ FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
             PathBuf::from(r"/a\b#c")
         );
         assert_eq!(dir("FW_PORTKNOCK_STATE_DIR=/a#b"), PathBuf::from("/a#b"));
+        // In single quotes a backslash is a character like any other, even before the quote.
+        assert_eq!(
+            dir(r"FW_PORTKNOCK_STATE_DIR='/a\\b\'"),
+            PathBuf::from(r"/a\\b\")
+        );
+    }
+
+    #[test]
+    fn export_is_a_word_of_its_own() {
+        assert_eq!(
+            run("exportFW_PORTKNOCK=yes\nexport\tFW_PORTKNOCK_SIMPLE=yes\n"),
+            (
+                Settings {
+                    simple: true,
+                    ..Settings::defaults(Path::new("/c"))
+                },
+                vec![]
+            )
+        );
     }
 
     #[test]
@@ -402,6 +579,25 @@ FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
             [
                 format!("{FILE}:1: error: unknown key FW_PORTKNOCK_SIMPEL; did you mean FW_PORTKNOCK_SIMPLE?"),
                 format!("{FILE}:2: error: unknown key FW_PORTKNOCK_ADVANCED_OPEN_TIME; did you mean FW_PORTKNOCK_ADVANCED_OPEN?"),
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_in_another_case_or_with_a_mistyped_prefix_are_warned_about() {
+        let text = "fw_portknock_advanced_open=600\nexport Fw_PortKnock=yes\n\
+                    FW_PORTKNOK_KNOCK_TIMEOUT=5\nFW_PROTKNOCK_SIMPLE = yes\n\
+                    FW_SERVICES_EXT_TCP=ssh\nFW_PORTKNOCKING=1 # x\nPORTKNOCK=yes\n";
+        let (settings, diags) = run(text);
+        assert_eq!(settings, Settings::defaults(Path::new("/c")), "all ignored");
+        assert_eq!(
+            diags,
+            [
+                format!("{FILE}:1: warning: fw_portknock_advanced_open is ignored: keys are upper case; did you mean FW_PORTKNOCK_ADVANCED_OPEN?"),
+                format!("{FILE}:2: warning: Fw_PortKnock is ignored: keys are upper case; did you mean FW_PORTKNOCK?"),
+                format!("{FILE}:3: warning: FW_PORTKNOK_KNOCK_TIMEOUT is ignored: portknock's keys begin with FW_PORTKNOCK; did you mean FW_PORTKNOCK_KNOCK_TIMEOUT?"),
+                format!("{FILE}:4: warning: FW_PROTKNOCK_SIMPLE is ignored: portknock's keys begin with FW_PORTKNOCK; did you mean FW_PORTKNOCK_SIMPLE?"),
+                format!("{FILE}:6: error: unknown key FW_PORTKNOCKING; did you mean FW_PORTKNOCK?"),
             ]
         );
     }
@@ -489,6 +685,27 @@ FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
     }
 
     #[test]
+    fn the_metrics_file_is_an_absolute_path_to_a_file() {
+        let file = |value: &str| run(&format!("FW_PORTKNOCK_METRICS_FILE=\"{value}\"\n"));
+        assert_eq!(file("").0.metrics_file, None);
+        assert_eq!(
+            file("/run/pk.prom").0.metrics_file,
+            Some(PathBuf::from("/run/pk.prom"))
+        );
+        for bad in ["pk.prom", "/run/", "/", "/run/.", "/run/.."] {
+            let (settings, diags) = file(bad);
+            assert_eq!(settings.metrics_file, None, "{bad}");
+            assert_eq!(
+                diags,
+                [format!(
+                    "{FILE}:1: error: FW_PORTKNOCK_METRICS_FILE={bad:?}: expected an absolute \
+                     path to a file, such as /var/lib/prometheus/node-exporter/portknock.prom"
+                )]
+            );
+        }
+    }
+
+    #[test]
     fn engine_without_a_mode_is_a_warning() {
         assert_eq!(
             messages("FW_PORTKNOCK=yes\n"),
@@ -538,6 +755,7 @@ FW_PORTKNOCK_TRUSTED="198.51.100.0/24  2001:db8::/48 203.0.113.7 fd00::1"
                 max_sources: sources,
                 state_dir: PathBuf::from(state),
                 trusted: Vec::new(),
+                metrics_file: None,
             };
             let (settings, diags) = run(&text);
             prop_assert_eq!(settings, expected);

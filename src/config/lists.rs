@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{AdvancedDoor, Diagnostic, Secret, SimpleDoor};
 use crate::engine::armed_together;
-use crate::port::{is_digits, parse_port, KnockPort, PortError, Proto};
+use crate::port::{self, is_digits, parse_port, KnockPort, PortError, Proto};
 
 /// Most knock ports in one simple sequence (docs/behaviour.md §1.4).
 pub const MAX_SEQUENCE: usize = 32;
@@ -25,6 +25,51 @@ pub fn random_orders(sequence: &[KnockPort]) -> u64 {
 /// Secrets shorter than this draw a warning: one captured knock lets anyone try short secrets
 /// offline against it.
 pub const MIN_SECRET_LEN: usize = 8;
+
+/// Knock sequences that portknock's README, examples, docs and help print: whoever read them
+/// can knock them.
+const PUBLISHED_SEQUENCES: [&[KnockPort]; 5] = [
+    &[
+        KnockPort::tcp(7000),
+        KnockPort::tcp(9000),
+        KnockPort::tcp(8000),
+    ],
+    &[
+        KnockPort::tcp(7300),
+        KnockPort::udp(7100),
+        KnockPort::tcp(7200),
+    ],
+    &[
+        KnockPort::tcp(7000),
+        KnockPort::udp(8000),
+        KnockPort::tcp(9000),
+    ],
+    &[
+        KnockPort::tcp(1),
+        KnockPort::tcp(2),
+        KnockPort::tcp(3),
+        KnockPort::tcp(4),
+        KnockPort::tcp(5),
+    ],
+    &[
+        KnockPort::tcp(7),
+        KnockPort::tcp(8),
+        KnockPort::tcp(9),
+        KnockPort::tcp(10),
+        KnockPort::tcp(11),
+    ],
+];
+
+/// Secrets that they print, the test vectors' among them.
+const PUBLISHED_SECRETS: [&str; 7] = [
+    "hipjazz",
+    "superawesome",
+    "hipjazzhipjazz",
+    "elite-october",
+    "november-rain",
+    "elite",
+    "october",
+];
 
 const SIMPLE_FORMAT: &str =
     "simple lines are PORT:KNOCKPORT,KNOCKPORT,... (e.g. 22:7000,9000,8000)";
@@ -61,7 +106,10 @@ pub(super) fn parse_simple(
 ) -> Vec<Entry<SimpleDoor>> {
     let empty = "but simple mode is on; add a line like 22:7000,9000,8000 or set \
                  FW_PORTKNOCK_SIMPLE=no";
-    parse(file, text, diags, empty, simple_door)
+    // White space next to a separator is inside the entry: no field is ever empty.
+    let joins =
+        |entry: &str, next: &str| entry.ends_with([':', ',']) || next.starts_with([':', ',']);
+    parse(file, text, diags, empty, joins, simple_door)
 }
 
 /// Reads the entries of an advanced list; entries with errors are reported and left out.
@@ -72,24 +120,30 @@ pub(super) fn parse_advanced(
 ) -> Vec<Entry<AdvancedDoor>> {
     let empty = "but advanced mode is on; add a line like 22,2000,OPENSECRET,CLOSESECRET \
                  or set FW_PORTKNOCK_ADVANCED=no";
-    parse(file, text, diags, empty, advanced_door)
+    // Words that fit one entry together are one: white space next to a comma is allowed, and
+    // white space inside a field is then named where it is (a secret holding a space).
+    let joins =
+        |entry: &str, next: &str| entry.matches(',').count() + next.matches(',').count() < 4;
+    parse(file, text, diags, empty, joins, advanced_door)
 }
 
-/// Parses every entry with `door`, which notes errors and warnings; its problems become
-/// diagnostics at the entry's line, and only an entry without errors is kept.
+/// Parses every entry (the words of a line that `joins` joins) with `door`, which notes errors
+/// and warnings; its problems become diagnostics at the entry's line, and only an entry
+/// without errors is kept.
 fn parse<T>(
     file: &Path,
     text: &str,
     diags: &mut Vec<Diagnostic>,
     empty: &str,
+    joins: fn(&str, &str) -> bool,
     door: fn(&str, &mut Vec<String>, &mut Vec<String>) -> Option<T>,
 ) -> Vec<Entry<T>> {
     let mut entries = Vec::new();
     let mut any = false;
-    for (line, word) in words(text) {
+    for (line, entry) in entries_of(text, joins) {
         any = true;
         let (mut errors, mut warnings) = (Vec::new(), Vec::new());
-        let parsed = door(word, &mut errors, &mut warnings);
+        let parsed = door(&entry, &mut errors, &mut warnings);
         let valid = errors.is_empty();
         diags.extend(
             errors
@@ -117,13 +171,26 @@ fn parse<T>(
     entries
 }
 
-/// Every entry with its line: words separated by white space, up to a word that starts with
-/// `#`. Secrets may contain `#`, so only a word's first character can start a comment.
-fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines().enumerate().flat_map(|(index, line)| {
-        line.split_whitespace()
-            .take_while(|word| !word.starts_with('#'))
-            .map(move |word| (index + 1, word))
+/// Every entry with its line: the words of a line (separated by white space, up to a word that
+/// starts with `#`), a word joined to the entry before it, after one space, where
+/// `joins(entry, word)`. Secrets may contain `#`, so only a word's first character can start a
+/// comment.
+fn entries_of(
+    text: &str,
+    joins: fn(&str, &str) -> bool,
+) -> impl Iterator<Item = (usize, String)> + '_ {
+    text.lines().enumerate().flat_map(move |(index, line)| {
+        let mut entries: Vec<String> = Vec::new();
+        for word in line.split_whitespace().take_while(|w| !w.starts_with('#')) {
+            match entries.last_mut() {
+                Some(entry) if joins(entry, word) => {
+                    entry.push(' ');
+                    entry.push_str(word);
+                }
+                _ => entries.push(word.to_string()),
+            }
+        }
+        entries.into_iter().map(move |entry| (index + 1, entry))
     })
 }
 
@@ -134,10 +201,12 @@ fn simple_door(
     warnings: &mut Vec<String>,
 ) -> Option<SimpleDoor> {
     let (protected, sequence) = match word.split_once(':') {
-        Some((protected, sequence)) if !protected.contains(',') => (protected, sequence),
+        Some((protected, sequence)) if !protected.contains(',') => {
+            (protected.trim(), sequence.trim())
+        }
         _ => {
             // An advanced line has secrets among its comma-separated fields.
-            let secrets = word.split(',').skip(2).any(|f| !is_digits(f));
+            let secrets = word.split(',').skip(2).any(|f| !is_digits(f.trim()));
             errors.push(if secrets {
                 format!("this is an advanced-mode line; {SIMPLE_FORMAT}")
             } else {
@@ -151,7 +220,7 @@ fn simple_door(
         errors.push("empty knock sequence; list the knock ports after ':'".to_string());
         return None;
     }
-    let fields: Vec<&str> = sequence.split(',').collect();
+    let fields: Vec<Result<KnockPort, PortError>> = port::sequence(sequence).collect();
     if fields.len() > MAX_SEQUENCE {
         errors.push(format!(
             "the sequence has {} knock ports; at most {MAX_SEQUENCE} are allowed",
@@ -159,8 +228,11 @@ fn simple_door(
         ));
     }
     let knocks: Vec<Option<KnockPort>> = (1..)
-        .zip(&fields)
-        .map(|(position, field)| note(knock_port(field, position), errors))
+        .zip(fields)
+        .map(|(position, field)| {
+            let subject = format!("the knock port at position {position}");
+            note(field.map_err(|e| e.describe(&subject)), errors)
+        })
         .collect();
     for (position, pair) in (1..).zip(knocks.windows(2)) {
         if let [Some(a), Some(b)] = pair {
@@ -197,17 +269,17 @@ fn simple_door(
             );
         }
     }
+    if PUBLISHED_SEQUENCES.contains(&sequence.as_slice()) {
+        warnings.push(
+            "this sequence is published as an example (README, examples, docs), so anyone who \
+             read them can knock it; choose knock ports of your own"
+                .to_string(),
+        );
+    }
     Some(SimpleDoor {
         protected: protected?,
         sequence,
     })
-}
-
-/// One knock port of a sequence; `position` counts from 1.
-fn knock_port(field: &str, position: usize) -> Result<KnockPort, String> {
-    field
-        .parse()
-        .map_err(|e: PortError| e.describe(&format!("the knock port at position {position}")))
 }
 
 /// `PROTECTED,KNOCKPORT,OPENSECRET,CLOSESECRET`.
@@ -216,25 +288,30 @@ fn advanced_door(
     errors: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Option<AdvancedDoor> {
-    let fields: Vec<&str> = word.split(',').collect();
+    let fields: Vec<&str> = word.split(',').map(str::trim).collect();
     // Secrets may contain ':', so only a ':' in the first field marks a simple line.
     if fields.first().is_some_and(|f| f.contains(':')) {
         errors.push(format!("this is a simple-mode line; {ADVANCED_FORMAT}"));
         return None;
     }
     let &[protected, knock, open, close] = fields.as_slice() else {
+        // Secrets may contain ';': named only where it would make the four fields.
+        let semicolons = if word.split(';').count() == 4 {
+            "; ';' is not a separator: fields are separated by commas"
+        } else {
+            ""
+        };
         errors.push(format!(
-            "expected 4 fields, found {}; {ADVANCED_FORMAT}",
+            "expected 4 fields, found {}{semicolons}; {ADVANCED_FORMAT}",
             fields.len()
         ));
         return None;
     };
     let protected = note(port(protected, "the protected port"), errors);
     let knock_port = note(port(knock, "the knock port"), errors);
-    // `&`, not `&&`: both secrets are checked even when the first is bad.
-    let secrets_valid =
-        secret(open, "open", errors, warnings) & secret(close, "close", errors, warnings);
-    if secrets_valid && open == close {
+    let open = note(secret(open, "open", warnings), errors);
+    let close = note(secret(close, "close", warnings), errors);
+    if open.is_some() && open == close {
         errors.push(
             "the open secret and the close secret are the same, so a close could not be told \
              from an open; choose two different secrets"
@@ -244,31 +321,67 @@ fn advanced_door(
     Some(AdvancedDoor {
         protected: protected?,
         knock_port: knock_port?,
-        open_secret: Secret::new(open),
-        close_secret: Secret::new(close),
+        open_secret: Secret::new(open?),
+        close_secret: Secret::new(close?),
     })
 }
 
-/// Checks one secret, naming it by `which` only: its value never goes into a message.
-fn secret(value: &str, which: &str, errors: &mut Vec<String>, warnings: &mut Vec<String>) -> bool {
+/// One secret as written, without the quotes around it; its problems name it by `which`
+/// only: its value never goes into a message.
+fn secret<'a>(
+    written: &'a str,
+    which: &str,
+    warnings: &mut Vec<String>,
+) -> Result<&'a str, String> {
+    let value = unquote(written).ok_or_else(|| {
+        format!(
+            "the {which} secret has a quote that is not one of a matching pair around the whole \
+             secret; write the secret bare, or whole in \"...\" or '...', which are not part of it"
+        )
+    })?;
     if value.is_empty() {
-        errors.push(format!("the {which} secret is empty"));
-        false
-    } else if !value.bytes().all(|b| b.is_ascii_graphic()) {
-        errors.push(format!(
+        return Err(format!("the {which} secret is empty"));
+    }
+    if value.contains(char::is_whitespace) {
+        return Err(format!(
+            "the {which} secret holds white space; a secret is printable ASCII without white \
+             space or commas, quoted or not"
+        ));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
             "the {which} secret has a character that is not printable ASCII; use letters, \
              digits and punctuation"
         ));
-        false
-    } else {
-        if value.len() < MIN_SECRET_LEN {
-            warnings.push(format!(
-                "the {which} secret is shorter than {MIN_SECRET_LEN} characters; one captured \
-                 knock lets anyone guess a short secret offline"
-            ));
-        }
-        true
     }
+    if value.len() < MIN_SECRET_LEN {
+        warnings.push(format!(
+            "the {which} secret is shorter than {MIN_SECRET_LEN} characters; one captured \
+             knock lets anyone guess a short secret offline"
+        ));
+    }
+    if PUBLISHED_SECRETS.contains(&value) {
+        warnings.push(format!(
+            "the {which} secret is published as an example (README, examples, docs), so anyone \
+             can make its passwords; choose a long random secret of your own"
+        ));
+    }
+    Ok(value)
+}
+
+/// A field written bare, or whole in matching double or single quotes, which are dropped as
+/// the shell and portknock.conf drop them; `None` for any other quote, which would otherwise
+/// become part of the secret unseen.
+fn unquote(field: &str) -> Option<&str> {
+    for quote in ['"', '\''] {
+        let inner = field
+            .strip_prefix(quote)
+            .and_then(|f| f.strip_suffix(quote));
+        if let Some(inner) = inner.filter(|inner| !inner.contains(quote)) {
+            return Some(inner);
+        }
+    }
+    (!field.contains(['"', '\''])).then_some(field)
 }
 
 /// A port from 1 to 65535, `what` naming it in the message.

@@ -7,6 +7,7 @@ mod conf;
 mod diagnostic;
 mod lists;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, Read};
@@ -18,7 +19,7 @@ use ipnet::IpNet;
 
 use crate::port::KnockPort;
 
-pub use conf::{MAX_DURATION_SECS, MAX_MAX_SOURCES, MAX_OTP_SKEW};
+pub use conf::{Key, KEYS, MAX_DURATION_SECS, MAX_MAX_SOURCES, MAX_OTP_SKEW};
 pub use diagnostic::{ConfigError, Diagnostic, Severity};
 pub use lists::{random_orders, MAX_SEQUENCE, MIN_RANDOM_ORDERS, MIN_SECRET_LEN};
 
@@ -103,6 +104,9 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// `FW_PORTKNOCK_TRUSTED`: sources that pass every protected port without knocking.
     pub trusted: Vec<IpNet>,
+    /// `FW_PORTKNOCK_METRICS_FILE`: where the daemon writes its metrics for Prometheus' node
+    /// exporter; `None`, the default, writes none.
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -122,6 +126,7 @@ impl Settings {
             max_sources: 262_144,
             state_dir: PathBuf::from("/var/lib/portknock"),
             trusted: Vec::new(),
+            metrics_file: None,
         }
     }
 }
@@ -166,6 +171,9 @@ pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
         }
     };
 
+    if !settings.enabled {
+        diags.extend(idle_doors(&conf_path, &settings));
+    }
     let simple_text = if settings.enabled && settings.simple {
         read_list(&settings.simple_list, "simple", "SIMPLE", &mut diags).map(|(text, _)| text)
     } else {
@@ -214,6 +222,47 @@ pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
             advanced: advanced.entries.into_iter().map(|e| e.door).collect(),
         },
         warnings: diags,
+    })
+}
+
+/// With the engine off, a word about the doors that the lists of the modes that are on hold:
+/// they wait only for `FW_PORTKNOCK="yes"`, which may have been lost. The lists are read to
+/// count their doors, not checked; one that cannot be read counts none.
+fn idle_doors(conf: &Path, settings: &Settings) -> Option<Diagnostic> {
+    type Count = fn(&Path, &str, &mut Vec<Diagnostic>) -> usize;
+    let lists: [(&str, bool, &Path, Count); 2] = [
+        (
+            "simple",
+            settings.simple,
+            &settings.simple_list,
+            |file, text, diags| lists::parse_simple(file, text, diags).len(),
+        ),
+        (
+            "advanced",
+            settings.advanced,
+            &settings.advanced_list,
+            |file, text, diags| lists::parse_advanced(file, text, diags).len(),
+        ),
+    ];
+    let counts: Vec<String> = lists
+        .into_iter()
+        .filter(|(_, on, _, _)| *on)
+        .filter_map(|(mode, _, file, count)| {
+            let (text, _) = read(file, MAX_LIST_BYTES).ok()?;
+            let doors = count(file, &text, &mut Vec::new());
+            (doors > 0).then(|| format!("{mode}: {doors}"))
+        })
+        .collect();
+    (!counts.is_empty()).then(|| {
+        Diagnostic::warning(
+            conf,
+            None,
+            format!(
+                "FW_PORTKNOCK is not \"yes\", so no port is protected, though the lists of the \
+                 modes that are on hold doors ({}); set FW_PORTKNOCK=\"yes\" to enforce them",
+                counts.join(", ")
+            ),
+        )
     })
 }
 
@@ -328,11 +377,7 @@ fn read(path: &Path, limit: u64) -> Result<(String, u32), ReadError> {
     if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limit {
         return Err(ReadError::TooLarge(limit));
     }
-    // Invalid UTF-8 is kept visible as U+FFFD, which every port and secret check rejects.
-    Ok((
-        String::from_utf8_lossy(&bytes).into_owned(),
-        metadata.mode(),
-    ))
+    Ok((text(&bytes).into_owned(), metadata.mode()))
 }
 
 /// What a file that is not a regular file is, for a message, from its `st_mode`.
@@ -344,6 +389,22 @@ fn describe(mode: u32) -> &'static str {
         // Not a regular file, and open(2) refuses a socket (ENXIO): a block device is left.
         _ => "a block device",
     }
+}
+
+/// The bytes of a configuration file as the parsers take them: without a leading byte-order
+/// mark, and with invalid UTF-8 kept visible as U+FFFD, which every port and secret check
+/// rejects. Public for fuzzing, which must read a file as [`load`] does.
+pub fn text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(without_bom(bytes))
+}
+
+/// The UTF-8 byte-order mark. Windows editors write one at the start of a text file; it is no
+/// part of the first line (docs/behaviour.md §1), where it would hide the first key or port.
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// `bytes` without a leading [`BOM`].
+pub fn without_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(BOM).unwrap_or(bytes)
 }
 
 /// Reads the list of an enabled mode; a missing or unreadable list is an error.

@@ -31,10 +31,10 @@ const ALL_ON: &str = "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=yes\nFW_PORTKNOCK_AD
 fn loads_a_valid_directory() {
     let dir = dir_with(&[
         (CONF_FILE, ALL_ON),
-        (SIMPLE_LIST_FILE, "22:7000,9000,8000\n"),
+        (SIMPLE_LIST_FILE, "22:7000,9000,8001\n"),
         (
             ADVANCED_LIST_FILE,
-            "2222,2000,hipjazzhipjazz,superawesome\n",
+            "2222,2000,hipjazzhipjazz1,superawesome1\n",
         ),
     ]);
     let loaded = load(dir.path()).expect("valid");
@@ -42,7 +42,7 @@ fn loads_a_valid_directory() {
     let config = loaded.config;
     assert_eq!(config.dir, dir.path());
     assert_eq!(config.simple.len(), 1);
-    assert_eq!(config.advanced[0].open_secret.expose(), b"hipjazzhipjazz");
+    assert_eq!(config.advanced[0].open_secret.expose(), b"hipjazzhipjazz1");
 }
 
 #[test]
@@ -113,7 +113,10 @@ fn relative_list_paths_are_relative_to_the_directory() {
 fn an_advanced_list_readable_by_others_is_a_warning() {
     let dir = dir_with(&[
         (CONF_FILE, "FW_PORTKNOCK=yes\nFW_PORTKNOCK_ADVANCED=yes\n"),
-        (ADVANCED_LIST_FILE, "22,2000,hipjazzhipjazz,superawesome\n"),
+        (
+            ADVANCED_LIST_FILE,
+            "22,2000,hipjazzhipjazz1,superawesome1\n",
+        ),
     ]);
     let list = dir.path().join(ADVANCED_LIST_FILE);
     for mode in [0o640, 0o604] {
@@ -366,7 +369,7 @@ fn the_text_parsers_for_fuzzing_report_what_load_reports() {
     assert_eq!(advanced_doors.len(), 1);
 
     // A mode that is off: its list is not read, as `load` does not read it.
-    let (_, _, diags) = parse_lists(p, Some("22:7000,9000,8000\n"), None);
+    let (_, _, diags) = parse_lists(p, Some("22:7000,9000,8001\n"), None);
     assert_eq!(diags, []);
 }
 
@@ -375,4 +378,97 @@ fn a_secret_never_shows_its_bytes() {
     let secret = Secret::new("hipjazzhipjazz");
     assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
     assert_eq!(secret.expose(), b"hipjazzhipjazz");
+}
+
+#[test]
+fn a_leading_byte_order_mark_is_not_part_of_any_file() {
+    let files = [
+        (CONF_FILE, ALL_ON),
+        (SIMPLE_LIST_FILE, "22:7000,9000,8001\n"),
+        (
+            ADVANCED_LIST_FILE,
+            "2222,2000,hipjazzhipjazz1,superawesome1\n",
+        ),
+    ];
+    let expected = load(dir_with(&files).path()).expect("valid");
+    // Each file alone, then all three, as a Windows editor saves them.
+    for marked in [
+        &[CONF_FILE][..],
+        &[SIMPLE_LIST_FILE],
+        &[ADVANCED_LIST_FILE],
+        &[CONF_FILE, SIMPLE_LIST_FILE, ADVANCED_LIST_FILE],
+    ] {
+        let texts = files.map(|(name, text)| {
+            let bom = if marked.contains(&name) {
+                "\u{feff}"
+            } else {
+                ""
+            };
+            (name, format!("{bom}{text}"))
+        });
+        let dir = dir_with(&texts.each_ref().map(|(n, t)| (*n, t.as_str())));
+        let loaded = load(dir.path()).unwrap_or_else(|e| panic!("{marked:?}: {e}"));
+        assert_eq!(loaded.warnings, [], "{marked:?}");
+        assert_eq!(
+            (
+                loaded.config.settings,
+                loaded.config.simple,
+                loaded.config.advanced
+            ),
+            (
+                Settings {
+                    simple_list: dir.path().join(SIMPLE_LIST_FILE),
+                    advanced_list: dir.path().join(ADVANCED_LIST_FILE),
+                    ..expected.config.settings.clone()
+                },
+                expected.config.simple.clone(),
+                expected.config.advanced.clone()
+            ),
+            "{marked:?}"
+        );
+    }
+    // Only a leading one: elsewhere it is a character like any other.
+    assert_eq!(text(b"\xEF\xBB\xBFa\xEF\xBB\xBF"), "a\u{feff}");
+    assert_eq!(text(b"\xEF\xBBa\xFF"), "\u{fffd}a\u{fffd}");
+}
+
+#[test]
+fn engine_off_while_the_lists_of_modes_that_are_on_hold_doors_is_a_warning() {
+    let modes_on = "FW_PORTKNOCK=no\nFW_PORTKNOCK_SIMPLE=yes\nFW_PORTKNOCK_ADVANCED=yes\n";
+    let simple = "22:7000,9000,8001 23:7100,7300,7200\nbroken\n";
+    let advanced = "2222,2000,openopen1,closeclose1\n";
+    let dir = dir_with(&[
+        (CONF_FILE, modes_on),
+        (SIMPLE_LIST_FILE, simple),
+        (ADVANCED_LIST_FILE, advanced),
+    ]);
+    let loaded = load(dir.path()).expect("valid: the lists are not checked");
+    let conf = dir.path().join(CONF_FILE);
+    assert_eq!(
+        loaded
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [format!(
+            "{}: warning: FW_PORTKNOCK is not \"yes\", so no port is protected, though the lists \
+             of the modes that are on hold doors (simple: 2, advanced: 1); set \
+             FW_PORTKNOCK=\"yes\" to enforce them",
+            conf.display()
+        )]
+    );
+    assert!(loaded.config.simple.is_empty() && loaded.config.advanced.is_empty());
+
+    // Only the lists of modes that are on, and only doors count.
+    for (conf, simple) in [
+        (
+            "FW_PORTKNOCK_SIMPLE=no\nFW_PORTKNOCK_ADVANCED=no\n",
+            "22:7000,9000,8001\n",
+        ),
+        ("FW_PORTKNOCK_SIMPLE=yes\n", "# none yet\n"),
+        ("FW_PORTKNOCK_ADVANCED=yes\n", "22:7000,9000,8001\n"),
+    ] {
+        let dir = dir_with(&[(CONF_FILE, conf), (SIMPLE_LIST_FILE, simple)]);
+        assert_eq!(load(dir.path()).expect("valid").warnings, [], "{conf}");
+    }
 }

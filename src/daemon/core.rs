@@ -13,10 +13,11 @@ use lru::LruCache;
 
 use super::keeper::Keeper;
 use crate::capture::Packet;
-use crate::config::Config;
+use crate::config::{Config, MAX_OTP_SKEW};
 use crate::engine::{DoorId, Engine, Outcome};
 use crate::firewall::Changes;
-use crate::otp::{self, Record, Recorded, Refused};
+use crate::metrics::{self, By, Counters, Lines, Simple};
+use crate::otp::{self, Record, Recorded, Refused, MAC_LEN};
 use crate::port::Proto;
 
 /// Most lines per second about knocks that open nothing (wrong sequences, bad OTPs, replays,
@@ -40,6 +41,14 @@ pub enum Event {
     Replay { source: IpAddr, port: u16 },
     /// A one-time password that neither secret of the door made for this source and minute.
     BadOtp { source: IpAddr, door: u16 },
+    /// A bad one-time password that a secret of the door made for this source, but for a
+    /// minute `minutes` away from the server's (positive: the client's clock is ahead), within
+    /// [`MAX_OTP_SKEW`] yet outside the accepted window.
+    ClockSkew {
+        source: IpAddr,
+        door: u16,
+        minutes: i64,
+    },
     /// A valid one-time password the used-OTP record cannot vouch for.
     OtpRefused {
         source: IpAddr,
@@ -85,8 +94,9 @@ pub struct Core {
     config: Config,
     doors: Doors,
     lines: LineBudget,
-    overruns: u64,
     keeper: Keeper,
+    /// What the daemon counts, for the metrics file; the shell counts its own doings here too.
+    counters: Counters,
 }
 
 /// What the core derives from the doors of the configuration in force.
@@ -123,9 +133,24 @@ impl Core {
             doors: Doors::new(&config),
             config,
             lines: LineBudget::new(JUNK_LINES_PER_SECOND, now),
-            overruns: 0,
             keeper: Keeper::new(pid),
+            counters: Counters::default(),
         }
+    }
+
+    /// What the daemon counted so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The counters, for what the shell does itself: reloads, heals, grants by hand.
+    pub fn count(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
+    /// How many sources the engine keeps knock progress of.
+    pub fn tracked_sources(&self) -> usize {
+        self.doors.engine.tracked_sources()
     }
 
     /// What keeps the table in force, and knows the grants to put back.
@@ -162,6 +187,7 @@ impl Core {
         record: &mut impl Record,
         effects: &mut Effects,
     ) -> Option<Accepted> {
+        (self.counters).knock_packet(packet.knock.proto, packet.source);
         if packet.source.is_ipv6() && !self.config.settings.ipv6 {
             return None;
         }
@@ -180,21 +206,24 @@ impl Core {
 
     /// The kernel dropped knocks (an NFLOG overrun) at `now`.
     pub fn overrun(&mut self, now: Instant, effects: &mut Effects) {
-        self.overruns += 1;
+        self.counters.nflog_overruns += 1;
         let event = Event::Overrun {
-            overruns: self.overruns,
+            overruns: self.counters.nflog_overruns,
         };
-        self.junk(event, now, effects);
+        self.junk(now, effects, |_| event);
     }
 
-    /// Logs `event`, a line about something that opens nothing, if the budget allows.
-    fn junk(&mut self, event: Event, now: Instant, effects: &mut Effects) {
+    /// Logs the event `event` makes, a line about something that opens nothing, if the budget
+    /// allows; `event` runs only then, so that what it costs is bounded by the budget as well.
+    fn junk(&mut self, now: Instant, effects: &mut Effects, event: impl FnOnce(&Core) -> Event) {
         let (allowed, held) = self.lines.allow(now);
         if let Some(held) = held {
             effects.events.push(Event::HeldBack { held });
         }
         if allowed {
-            effects.events.push(event);
+            effects.events.push(event(self));
+        } else {
+            self.counters.held_back(Lines::Knocks);
         }
     }
 
@@ -206,6 +235,7 @@ impl Core {
         for outcome in self.doors.engine.knock(source, packet.knock, now) {
             match outcome {
                 Outcome::Armed { door, final_knock } => {
+                    self.counters.simple(Simple::Armed);
                     // One armed door per source in the kernel (see firewall::ruleset): the
                     // latest. An earlier one, or one pushed out of the bounded table, is
                     // disarmed, and the daemon alone grants it if its final knock comes.
@@ -218,6 +248,8 @@ impl Core {
                     effects.changes.arm(source, final_knock, protected, timeout);
                 }
                 Outcome::Opened { door } => {
+                    self.counters.simple(Simple::Opened);
+                    self.counters.grant(By::Knock);
                     let door = self.config.simple[door].protected;
                     // The kernel let the client through already when the door was armed in
                     // time; this is the grant that lasts, and it covers a final knock that beat
@@ -227,19 +259,25 @@ impl Core {
                     effects.events.push(Event::Opened { source, door });
                 }
                 Outcome::Reset { door, .. } => {
+                    self.counters.simple(Simple::WrongKnock);
                     let door = self.config.simple[door].protected;
-                    self.junk(Event::WrongSequence { source, door }, now, effects);
+                    self.junk(now, effects, |_| Event::WrongSequence { source, door });
                 }
                 Outcome::Expired { door, .. } => {
+                    self.counters.simple(Simple::Expired);
                     let door = self.config.simple[door].protected;
-                    self.junk(Event::Expired { source, door }, now, effects);
+                    self.junk(now, effects, |_| Event::Expired { source, door });
                 }
-                Outcome::Scanned { .. } => scanned = true,
-                Outcome::Progress { .. } | Outcome::Retransmit { .. } => {}
+                Outcome::Scanned { .. } => {
+                    self.counters.simple(Simple::Scan);
+                    scanned = true;
+                }
+                Outcome::Progress { .. } => self.counters.simple(Simple::Progress),
+                Outcome::Retransmit { .. } => self.counters.simple(Simple::Retransmit),
             }
         }
         if scanned {
-            self.junk(Event::Scanned { source }, now, effects);
+            self.junk(now, effects, |_| Event::Scanned { source });
         }
         // Whatever ended the armed door's progress (it opened, reset or expired, or the engine
         // let it go for its bounds), the kernel's arming ends with it.
@@ -258,12 +296,12 @@ impl Core {
         }
     }
 
-    /// An OTP datagram to the knock port of advanced door `door`. Nothing changes before the
+    /// An OTP datagram to the knock port of advanced door `index`. Nothing changes before the
     /// OTP is known to be new, valid, and recorded as used.
     fn otp(
         &mut self,
         packet: &Packet,
-        door: usize,
+        index: usize,
         now: Instant,
         minute: u32,
         record: &mut impl Record,
@@ -272,17 +310,19 @@ impl Core {
         let source = packet.source;
         let port = packet.knock.port;
         let Some(mac) = otp::parse_payload(&packet.payload) else {
-            self.junk(Event::NotAnOtp { source, port }, now, effects);
+            self.counters.otp(metrics::Otp::Malformed);
+            self.junk(now, effects, |_| Event::NotAnOtp { source, port });
             return None;
         };
         // Before verifying: a copy sent from another address would just fail to verify, and
         // must be reported as the replay it is.
         if record.is_used(&mac) {
-            self.junk(Event::Replay { source, port }, now, effects);
+            self.counters.otp(metrics::Otp::Replay);
+            self.junk(now, effects, |_| Event::Replay { source, port });
             return None;
         }
         let skew = self.config.settings.otp_skew;
-        let d = &self.config.advanced[door];
+        let d = &self.config.advanced[index];
         let (door, open_for) = (d.protected, self.config.settings.advanced_open);
         let (open, made) = match (
             otp::verify(&d.open_secret, source, &mac, minute, skew),
@@ -291,17 +331,35 @@ impl Core {
             (Some(m), _) => (true, m),
             (None, Some(m)) => (false, m),
             (None, None) => {
-                self.junk(Event::BadOtp { source, door }, now, effects);
+                let mut skew = None;
+                self.junk(now, effects, |core| {
+                    skew = core.clock_skew(index, source, &mac, minute);
+                    match skew {
+                        Some(minutes) => Event::ClockSkew {
+                            source,
+                            door,
+                            minutes,
+                        },
+                        None => Event::BadOtp { source, door },
+                    }
+                });
+                // The search for a skew runs only for the lines the budget lets through.
+                self.counters.otp(match skew {
+                    Some(_) => metrics::Otp::ClockSkew,
+                    None => metrics::Otp::NoSecretMatches,
+                });
                 return None;
             }
         };
         match record.record(mac, made, minute, skew) {
             Ok(Recorded::New) => {}
             Ok(Recorded::Refused(why)) => {
-                self.junk(Event::OtpRefused { source, door, why }, now, effects);
+                self.counters.otp(metrics::Otp::RefusedByRecord);
+                self.junk(now, effects, |_| Event::OtpRefused { source, door, why });
                 return None;
             }
             Err(e) => {
+                self.counters.otp(metrics::Otp::NotRecorded);
                 let error = e.to_string();
                 let event = Event::NotRecorded {
                     source,
@@ -314,9 +372,13 @@ impl Core {
         }
         let mut changes = Changes::new();
         if open {
+            self.counters.otp(metrics::Otp::Open);
+            self.counters.grant(By::Knock);
             changes.grant(source, door, open_for);
             self.keeper.granted(source, door, now, open_for);
         } else {
+            self.counters.otp(metrics::Otp::Close);
+            self.counters.close(By::Knock);
             changes.revoke(source, door);
             self.keeper.revoked(source, door);
         }
@@ -326,6 +388,24 @@ impl Core {
             open,
             changes,
         })
+    }
+
+    /// How many minutes the clock that made `mac` is off from the server's `minute`, if a
+    /// secret of advanced door `index` made it for `source` within [`MAX_OTP_SKEW`] minutes:
+    /// positive when the client is ahead. Up to `2 * (2 * MAX_OTP_SKEW + 1)` HMACs, which is
+    /// why it is only asked for a line the budget allows.
+    fn clock_skew(
+        &self,
+        index: usize,
+        source: IpAddr,
+        mac: &[u8; MAC_LEN],
+        minute: u32,
+    ) -> Option<i64> {
+        let d = &self.config.advanced[index];
+        [&d.open_secret, &d.close_secret]
+            .into_iter()
+            .find_map(|secret| otp::verify(secret, source, mac, minute, MAX_OTP_SKEW))
+            .map(|made| i64::from(made) - i64::from(minute))
     }
 }
 

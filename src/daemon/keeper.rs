@@ -3,7 +3,9 @@
 //! grants. Pure: the shell reads the kernel's notifications (`firewall::Monitor`), tells the
 //! keeper, and reinstalls the policy when [`Keeper::take_heal`] says so.
 //!
-//! Own changes are those of the daemon's process and of the `nft` processes it ran; every
+//! Own changes are those committed through the daemon's own netlink socket and by the `nft`
+//! processes it ran (told apart by the committing socket's netlink port, which is the
+//! process's pid in its own pid namespace for nft, and known for the daemon's socket); every
 //! other change to the policy is foreign, since while the daemon runs portknock's commands
 //! (`apply`, `remove`, `open`, `close`) ask the daemon to make their changes. A heal runs at
 //! once; heals that follow each other within a second back off, doubling from 10 ms to a
@@ -46,6 +48,7 @@ pub struct Heal {
 /// What the keeper knows.
 #[derive(Debug)]
 pub struct Keeper {
+    /// The netlink port of the daemon's socket for set changes.
     daemon: u32,
     own_nft: VecDeque<u32>,
     /// Grants made through the daemon, with when they end.
@@ -66,7 +69,8 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    /// A keeper for the daemon of process `daemon`, the table in force.
+    /// A keeper for the daemon whose socket for set changes has netlink port `daemon`, the
+    /// table in force.
     pub fn new(daemon: u32) -> Keeper {
         Keeper {
             daemon,
@@ -84,7 +88,8 @@ impl Keeper {
         }
     }
 
-    /// The daemon ran `nft` as process `pid`: its transaction is the daemon's own.
+    /// The daemon ran `nft` as process `pid`, whose socket has that netlink port: its
+    /// transaction is the daemon's own.
     pub fn installed_by(&mut self, pid: u32) {
         if self.own_nft.len() == OWN_NFT {
             self.own_nft.pop_front();
@@ -127,8 +132,14 @@ impl Keeper {
     /// A transaction that changed portknock's table. A foreign change to the policy makes a
     /// heal wait; the daemon's own changes, and run-time elements, do not.
     pub fn observe(&mut self, transaction: &Transaction, now: Instant) {
-        let own = transaction.pid == self.daemon || self.own_nft.contains(&transaction.pid);
-        if own || self.off {
+        let portid = transaction.portid;
+        // An nft run commits once: its port is forgotten then, so that a later process that
+        // gets the same pid is no one's.
+        let nft = self.own_nft.iter().position(|&p| p == portid);
+        if let Some(i) = nft {
+            self.own_nft.remove(i);
+        }
+        if portid == self.daemon || nft.is_some() || self.off {
             return;
         }
         // The largest change names it: a flushed ruleset deletes rules and chains before the
@@ -224,6 +235,7 @@ mod tests {
 
     fn transaction(pid: u32, changes: Vec<TableChange>) -> Transaction {
         Transaction {
+            portid: pid,
             pid,
             process: "nft".to_string(),
             changes,
@@ -281,12 +293,18 @@ mod tests {
         let grants = vec![change(true, Object::Elements, "granted4")];
         keeper.observe(&transaction(7, grants), now);
         assert_eq!(keeper.due(), None);
+        // An nft run commits once: a second transaction from its port is another's.
+        keeper.observe(&transaction(555, deleted_table()), now);
+        assert_eq!(keeper.due(), Some(now));
+        keeper.take_heal(now);
         // Only the last few nft processes are the daemon's.
+        keeper.installed_by(556);
         for pid in 1000..1000 + OWN_NFT as u32 {
             keeper.installed_by(pid);
         }
-        keeper.observe(&transaction(555, deleted_table()), now);
-        assert_eq!(keeper.due(), Some(now));
+        let later = now + MAX_BACKOFF + STORM;
+        keeper.observe(&transaction(556, deleted_table()), later);
+        assert!(keeper.take_heal(later).is_some());
     }
 
     #[test]

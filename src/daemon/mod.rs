@@ -9,6 +9,7 @@
 //! dies, the kernel keeps every port closed and lets grants run out on their own (fail-closed).
 
 pub mod core;
+mod export;
 pub mod keeper;
 
 use std::io::{self, Read};
@@ -17,12 +18,13 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{debug, error, info, warn};
 
 use self::core::{Accepted, Core, Effects, Event};
+use self::export::Export;
 use crate::capture::{Capture, CaptureError};
 use crate::config::{self, Config, Diagnostic, Loaded};
 use crate::control::{self, Answer, Call, Request};
@@ -30,10 +32,14 @@ use crate::firewall::{
     self, Changes, DropError, InstallError, Kernel, Monitor, MonitorError, NetlinkError,
     NFLOG_GROUP, TABLE,
 };
+use crate::metrics::{By, Heal, Lines, Reload};
 use crate::otp;
 use crate::pidfile::{self, PidError};
 use crate::state::{OtpStore, StoreError};
 use crate::trial;
+
+/// How soon a rollback that the kernel refused is tried again.
+const ROLLBACK_RETRY: Duration = Duration::from_secs(1);
 
 /// Why the daemon could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -135,16 +141,38 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
     let mut capture = Capture::open(NFLOG_GROUP).map_err(ServeError::Capture)?;
     let mut monitor = Monitor::open().map_err(ServeError::Monitor)?;
     let control = control::Listener::bind(&state_dir).map_err(ServeError::Control)?;
-    let config = unless_rolled_back(config);
-    let mut core = Core::new(config, Instant::now(), std::process::id());
+    let kernel = Kernel::open().map_err(ServeError::Netlink)?;
+    let (config, pending) = at_start(config);
+    // The daemon's own commits carry the netlink port id of its socket, not its pid.
+    let portid = kernel.portid().map_err(ServeError::Netlink)?;
+    let mut core = Core::new(config, Instant::now(), portid);
     let nft = firewall::install(core.config(), &[]).map_err(ServeError::Install)?;
     core.keeper().installed_by(nft);
-    let confirmed = trial::texts(core.config());
+    // Grants from before the start (an earlier daemon, `open` with none running) run on in
+    // the kernel; the keeper learns them, so that a heal puts them back like its own.
+    match firewall::grants() {
+        Ok(grants) => {
+            let grants = grants.unwrap_or_default();
+            let now = Instant::now();
+            for g in &grants {
+                core.keeper().granted(g.source, g.port, now, g.remaining);
+            }
+            if !grants.is_empty() {
+                info!(grants = grants.len(), "grants made before the start run on");
+            }
+        }
+        Err(e) => warn!(
+            "cannot read the grants made before the start ({e}); a heal would not put them back"
+        ),
+    }
+    let confirmed = match &pending {
+        Some(trial) => trial::texts(&trial.previous),
+        None => trial::texts(core.config()),
+    };
     let settings = &core.config().settings;
     let minute = otp::current_minute().unwrap_or(0);
     let store = OtpStore::open(&settings.state_dir, minute, settings.otp_skew)
         .map_err(ServeError::Store)?;
-    let kernel = Kernel::open().map_err(ServeError::Netlink)?;
     // Everything that needs more than CAP_NET_ADMIN (creating the state directory, binding
     // the sockets) is done; from here on the daemon can only manage the firewall.
     firewall::keep_only_net_admin().map_err(ServeError::Privilege)?;
@@ -153,11 +181,17 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
         advanced = core.config().advanced.len(),
         "portknock serving; knocks are read from NFLOG group {NFLOG_GROUP}"
     );
+    // systemd (Type=notify) counts the service as started only now, with the rules in force,
+    // so that nothing ordered after it (network-pre.target) finds the protected ports open.
+    // Without $NOTIFY_SOCKET this does nothing.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!("cannot tell systemd that the daemon is ready: {e}");
+    }
     let mut daemon = Daemon {
         dir,
         canonical: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
         state_dir,
-        pending: None,
+        pending,
         confirmed,
         core,
         kernel,
@@ -166,10 +200,12 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
     };
     let mut batch = Vec::new();
     let mut transactions = Vec::new();
+    let mut export = Export::new(Instant::now());
     while !signals.stop.load(Ordering::Relaxed) {
         let deadline = daemon.pending.as_ref().map(|p| p.deadline);
         let due = daemon.core.keeper().due();
-        let timeout = match due.into_iter().chain(deadline).min() {
+        let metrics = export.due(&daemon.core);
+        let timeout = match due.into_iter().chain(deadline).chain(metrics).min() {
             Some(due) => {
                 let wait = due.saturating_duration_since(Instant::now());
                 PollTimeout::try_from(wait + Duration::from_millis(1)).unwrap_or(PollTimeout::MAX)
@@ -219,7 +255,9 @@ pub fn serve(dir: &Path, loaded: Loaded) -> Result<(), ServeError> {
         }
         daemon.heal();
         daemon.roll_back_if_due();
+        export.write_if_due(&daemon.core, Instant::now());
     }
+    export.finish(&daemon.core);
     info!("portknock stopping; the rules stay in force and grants run out on their own");
     Ok(())
 }
@@ -290,6 +328,10 @@ impl Daemon<'_> {
         };
         match firewall::install(self.core.config(), &heal.grants) {
             Ok(nft) => {
+                self.core.count().heal(Heal::Restored);
+                if !heal.log {
+                    self.core.count().held_back(Lines::Heals);
+                }
                 self.core.keeper().installed_by(nft);
                 if heal.held > 0 {
                     warn!(
@@ -306,6 +348,7 @@ impl Daemon<'_> {
                 }
             }
             Err(e) => {
+                self.core.count().heal(Heal::Failed);
                 error!(
                     "cannot restore table inet {TABLE} ({}): {e}; trying again",
                     heal.reason
@@ -322,6 +365,7 @@ impl Daemon<'_> {
             Err(e) => {
                 log_diagnostics(&e.diagnostics);
                 error!("reload refused: the configuration has errors (listed above); still enforcing the previous one");
+                self.core.count().reload(Reload::Refused);
                 return;
             }
         };
@@ -330,30 +374,27 @@ impl Daemon<'_> {
             == Some(&trial::texts(&loaded.config).fingerprint())
         {
             error!("reload refused: the configuration files hold the configuration that was rolled back for want of a confirmation; change them, or apply them again (with --confirm-within to try once more)");
+            self.core.count().reload(Reload::Refused);
             return;
         }
         if self.pending.is_some() {
             error!("reload refused: an apply waits for its confirmation (`portknock confirm`); reload after it");
+            self.core.count().reload(Reload::Refused);
             return;
         }
         // Only `portknock apply` with FW_PORTKNOCK=no (or `portknock remove`) takes the table
         // away. A reload never does: an emptied or truncated portknock.conf reads as the
-        // engine off, and must not open every protected port at the next SIGHUP.
-        if !loaded.config.settings.enabled {
-            match firewall::table_exists() {
-                Ok(false) => {}
-                Ok(true) => {
-                    error!("reload refused: portknock.conf has the engine off (FW_PORTKNOCK is not \"yes\"; is the file empty or truncated?), but a reload never removes the rules; still enforcing the previous configuration. To turn portknock off, run `portknock apply` (or `portknock remove`)");
-                    return;
-                }
-                Err(e) => {
-                    error!("reload refused: {e}; still enforcing the previous configuration");
-                    return;
-                }
-            }
+        // engine off, and must not open every protected port at the next SIGHUP. What the
+        // daemon itself knows decides, not whether the table is there now: a flush a heal has
+        // yet to undo is no removal on purpose.
+        if !loaded.config.settings.enabled && !self.core.keeper().is_off() {
+            error!("reload refused: portknock.conf has the engine off (FW_PORTKNOCK is not \"yes\"; is the file empty or truncated?), but a reload never removes the rules; still enforcing the previous configuration. To turn portknock off, run `portknock apply` (or `portknock remove`)");
+            self.core.count().reload(Reload::Refused);
+            return;
         }
         match self.put_in_force(loaded.config) {
             Ok(()) => {
+                self.core.count().reload(Reload::Applied);
                 self.confirmed = trial::texts(self.core.config());
                 info!(
                     simple = self.core.config().simple.len(),
@@ -361,7 +402,10 @@ impl Daemon<'_> {
                     "configuration reloaded"
                 );
             }
-            Err(e) => error!("reload refused: {e}; still enforcing the previous configuration"),
+            Err(e) => {
+                self.core.count().reload(Reload::Refused);
+                error!("reload refused: {e}; still enforcing the previous configuration");
+            }
         }
     }
 
@@ -390,7 +434,23 @@ impl Daemon<'_> {
             Err(why) => Answer::Refused(why.clone()),
             Ok(request) => self.request(request, peer),
         };
+        if let Ok(request) = &call.request {
+            self.count(request, &answer);
+        }
         call.answer(&answer);
+    }
+
+    /// Counts what a request did, for the metrics file: an `apply` is a reload.
+    fn count(&mut self, request: &Request, answer: &Answer) {
+        let done = matches!(answer, Answer::Done(_));
+        let counters = self.core.count();
+        match request {
+            Request::Apply { .. } if done => counters.reload(Reload::Applied),
+            Request::Apply { .. } => counters.reload(Reload::Refused),
+            Request::Open { .. } if done => counters.grant(By::Hand),
+            Request::Close { .. } if done => counters.close(By::Hand),
+            _ => {}
+        }
     }
 
     fn request(&mut self, request: &Request, peer: control::Peer) -> Answer {
@@ -513,16 +573,20 @@ impl Daemon<'_> {
         if let Err(e) = trial::keep_confirmed(&self.state_dir, &self.confirmed) {
             warn!("cannot keep a copy of the previous configuration in {}: {e}; a rollback would not survive a restart", self.state_dir.display());
         }
+        let fingerprint = texts.fingerprint();
         self.pending = Some(Pending {
             previous,
             deadline: Instant::now() + within,
             texts,
         });
-        let deadline = std::time::SystemTime::now() + within;
-        let unix = deadline
-            .duration_since(std::time::UNIX_EPOCH)
+        let deadline = SystemTime::now() + within;
+        let deadline = deadline
+            .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        self.set_pending(Some(trial::Pending { deadline: unix }));
+        self.set_pending(Some(trial::Pending {
+            deadline,
+            fingerprint,
+        }));
         let secs = within.as_secs();
         info!("configuration applied on trial by {who}: it is rolled back in {secs} s unless confirmed");
         Answer::Done(format!(
@@ -543,9 +607,10 @@ impl Daemon<'_> {
         let Some(trial) = self.pending.take() else {
             return;
         };
-        self.set_pending(None);
-        match self.put_in_force(trial.previous) {
+        match self.put_in_force(trial.previous.clone()) {
             Ok(()) => {
+                self.set_pending(None);
+                self.core.count().rollbacks += 1;
                 if let Err(e) = trial::reject(&self.state_dir, &trial.texts.fingerprint()) {
                     error!("cannot remember the configuration rolled back: {e}; a reload of the files would put it in force again");
                 }
@@ -556,7 +621,13 @@ impl Daemon<'_> {
                     "not confirmed in time: rolled back to the previous configuration; the files still hold the one rolled back, and a reload refuses them until they change"
                 );
             }
-            Err(e) => error!("not confirmed in time, but the previous configuration cannot be put back: {e}; still enforcing the one on trial"),
+            Err(e) => {
+                error!("not confirmed in time, but the previous configuration cannot be put back: {e}; still enforcing the one on trial, and trying again in {} s", ROLLBACK_RETRY.as_secs());
+                self.pending = Some(Pending {
+                    deadline: Instant::now() + ROLLBACK_RETRY,
+                    ..trial
+                });
+            }
         }
     }
 
@@ -571,18 +642,61 @@ impl Daemon<'_> {
     }
 }
 
-/// `config`, or the last confirmed configuration when `config`'s files hold one that was rolled
-/// back for want of confirmation: a restart must not put it back in force.
-fn unless_rolled_back(config: Config) -> Config {
-    match trial::in_force(config) {
-        trial::InForce::Files(config) => config,
+/// What a daemon starting on `config`'s files enforces, and the trial it takes over: not a
+/// configuration rolled back for want of confirmation while the files hold it unchanged, nor
+/// one whose trial ran out while no daemon ran; a trial under way when the daemon stopped goes
+/// on until its deadline.
+fn at_start(config: Config) -> (Config, Option<Pending>) {
+    let state_dir = config.settings.state_dir.clone();
+    let now = SystemTime::now();
+    let unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let forget_trial = || {
+        if let Err(e) = trial::set_pending(&state_dir, None) {
+            warn!(
+                "cannot clear the note of a trial in {}: {e}",
+                state_dir.display()
+            );
+        }
+    };
+    match trial::in_force(config, unix) {
+        trial::InForce::Files(config) => {
+            // A trial of other files is over: they changed, and are what the daemon starts on.
+            forget_trial();
+            (config, None)
+        }
         trial::InForce::Confirmed(confirmed) => {
             warn!("the configuration files hold the configuration that was rolled back for want of a confirmation: enforcing the last confirmed one instead, until the files change or are applied again");
-            confirmed
+            (confirmed, None)
         }
         trial::InForce::Unreadable(config, e) => {
-            error!("the configuration files hold the configuration that was rolled back, and the last confirmed one cannot be read ({e}): enforcing the files");
-            config
+            error!("the configuration files hold a configuration that was rolled back or whose trial ran out, and the last confirmed one cannot be read ({e}): enforcing the files");
+            forget_trial();
+            (config, None)
+        }
+        trial::InForce::OnTrial {
+            files,
+            previous,
+            left,
+        } => {
+            warn!("the configuration files are on trial, as when the daemon stopped: `portknock confirm` within {left} s keeps them, or the last confirmed configuration comes back");
+            let texts = trial::texts(&files);
+            let trial = Pending {
+                previous: *previous,
+                deadline: Instant::now() + Duration::from_secs(left),
+                texts,
+            };
+            (files, Some(trial))
+        }
+        trial::InForce::RanOut {
+            confirmed,
+            fingerprint,
+        } => {
+            warn!("the configuration files were on trial when the daemon stopped, and the deadline passed unconfirmed: enforcing the last confirmed configuration; a reload refuses the files until they change or are applied again");
+            if let Err(e) = trial::reject(&state_dir, &fingerprint) {
+                error!("cannot remember the configuration rolled back: {e}; a reload of the files would put it in force again");
+            }
+            forget_trial();
+            (confirmed, None)
         }
     }
 }
@@ -621,6 +735,23 @@ fn log(event: &Event) {
         }
         Event::BadOtp { source, door } => {
             info!(%source, door, "bad OTP: neither secret matches this source and minute");
+        }
+        Event::ClockSkew {
+            source,
+            door,
+            minutes,
+        } => {
+            let unit = if minutes.unsigned_abs() == 1 {
+                "minute"
+            } else {
+                "minutes"
+            };
+            let way = if minutes.is_positive() {
+                "ahead of"
+            } else {
+                "behind"
+            };
+            info!(%source, door, "bad OTP: clock skew of {minutes:+} {unit} (the client's clock is {way} the server's): the door's secret made it for a minute outside FW_PORTKNOCK_OTP_SKEW; set the clocks right (NTP)");
         }
         Event::OtpRefused { source, door, why } => {
             warn!(%source, door, "OTP refused: {why}");

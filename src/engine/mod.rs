@@ -186,7 +186,7 @@ impl Engine {
         let mut out = Outcomes::new();
         let source = source.to_canonical();
         let Some(doors) = self.by_port.get(&knock) else {
-            self.other_port(source, knock.port, &mut out);
+            self.other_port(source, knock.port, now, &mut out);
             return out;
         };
         let step = Step {
@@ -196,6 +196,11 @@ impl Engine {
             now,
         };
         if let Some(progress) = self.sources.get_mut(&source) {
+            // Ports outside the doors count towards a scan only during an attempt: a client
+            // that comes back after its progress expired starts with a clean slate.
+            if !progress.doors.iter().any(|p| step.live(p)) {
+                progress.other_ports = 0;
+            }
             for &door in doors {
                 step.apply(door, &mut progress.doors, &mut out);
             }
@@ -218,10 +223,15 @@ impl Engine {
 
     /// A knock of `source` on `port`, no door's knock port. Sources without progress are not
     /// looked at further, and their traffic keeps no one in the table.
-    fn other_port(&mut self, source: IpAddr, port: u16, out: &mut Outcomes) {
+    fn other_port(&mut self, source: IpAddr, port: u16, now: Instant, out: &mut Outcomes) {
         let Some(progress) = self.sources.peek_mut(&source) else {
             return;
         };
+        let timeout = self.timeout;
+        if !(progress.doors.iter()).any(|p| now.saturating_duration_since(p.last) <= timeout) {
+            progress.other_ports = 0;
+            return;
+        }
         progress.other_ports |= 1 << (port % 64);
         if progress.other_ports.count_ones() < SCAN_PORTS {
             return;
@@ -310,6 +320,12 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
+    /// Whether progress `p` is still within the knock timeout. A clock that went backwards
+    /// counts as no time passed.
+    fn live(&self, p: &DoorState) -> bool {
+        self.now.saturating_duration_since(p.last) <= self.timeout
+    }
+
     fn apply(&self, door: u32, progress: &mut Doors, out: &mut Outcomes) {
         let id = door as DoorId;
         let seq = &self.sequences[id];
@@ -319,8 +335,7 @@ impl Step<'_> {
         let mut slot = progress.iter().position(|p| p.door == door);
         if let Some(i) = slot {
             let p = progress[i];
-            // A clock that went backwards counts as no time passed.
-            if self.now.saturating_duration_since(p.last) > self.timeout {
+            if !self.live(&p) {
                 progress.swap_remove(i);
                 slot = None;
                 out.push(Outcome::Expired {
@@ -1039,6 +1054,33 @@ mod tests {
             [0],
             "fewer than SCAN_PORTS"
         );
+    }
+
+    #[test]
+    fn what_an_expired_attempt_tried_elsewhere_does_not_count_for_the_next() {
+        let mut c = Clock::new(&[tcp(&[1, 2, 3])]);
+        let a = ip(1);
+        c.at(0, a, KnockPort::tcp(1));
+        let others = (SCAN_PORTS - 1) as u16;
+        for port in 1000..1000 + others {
+            assert!(c.at(10, a, KnockPort::tcp(port)).is_empty());
+        }
+        // The attempt is abandoned; a minute later the client knocks again, and tries its web
+        // port in between.
+        let t = 60_000;
+        c.at(t, a, KnockPort::tcp(1));
+        assert!(
+            c.at(t + 1, a, KnockPort::tcp(443)).is_empty(),
+            "a clean slate"
+        );
+        c.at(t + 2, a, KnockPort::tcp(2));
+        assert_eq!(opened(&c.at(t + 3, a, KnockPort::tcp(3))), [0]);
+        // Nor does a port tried once the progress expired.
+        c.at(t + 10, a, KnockPort::tcp(1));
+        let late = t + 10 + TIMEOUT.as_millis() as u64 + 1;
+        for port in 2000..2000 + SCAN_PORTS as u16 {
+            assert!(c.at(late, a, KnockPort::tcp(port)).is_empty(), "{port}");
+        }
     }
 
     #[test]

@@ -38,9 +38,18 @@ impl Reference {
         let with_progress: Vec<DoorId> = (0..self.doors.len())
             .filter(|&door| self.state.contains_key(&(source, door)))
             .collect();
+        // Ports outside the doors count only during an attempt: with no progress within the
+        // timeout, what was counted is forgotten.
+        let live = with_progress.iter().any(|&door| {
+            let (_, last) = self.state[&(source, door)];
+            now.duration_since(last) <= self.timeout
+        });
+        if !live {
+            self.other_ports.remove(&source);
+        }
         if !self.doors.iter().any(|seq| seq.contains(&knock)) {
             // A port outside every door, from a source with progress: towards a scan.
-            if with_progress.is_empty() {
+            if !live {
                 return out;
             }
             let seen = self.other_ports.entry(source).or_default();

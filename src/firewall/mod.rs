@@ -10,7 +10,7 @@ mod ruleset;
 
 pub use changes::Changes;
 pub use monitor::{Monitor, MonitorError, Object, TableChange, Transaction};
-pub use netlink::{grants, set_receive_buffer, table_exists, Kernel, NetlinkError};
+pub use netlink::{grants, set_receive_buffer, Kernel, NetlinkError};
 pub use nft::NftError;
 pub use privilege::{keep_only_net_admin, require_net_admin, DropError, NoPrivilege};
 pub use ruleset::{Batch, Grant, Policy, NFLOG_GROUP, SNAPLEN, TABLE};

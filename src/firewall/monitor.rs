@@ -100,7 +100,11 @@ impl fmt::Display for TableChange {
 /// What one nftables transaction did to portknock's table, and who made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
-    /// The process that committed it.
+    /// The netlink port of the socket that committed it: what tells the daemon's own changes
+    /// from others', whatever pid namespace it runs in (the pids the kernel names are the
+    /// initial namespace's).
+    pub portid: u32,
+    /// The process that committed it, as the kernel names it.
     pub pid: u32,
     /// Its name (`nft`, `portknock`, `iptables-nft`...).
     pub process: String,
@@ -182,6 +186,7 @@ pub fn parse(mut bytes: &[u8], pending: &mut Vec<TableChange>, out: &mut Vec<Tra
                 if !pending.is_empty() {
                     let (pid, process) = generation(attributes);
                     out.push(Transaction {
+                        portid: message.port_number(),
                         pid,
                         process,
                         changes: std::mem::take(pending),
@@ -283,11 +288,16 @@ mod tests {
         out.extend_from_slice(&(len as u32).to_ne_bytes());
         let kind = (libc::NFNL_SUBSYS_NFTABLES as u16) << 8 | u16::from(kind);
         out.extend_from_slice(&kind.to_ne_bytes());
-        out.extend_from_slice(&[0; 10]);
+        // Flags and sequence number, then the port of the committing socket.
+        out.extend_from_slice(&[0; 6]);
+        out.extend_from_slice(&PORT.to_ne_bytes());
         out.extend_from_slice(&[family, 0, 0, 0]);
         out.extend_from_slice(&attributes);
         out
     }
+
+    /// The netlink port of the socket that committed the test's transactions.
+    const PORT: u32 = 0x8000_0042;
 
     fn generation_end(pid: u32, name: &str) -> Vec<u8> {
         message(NEW_GEN, 0, &[(3, name)], &[(1, 7), (2, pid)])
@@ -323,6 +333,7 @@ mod tests {
         assert_eq!(
             out,
             [Transaction {
+                portid: PORT,
                 pid: 4242,
                 process: "nft".to_string(),
                 changes: vec![

@@ -16,14 +16,12 @@ use std::os::fd::BorrowedFd;
 use std::slice;
 use std::time::Duration;
 
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
-use netlink_packet_netfilter::nftables::{
-    DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
-    SetElementMessage, TableAttribute, TableMessage,
+use netlink_packet_core::{
+    ErrorMessage, NetlinkBuffer, NetlinkMessage, NetlinkPayload, NlasIterator, NLA_HEADER_SIZE,
+    NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST,
 };
-use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
-};
+use netlink_packet_netfilter::nftables::{NfTablesMessage, SetElementList, SetElementMessage};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
 use nix::sys::socket::{setsockopt, sockopt};
 
@@ -92,6 +90,14 @@ impl Kernel {
             seq: 0,
             rx: vec![0; 64 * 1024],
         })
+    }
+
+    /// The socket's netlink port, which the kernel's notifications name as the maker of the
+    /// changes committed here.
+    pub fn portid(&self) -> Result<u32, NetlinkError> {
+        let mut address = netlink_sys::SocketAddr::new(0, 0);
+        (self.socket.get_address(&mut address)).map_err(NetlinkError::Io)?;
+        Ok(address.port_number())
     }
 
     /// Sends the queued changes as one transaction and waits for the kernel's answer.
@@ -177,26 +183,6 @@ impl Kernel {
     }
 }
 
-/// Whether portknock's table is installed.
-pub fn table_exists() -> Result<bool, NetlinkError> {
-    let request = NfTablesMessage::GetTable(TableMessage {
-        attributes: vec![TableAttribute::Name(TABLE.to_string())],
-    });
-    let answer = ask(
-        &open_socket()?,
-        request,
-        NLM_F_ACK,
-        "read the portknock table",
-    );
-    match answer {
-        Ok(_) => Ok(true),
-        Err(NetlinkError::Refused { error, .. }) if error.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(false)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Every active grant in the kernel, sorted, or `None` when the table is not installed.
 pub fn grants() -> Result<Option<Vec<Grant>>, NetlinkError> {
     let socket = open_socket()?;
@@ -208,9 +194,9 @@ pub fn grants() -> Result<Option<Vec<Grant>>, NetlinkError> {
                 SetElementList::Set(family.sets().granted.to_string()),
             ],
         });
-        let answer = ask(&socket, request, NLM_F_DUMP, "list the grants");
-        let messages = match answer {
-            Ok(messages) => messages,
+        let each = |message: &[u8]| grants_in(message, &mut grants);
+        match ask(&socket, request, NLM_F_DUMP, "list the grants", each) {
+            Ok(()) => {}
             // The table (and so the set) is not there.
             Err(NetlinkError::Refused { error, .. })
                 if error.raw_os_error() == Some(libc::ENOENT) =>
@@ -218,21 +204,22 @@ pub fn grants() -> Result<Option<Vec<Grant>>, NetlinkError> {
                 return Ok(None)
             }
             Err(e) => return Err(e),
-        };
-        grants.extend(messages.iter().flat_map(grants_in));
+        }
     }
     grants.sort();
     Ok(Some(grants))
 }
 
-/// Sends one request and collects the nftables messages of the answer, up to the
-/// acknowledgement (`flags` holds `NLM_F_ACK`) or the end of the dump (`NLM_F_DUMP`).
+/// Sends one request and hands the payload of each nftables message of the answer to `each`,
+/// up to the acknowledgement (`flags` holds `NLM_F_ACK`) or the end of the dump
+/// (`NLM_F_DUMP`). The payloads are not decoded here: see [`grants_in`].
 fn ask(
     socket: &Socket,
     request: NfTablesMessage,
     flags: u16,
     what: &'static str,
-) -> Result<Vec<NfTablesMessage>, NetlinkError> {
+    mut each: impl FnMut(&[u8]),
+) -> Result<(), NetlinkError> {
     let mut msg = NetlinkMessage::from(NetfilterMessage::new(
         NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
         request,
@@ -244,32 +231,33 @@ fn ask(
     msg.serialize(&mut bytes);
     socket.send(&bytes, 0).map_err(NetlinkError::Io)?;
     let mut rx = vec![0; 64 * 1024];
-    let mut answer = Vec::new();
     // Bounded: a dump part holds at least one element, and a grant set at most MAX_ELEMENTS.
     for _ in 0..MAX_ELEMENTS as usize + 16 {
         let len = socket.recv(&mut &mut rx[..], 0).map_err(NetlinkError::Io)?;
         let mut offset = 0;
         while offset < len {
-            let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&rx[offset..len])
+            let buffer = NetlinkBuffer::new_checked(&rx[offset..len])
                 .map_err(|e| NetlinkError::Decode(e.to_string()))?;
-            match msg.payload {
-                NetlinkPayload::Done(_) => return Ok(answer),
-                NetlinkPayload::Error(err) => {
-                    return match err.code {
-                        Some(code) => Err(NetlinkError::Refused {
-                            what,
-                            error: io::Error::from_raw_os_error(-code.get()),
-                        }),
-                        None => Ok(answer),
-                    };
+            match buffer.message_type() {
+                NLMSG_DONE | NLMSG_ERROR => {
+                    let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&rx[offset..len])
+                        .map_err(|e| NetlinkError::Decode(e.to_string()))?;
+                    match msg.payload {
+                        NetlinkPayload::Error(ErrorMessage {
+                            code: Some(code), ..
+                        }) => {
+                            return Err(NetlinkError::Refused {
+                                what,
+                                error: io::Error::from_raw_os_error(-code.get()),
+                            })
+                        }
+                        _ => return Ok(()),
+                    }
                 }
-                NetlinkPayload::InnerMessage(NetfilterMessage {
-                    inner: NetfilterMessageInner::NfTables(inner),
-                    ..
-                }) => answer.push(inner),
+                kind if kind >> 8 == libc::NFNL_SUBSYS_NFTABLES as u16 => each(buffer.payload()),
                 _ => {}
             }
-            let msg_len = msg.header.length as usize;
+            let msg_len = buffer.length() as usize;
             if msg_len == 0 {
                 break;
             }
@@ -283,35 +271,58 @@ fn ask(
 
 /// The grants in one part of a dump of a grant set. Elements of any other shape are not
 /// portknock's and skipped.
-fn grants_in(message: &NfTablesMessage) -> Vec<Grant> {
-    let NfTablesMessage::NewSetElement(message) = message else {
-        return Vec::new();
+/// The grants in `message`, the payload of one message of a dump of a grant set, into `out`:
+/// after the nfgenmsg header, the element list, whose elements each have a key and the time
+/// they have left. Read attribute by attribute here: netlink-packet-netfilter 0.4 formats the
+/// whole element list into an error context for each element it parses, which made reading
+/// n grants cost O(n²) — half a second of CPU for 1,000 grants (BENCHMARKS.md, "What the runs found").
+fn grants_in(message: &[u8], out: &mut Vec<Grant>) {
+    let Some(lists) = message.get(NFGENMSG_LEN..) else {
+        return;
     };
-    let elements = message.attributes.iter().flat_map(|list| match list {
-        SetElementList::Elements(elements) => elements.as_slice(),
-        _ => &[],
-    });
-    elements
-        .filter_map(|element| match element {
-            ListAttribute::Element(attributes) => grant_of(attributes),
-            _ => None,
-        })
-        .collect()
+    for (_, elements) in attributes(lists).filter(|(kind, _)| *kind == NFTA_SET_ELEM_LIST_ELEMENTS)
+    {
+        for (_, element) in attributes(elements).filter(|(kind, _)| *kind == NFTA_LIST_ELEM) {
+            out.extend(grant_of(element));
+        }
+    }
+}
+
+/// The nfgenmsg header before an nftables message's attributes: family, version, resource id.
+const NFGENMSG_LEN: usize = 4;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
+const NFTA_DATA_VALUE: u16 = 1;
+
+/// The netlink attributes in `bytes` as (type, value), up to the first malformed one.
+fn attributes(bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    NlasIterator::new(bytes).map_while(Result::ok).map(|nla| {
+        let (kind, end) = (nla.kind(), usize::from(nla.length()));
+        // A checked attribute's length covers its header and fits the buffer.
+        (kind, &nla.into_inner()[NLA_HEADER_SIZE..end])
+    })
 }
 
 /// A grant from the attributes of one element: its key (see [`changes::source_port_key`]) and the
-/// milliseconds it has left.
-fn grant_of(attributes: &[SetElementAttribute]) -> Option<Grant> {
+/// milliseconds it has left (a big-endian u64).
+fn grant_of(element: &[u8]) -> Option<Grant> {
     let mut key = None;
     let mut remaining = Duration::ZERO;
-    for attribute in attributes {
-        match attribute {
-            SetElementAttribute::Key(DataAttribute::Value(bytes)) => key = Some(bytes),
-            SetElementAttribute::Expiration(ms) => remaining = Duration::from_millis(*ms),
+    for (kind, value) in attributes(element) {
+        match kind {
+            NFTA_SET_ELEM_KEY => {
+                key = attributes(value).find(|(kind, _)| *kind == NFTA_DATA_VALUE);
+            }
+            NFTA_SET_ELEM_EXPIRATION => {
+                let ms = <[u8; 8]>::try_from(value).map(u64::from_be_bytes);
+                remaining = Duration::from_millis(ms.unwrap_or(0));
+            }
             _ => {}
         }
     }
-    let [addr @ .., p0, p1, 0, 0] = key?.as_slice() else {
+    let [addr @ .., p0, p1, 0, 0] = key?.1 else {
         return None;
     };
     let source = match addr.len() {
@@ -331,22 +342,78 @@ fn grant_of(attributes: &[SetElementAttribute]) -> Option<Grant> {
 mod tests {
     use super::*;
 
+    use netlink_packet_netfilter::nftables::{DataAttribute, ListAttribute, SetElementAttribute};
+    use proptest::prelude::*;
+
+    /// A message of a dump of a grant set as the kernel sends it, made with
+    /// netlink-packet-netfilter's encoder, and its payload read back by [`grants_in`].
+    fn read_back(elements: Vec<Vec<SetElementAttribute>>) -> Vec<Grant> {
+        let message = NfTablesMessage::NewSetElement(SetElementMessage {
+            attributes: vec![
+                SetElementList::Table(TABLE.to_string()),
+                SetElementList::Set("granted4".to_string()),
+                SetElementList::Elements(
+                    elements.into_iter().map(ListAttribute::Element).collect(),
+                ),
+            ],
+        });
+        let mut msg = NetlinkMessage::from(NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
+            message,
+        ));
+        msg.finalize();
+        let mut bytes = vec![0; msg.buffer_len()];
+        msg.serialize(&mut bytes);
+        let buffer = NetlinkBuffer::new_checked(&bytes[..]).unwrap();
+        let mut grants = Vec::new();
+        grants_in(buffer.payload(), &mut grants);
+        grants
+    }
+
+    fn element(source: IpAddr, port: u16, expiration_ms: u64) -> Vec<SetElementAttribute> {
+        vec![
+            SetElementAttribute::Key(DataAttribute::Value(changes::source_port_key(source, port))),
+            SetElementAttribute::Timeout(30_000),
+            SetElementAttribute::Expiration(expiration_ms),
+        ]
+    }
+
     #[test]
     fn grants_are_read_back_from_their_keys() {
-        for (source, port) in [("198.18.0.2", 22), ("fd00:5eed::2", 2222)] {
-            let source: IpAddr = source.parse().unwrap();
-            let attributes = [
-                SetElementAttribute::Key(DataAttribute::Value(changes::source_port_key(
-                    source, port,
-                ))),
-                SetElementAttribute::Timeout(30_000),
-                SetElementAttribute::Expiration(12_500),
-            ];
-            let grant = grant_of(&attributes).expect("a grant key");
-            assert_eq!((grant.source, grant.port), (source, port));
-            assert_eq!(grant.remaining, Duration::from_millis(12_500));
+        let v4: IpAddr = "198.18.0.2".parse().unwrap();
+        let v6: IpAddr = "fd00:5eed::2".parse().unwrap();
+        let not_a_grant = vec![SetElementAttribute::Key(DataAttribute::Value(vec![0; 12]))];
+        let grants = read_back(vec![
+            element(v4, 22, 12_500),
+            not_a_grant,
+            element(v6, 2222, 1),
+        ]);
+        let grant = |source, port, ms| Grant {
+            source,
+            port,
+            remaining: Duration::from_millis(ms),
+        };
+        assert_eq!(grants, [grant(v4, 22, 12_500), grant(v6, 2222, 1)]);
+    }
+
+    #[test]
+    fn a_full_dump_message_is_read_whole() {
+        // As many elements as one attribute holds (its length is 16 bits); the kernel's dump
+        // messages are smaller still.
+        let elements = (0..1_000u32)
+            .map(|i| element(IpAddr::from((0xc612_0000 + i).to_be_bytes()), 22, 1000))
+            .collect();
+        let grants = read_back(elements);
+        assert_eq!(grants.len(), 1_000);
+        let last: IpAddr = "198.18.3.231".parse().unwrap();
+        assert_eq!(grants[999].source, last);
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_read_as_grants_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let mut grants = Vec::new();
+            grants_in(&bytes, &mut grants);
         }
-        let armed = [SetElementAttribute::Key(DataAttribute::Value(vec![0; 12]))];
-        assert_eq!(grant_of(&armed), None);
     }
 }

@@ -78,6 +78,8 @@ pub struct Policy {
     pub knock_timeout: Duration,
     /// Sources that pass every protected port without knocking.
     pub trusted: Vec<IpNet>,
+    /// Watch sources that knocked for scans: only simple doors have sequences a scan can walk.
+    pub watch_scans: bool,
 }
 
 impl Policy {
@@ -106,6 +108,7 @@ impl Policy {
             // nft refuses overlapping intervals in one set: 10.0.0.0/8 and 10.1.0.0/16 go in
             // as the one prefix that covers both.
             trusted: IpNet::aggregate(&config.settings.trusted),
+            watch_scans: !config.simple.is_empty(),
         }
     }
 
@@ -196,26 +199,32 @@ impl Policy {
         ));
         // A source that knocked lately and now tries ports outside every door may be a scan,
         // which walks knock ports in a random order: the daemon sees those tries too and takes
-        // many of them for a scan. Everyone else's connections cost a flag test here, no lookup.
+        // many of them for a scan. The tests go cheapest first: everyone else's packets cost a
+        // flag test and a lookup in a set that holds only recent knockers. A connection to a
+        // protected port that the guard let through (a grant) is no scan.
         let new_udp =
             json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["new"]}});
-        for family in [Family::V4, Family::V6] {
+        for family in [Family::V4, Family::V6]
+            .into_iter()
+            .filter(|_| self.watch_scans)
+        {
             let seen = in_set(saddr(family), family.sets().seen);
             cmds.push(rule(
                 "prerouting",
                 vec![
                     syn_only.clone(),
-                    dport_not_in("tcp", "knock_tcp"),
                     seen.clone(),
+                    dport_not_in("tcp", "knock_tcp"),
+                    dport_not_in("tcp", "protected"),
                     jump("scan"),
                 ],
             ));
             cmds.push(rule(
                 "prerouting",
                 vec![
-                    dport_not_in("udp", "knock_udp"),
                     new_udp.clone(),
                     seen,
+                    dport_not_in("udp", "knock_udp"),
                     jump("scan"),
                 ],
             ));
@@ -252,13 +261,15 @@ impl Policy {
         let knock_timeout = self.knock_timeout.as_secs().max(1);
         for family in [Family::V4, Family::V6] {
             let sets = family.sets();
-            cmds.push(rule(
-                "knock",
-                vec![
-                    json!({"set": {"op": "update", "set": format!("@{}", sets.seen),
-                    "elem": {"elem": {"val": saddr(family), "timeout": knock_timeout}}}}),
-                ],
-            ));
+            if self.watch_scans {
+                cmds.push(rule(
+                    "knock",
+                    vec![
+                        json!({"set": {"op": "update", "set": format!("@{}", sets.seen),
+                        "elem": {"elem": {"val": saddr(family), "timeout": knock_timeout}}}}),
+                    ],
+                ));
+            }
             cmds.push(rule(
                 "knock",
                 vec![
@@ -494,6 +505,7 @@ mod tests {
             trusted: ["198.51.100.0/24", "2001:db8::/48", "203.0.113.7/32"]
                 .map(|n| n.parse().unwrap())
                 .to_vec(),
+            watch_scans: true,
         }
     }
 
@@ -637,9 +649,26 @@ mod tests {
                 "new tries only: {text}"
             );
         }
+        let tcp = jumps_to_scan[0].to_string();
+        assert!(
+            tcp.contains("@protected") && tcp.find("@seen") < tcp.find("@knock_tcp"),
+            "granted connections to protected ports are no scan, and the set of recent \
+             knockers comes first: {tcp}"
+        );
         let scan = rules_of(&batch, "scan");
         assert_eq!(scan[0][0]["match"]["left"]["fib"]["result"], "type");
         assert!(scan[1][0].get("log").is_some());
+
+        // Without simple doors there is no sequence to walk.
+        let otp_only = Policy {
+            watch_scans: false,
+            ..policy()
+        };
+        let text = serde_json::to_string(&otp_only.install_batch(&[])).unwrap();
+        assert!(
+            !text.contains("@seen") && !text.contains(r#""target":"scan""#),
+            "{text}"
+        );
     }
 
     #[test]

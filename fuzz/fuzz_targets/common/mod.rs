@@ -132,8 +132,16 @@ fn render_simple(doors: &[SimpleDoor]) -> String {
 fn render_advanced(doors: &[AdvancedDoor]) -> String {
     let mut out = String::new();
     for d in doors {
+        // Bare, or in the kind of quote the secret does not hold: a valid list holds no
+        // secret with both kinds.
         let text = |s: &portknock::config::Secret| {
-            String::from_utf8(s.expose().to_vec()).expect("secrets are ASCII")
+            let s = String::from_utf8(s.expose().to_vec()).expect("secrets are ASCII");
+            match (s.contains('"'), s.contains('\'')) {
+                (false, false) => s,
+                (true, false) => format!("'{s}'"),
+                (false, true) => format!("\"{s}\""),
+                (true, true) => panic!("a secret with both kinds of quote was accepted"),
+            }
         };
         out += &format!(
             "{},{},{},{}\n",

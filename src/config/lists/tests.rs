@@ -55,7 +55,7 @@ fn adoor(protected: u16, knock_port: u16, open: &str, close: &str) -> AdvancedDo
 
 #[test]
 fn simple_entries_with_comments_and_several_per_line() {
-    let text = "# doors\n22:7000,9000,8000   # ssh\n\n 23:2,1/udp,7/TCP\t24:9,8,7/UDP #x 25:1\r\n";
+    let text = "# doors\n22:7000,9000,8001   # ssh\n\n 23:2,1/udp,7/TCP\t24:9,8,7/UDP #x 25:1\r\n";
     assert_eq!(
         simple(text),
         (
@@ -67,7 +67,7 @@ fn simple_entries_with_comments_and_several_per_line() {
                         &[
                             KnockPort::tcp(7000),
                             KnockPort::tcp(9000),
-                            KnockPort::tcp(8000)
+                            KnockPort::tcp(8001)
                         ]
                     )
                 ),
@@ -160,6 +160,52 @@ const TWO_PORTS: &str = "a 2-port sequence: a scan that tries only its knock por
     order, opens the door once in 2; use three or more knock ports (four: once in 24)";
 
 #[test]
+fn white_space_around_separators_is_accepted() {
+    let spaced = "22: 41873, 17219, 33391/udp, 29002\n23 :7000 ,9000,\t8000\n";
+    let plain = "22:41873,17219,33391/udp,29002\n23:7000,9000,8000\n";
+    assert_eq!(simple(spaced), simple(plain));
+    assert_eq!(simple(plain).0.len(), 2);
+    let spaced =
+        "22, 2000, hipjazzhipjazz ,superawesome  23, 2001,'elite-october', november-rain\n";
+    let plain = "22,2000,hipjazzhipjazz,superawesome 23,2001,elite-october,november-rain\n";
+    assert_eq!(advanced(spaced), advanced(plain));
+    assert_eq!(advanced(plain).0.len(), 2);
+}
+
+#[test]
+fn white_space_inside_a_field_is_named() {
+    let text = "22,2000,hip jazz,superawesome1\n23,2001,openopen,\"close close\"\n\
+                24,2002,openopen,closeclose 25,2003,openopen,closeclose\n";
+    let (doors, diags) = advanced(text);
+    assert_eq!(doors.len(), 2, "two doors on one line are two doors");
+    let space = |line, which| {
+        format!(
+            "{A}:{line}: error: the {which} secret holds white space; a secret is printable \
+             ASCII without white space or commas, quoted or not"
+        )
+    };
+    assert_eq!(diags, [space(1, "open"), space(2, "close")]);
+}
+
+#[test]
+fn wrong_separators_are_named_with_the_right_form() {
+    let text = "22:41873;17219\n23:7000,33391:udp,9000\n24:7000:9000:8000\n25:7100,7300.7200\n";
+    assert_eq!(
+        simple(text).1,
+        [
+            format!("{S}:1: error: the knock port at position 1 holds ';', which is not a separator; knock ports are separated by commas: write 41873,17219"),
+            format!("{S}:2: error: the knock port at position 2 is knockd's PORT:PROTOCOL; write 33391/udp"),
+            format!("{S}:3: error: the knock port at position 1 holds ':', which is not a separator; knock ports are separated by commas: write 7000,9000,8000"),
+            format!("{S}:4: error: the knock port at position 2 holds '.', which is not a separator; knock ports are separated by commas: write 7300,7200"),
+        ]
+    );
+    assert_eq!(
+        advanced("22;2000;openopen;closeclose\n").1,
+        [format!("{A}:1: error: expected 4 fields, found 1; ';' is not a separator: fields are separated by commas; advanced lines are PORT,KNOCKPORT,OPENSECRET,CLOSESECRET")]
+    );
+}
+
+#[test]
 fn simple_warnings() {
     let (doors, diags) = simple("22:7000\n23:7/udp\n24:1,2,3\n25:3,2,1\n26:1,2/udp\n");
     assert_eq!(doors.len(), 5);
@@ -172,6 +218,44 @@ fn simple_warnings() {
             format!("{S}:3: {ascending}"),
             format!("{S}:5: warning: {TWO_PORTS}"),
             format!("{S}:5: {ascending}"),
+        ]
+    );
+}
+
+#[test]
+fn published_example_sequences_and_secrets_are_warned_about() {
+    let (doors, diags) = simple(
+        "22:7000,9000,8000\n8443:7300,7100/udp,7200\n23:7000,8000/udp,9000\n24:7000,9000,8001\n",
+    );
+    assert_eq!(doors.len(), 4);
+    let sequence = |line| {
+        format!(
+            "{S}:{line}: warning: this sequence is published as an example (README, examples, \
+             docs), so anyone who read them can knock it; choose knock ports of your own"
+        )
+    };
+    let ascending = format!("{S}:3: warning: the sequence is strictly ascending, so a sequential port scan walks it; put the knock ports out of order");
+    assert_eq!(diags, [sequence(1), sequence(2), ascending, sequence(3)]);
+    let (doors, diags) = advanced(
+        "2222,2000,hipjazzhipjazz,superawesome\n3389,2001,elite-october,november-rain\n\
+         22,2002,hipjazz1,\"superawesome\"\n",
+    );
+    assert_eq!(doors.len(), 3);
+    let secret = |line, which| {
+        format!(
+            "{A}:{line}: warning: the {which} secret is published as an example (README, \
+             examples, docs), so anyone can make its passwords; choose a long random secret of \
+             your own"
+        )
+    };
+    assert_eq!(
+        diags,
+        [
+            secret(1, "open"),
+            secret(1, "close"),
+            secret(2, "open"),
+            secret(2, "close"),
+            secret(3, "close"),
         ]
     );
 }
@@ -190,12 +274,12 @@ fn a_list_without_doors_is_an_error() {
 
 #[test]
 fn advanced_entries_keep_secrets_whole() {
-    let text = "# d\n22,2000,hip#jazz:1,superawesome  23,2001,x:y~z!@$%^&*()-,October2024 # c\n";
+    let text = "# d\n22,2000,hip#jazz:1,superawesome1  23,2001,x:y~z!@$%^&*()-,October2024 # c\n";
     assert_eq!(
         advanced(text),
         (
             vec![
-                (2, adoor(22, 2000, "hip#jazz:1", "superawesome")),
+                (2, adoor(22, 2000, "hip#jazz:1", "superawesome1")),
                 (2, adoor(23, 2001, "x:y~z!@$%^&*()-", "October2024")),
             ],
             vec![]
@@ -229,9 +313,55 @@ fn advanced_format_and_field_errors() {
 }
 
 #[test]
+fn secrets_in_matching_quotes_lose_them_as_in_portknock_conf() {
+    let text =
+        "2023,45124,\"quotedOpen1\",\"quotedClose1\"\n2024,45125,'single-quoted',bare-secret\n\
+                2025,45126,\"it's-mine\",'say-\"hi\"'\n";
+    assert_eq!(
+        advanced(text),
+        (
+            vec![
+                (1, adoor(2023, 45124, "quotedOpen1", "quotedClose1")),
+                (2, adoor(2024, 45125, "single-quoted", "bare-secret")),
+                (3, adoor(2025, 45126, "it's-mine", "say-\"hi\"")),
+            ],
+            vec![]
+        )
+    );
+}
+
+#[test]
+fn a_quote_that_is_not_a_matching_pair_is_an_error() {
+    let text = "22,2000,\"unclosed,closeclose\n23,2001,openopen,unopened'\n\
+                24,2002,in\"side,closeclose\n25,2003,\"one\"two\",closeclose\n\
+                26,2004,'mixed\",closeclose\n27,2005,\"\",closeclose\n";
+    let quote = |line, which| {
+        format!(
+            "{A}:{line}: error: the {which} secret has a quote that is not one of a matching pair \
+             around the whole secret; write the secret bare, or whole in \"...\" or '...', \
+             which are not part of it"
+        )
+    };
+    assert_eq!(
+        advanced(text),
+        (
+            vec![],
+            vec![
+                quote(1, "open"),
+                quote(2, "close"),
+                quote(3, "open"),
+                quote(4, "open"),
+                quote(5, "open"),
+                format!("{A}:6: error: the open secret is empty"),
+            ]
+        )
+    );
+}
+
+#[test]
 fn advanced_secret_checks() {
-    let (doors, diags) = advanced("22,2000,samesame,samesame\n23,2001,hipjazz,elite\n");
-    assert_eq!(doors, [(2, adoor(23, 2001, "hipjazz", "elite"))]);
+    let (doors, diags) = advanced("22,2000,samesame,samesame\n23,2001,jazzhip,etile\n");
+    assert_eq!(doors, [(2, adoor(23, 2001, "jazzhip", "etile"))]);
     let short = |which| {
         format!("{A}:2: warning: the {which} secret is shorter than 8 characters; one captured knock lets anyone guess a short secret offline")
     };
@@ -276,10 +406,10 @@ fn a_secret_belongs_to_one_door_and_one_role() {
                each door and role a secret of its own";
     assert_eq!(
         both(
-            "80:7000,9000,8000\n",
-            "22,2000,hipjazzhipjazz,superawesome\n23,2001,elite-october,november-rain\n\
-             # comment\n24,2002,superawesome,fresh-secret-1 25,2003,hipjazzhipjazz,fresh-secret-2\n\
-             26,2004,november-rain,elite-october\n"
+            "80:40123,40456,40234\n",
+            "22,2000,open-one-secret,close-one-secret\n23,2001,open-two-secret,close-two-secret\n\
+             # comment\n24,2002,close-one-secret,fresh-secret-1 25,2003,open-one-secret,fresh-secret-2\n\
+             26,2004,close-two-secret,open-two-secret\n"
         ),
         [
             format!("{A}:4: error: the open secret is also the close secret of the advanced door at {A}:1; {why}"),
@@ -423,6 +553,17 @@ fn render_simple(doors: &[SimpleDoor]) -> String {
 /// Printable ASCII without ',' and white space.
 const SECRET: &str = "[!-+\\--~]{1,40}";
 
+/// A secret as the list writes it: bare, or in the kind of quote it does not hold; `None` for
+/// one that holds both kinds, which the list cannot hold.
+fn written(secret: &str) -> Option<String> {
+    match (secret.contains('"'), secret.contains('\'')) {
+        (false, false) => Some(secret.to_string()),
+        (true, false) => Some(format!("'{secret}'")),
+        (false, true) => Some(format!("\"{secret}\"")),
+        (true, true) => None,
+    }
+}
+
 proptest! {
     #[test]
     fn simple_doors_round_trip(doors in valid_simple()) {
@@ -436,18 +577,17 @@ proptest! {
         doors in prop::collection::btree_map(1..1000u16, (SECRET, SECRET), 1..6),
         knock_base in 1000..=60000u16,
     ) {
-        let doors: Vec<AdvancedDoor> = (knock_base..)
+        let doors: Vec<(AdvancedDoor, String)> = (knock_base..)
             .zip(doors)
             .filter(|(_, (_, (open, close)))| open != close)
-            .map(|(knock, (protected, (open, close)))| adoor(protected, knock, &open, &close))
-            .collect();
-        let text: String = doors
-            .iter()
-            .map(|d| {
-                let secret = |s: &Secret| String::from_utf8_lossy(s.expose()).into_owned();
-                format!("{},{},{},{}\n", d.protected, d.knock_port, secret(&d.open_secret), secret(&d.close_secret))
+            .filter_map(|(knock, (protected, (open, close)))| {
+                let line = format!("{protected},{knock},{},{}\n", written(&open)?, written(&close)?);
+                Some((adoor(protected, knock, &open, &close), line))
             })
             .collect();
+        prop_assume!(!doors.is_empty(), "a list without doors is an error");
+        let text: String = doors.iter().map(|(_, line)| line.as_str()).collect();
+        let doors: Vec<AdvancedDoor> = doors.into_iter().map(|(door, _)| door).collect();
         let (parsed, diags) = advanced(&text);
         prop_assert_eq!(parsed.into_iter().map(|(_, d)| d).collect::<Vec<_>>(), doors);
         prop_assert!(diags.iter().all(|d| d.contains(": warning: ")), "{:?}", diags);

@@ -417,6 +417,80 @@ fn otps_that_verify_nothing_are_not_recorded() {
     assert_eq!(d.record.recorded, 0);
 }
 
+/// The OTP of `secret` for `source` and `minute`, to the door 2000.
+fn otp_of_minute(source: IpAddr, secret: &str, minute: u32) -> Packet {
+    let payload = otp::payload(&Secret::new(secret), source, minute);
+    datagram(source, 2000, &payload)
+}
+
+#[test]
+fn a_bad_otp_from_a_skewed_clock_says_by_how_much() {
+    let mut d = Daemon::new(config(16, true));
+    let cases = [
+        ("opensecret1", MINUTE + 3, Some(3)),
+        ("closesecret1", MINUTE - 5, Some(-5)),
+        ("opensecret1", MINUTE + 2, Some(2)),
+        ("opensecret1", MINUTE - 10, Some(-10)),
+        // Past the widest window the configuration allows: nothing to say about the clock.
+        ("opensecret1", MINUTE + 11, None),
+        ("not-the-secret", MINUTE + 3, None),
+    ];
+    for (ms, (secret, minute, skew)) in (0..).zip(cases) {
+        let (effects, accepted) = d.at(ms, &otp_of_minute(a(), secret, minute));
+        assert_eq!(accepted, None);
+        assert_eq!(effects.changes, Changes::new());
+        let expected = match skew {
+            Some(minutes) => Event::ClockSkew {
+                source: a(),
+                door: 2222,
+                minutes,
+            },
+            None => Event::BadOtp {
+                source: a(),
+                door: 2222,
+            },
+        };
+        assert_eq!(effects.events, [expected], "{secret} {minute}");
+    }
+    assert_eq!(d.record.recorded, 0, "nothing is recorded");
+    let otp = d.core.counters().otp;
+    let count = |o: metrics::Otp| otp[o as usize];
+    assert_eq!(
+        (
+            count(metrics::Otp::ClockSkew),
+            count(metrics::Otp::NoSecretMatches)
+        ),
+        (4, 2)
+    );
+}
+
+#[test]
+fn the_clock_skew_is_looked_for_only_when_the_line_budget_allows_the_line() {
+    let mut d = Daemon::new(config(16, true));
+    let skewed = otp_of_minute(a(), "opensecret1", MINUTE + 3);
+    let mut said = 0;
+    for ms in 0..25 {
+        said += d.at(ms, &skewed).0.events.len();
+    }
+    assert_eq!(said, JUNK_LINES_PER_SECOND as usize);
+    // What was not looked at counts as what it seems: a password no secret made.
+    let otp = d.core.counters().otp;
+    let count = |o: metrics::Otp| otp[o as usize];
+    assert_eq!(
+        (
+            count(metrics::Otp::ClockSkew),
+            count(metrics::Otp::NoSecretMatches)
+        ),
+        (20, 5)
+    );
+    // Past the budget the event is not even worded: what wording it costs is bounded too.
+    let mut effects = Effects::default();
+    d.core.junk(d.start, &mut effects, |_| {
+        unreachable!("the budget of this second is spent")
+    });
+    assert_eq!(effects.events, []);
+}
+
 #[test]
 fn an_otp_the_record_cannot_vouch_for_is_refused() {
     let mut d = Daemon::new(config(16, true));
@@ -569,4 +643,87 @@ fn a_scan_loses_its_progress_and_its_arming_and_says_so_once() {
         [],
         "the final knock opens nothing"
     );
+}
+
+#[test]
+fn every_knock_is_counted_by_protocol_and_family_and_by_what_it_did_to_each_door() {
+    let mut d = Daemon::new(config(16, true));
+    let v6: IpAddr = "fd00:5eed::2".parse().unwrap();
+    d.knocks(0, a(), &[5000, 5000, 5001]); // armed, retransmit, opened
+    d.knocks(10, a(), &[7000]); // progress on 22 and on 23
+    d.knocks(20, a(), &[6000]); // out of order for 23
+    let late = 10 + KNOCK_TIMEOUT.as_millis() as u64 + 1;
+    d.knocks(late, a(), &[7000]); // 22 expired, then progress on both again
+    d.knocks(late, v6, &[5000]); // armed
+    d.at(late, &datagram(a(), 2001, b"x")); // no door's port: nothing but the packet
+    let scan: Vec<u16> = (40_000..40_000 + crate::engine::SCAN_PORTS as u16).collect();
+    d.knocks(late, b(), &[5000]); // armed
+    d.knocks(late + 1, b(), &scan); // progress on 24 dropped
+    let c = d.core.counters();
+    assert_eq!(c.knock_packets, [[6 + 1 + 8, 1], [1, 0]]);
+    let simple: Vec<u64> = (metrics::Simple::ALL.iter())
+        .map(|&o| c.simple[o as usize])
+        .collect();
+    assert_eq!(
+        simple,
+        [4, 1, 3, 1, 1, 1, 1],
+        "progress, retransmit, armed, opened, wrong knock, scan, expired"
+    );
+    assert_eq!(c.grants, [1, 0], "one grant, by a knock");
+    assert_eq!(
+        d.core.tracked_sources(),
+        2,
+        "a and v6 have progress, b no more"
+    );
+}
+
+#[test]
+fn every_otp_datagram_is_counted_by_what_it_was() {
+    let mut d = Daemon::new(config(16, true));
+    let open = otp_packet(a(), "opensecret1");
+    d.at(0, &open);
+    d.at(1, &open);
+    d.at(2, &otp_packet(a(), "closesecret1"));
+    d.at(3, &otp_packet(a(), "not-the-secret"));
+    d.at(4, &datagram(a(), 2000, b"hello"));
+    d.record.broken = true;
+    d.at(5, &otp_packet(b(), "opensecret1"));
+    d.record.broken = false;
+    d.record
+        .used
+        .check_and_record([8; MAC_LEN], MINUTE + 5, MINUTE + 5, 0)
+        .expect("a later minute recorded: older passwords cannot be vouched for");
+    d.at(6, &otp_packet(b(), "opensecret1"));
+    let c = d.core.counters();
+    let otp: Vec<u64> = (metrics::Otp::ALL.iter())
+        .map(|&o| c.otp[o as usize])
+        .collect();
+    assert_eq!(
+        otp,
+        [1, 1, 1, 1, 0, 1, 1, 1],
+        "open, close, malformed, no secret matches, clock skew, replay, refused by record, \
+         not recorded"
+    );
+    assert_eq!((c.grants, c.closes), ([1, 0], [1, 0]), "by knocks");
+    assert_eq!(c.knock_packets, [[0, 0], [7, 0]]);
+}
+
+#[test]
+fn lines_held_back_and_overruns_are_counted_as_they_happen() {
+    let mut d = Daemon::new(config(16, true));
+    let junk = datagram(a(), 2000, b"junk");
+    for i in 0..25 {
+        d.at(i, &junk);
+    }
+    let held = metrics::Lines::Knocks as usize;
+    assert_eq!(
+        d.core.counters().held_back[held],
+        5,
+        "counted at once, not when the next second says so"
+    );
+    let mut effects = Effects::default();
+    d.core.overrun(d.start, &mut effects);
+    d.core.overrun(d.start, &mut effects);
+    assert_eq!(d.core.counters().nflog_overruns, 2);
+    assert_eq!(d.core.counters().held_back[held], 7, "their lines too");
 }
