@@ -16,8 +16,9 @@ pub const MAX_SEQUENCE: usize = 32;
 /// tries draw a warning: a two-port sequence is opened by every other such scan.
 pub const MIN_RANDOM_ORDERS: u64 = 6;
 
-/// In how many random orders of its knock ports one opens the door: n! for n ports (more when a
-/// port recurs in the sequence, which this does not count), saturating.
+/// In how many random orders of its knock ports one opens the door: n! for n ports, saturating.
+/// A sequence in which a port recurs is stronger than that against a scan, which tries each port
+/// once; this does not count it.
 pub fn random_orders(sequence: &[KnockPort]) -> u64 {
     (1..=sequence.len() as u64).fold(1, u64::saturating_mul)
 }
