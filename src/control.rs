@@ -7,7 +7,11 @@
 //!
 //! One request and one answer per connection, each a line of JSON. Only the daemon's own user
 //! may ask: the socket is private (0600 in a 0700 directory) and the daemon checks the peer's
-//! credentials too.
+//! credentials too. A command, in turn, asks only the daemon: it refuses a state directory
+//! another user may write to ([`crate::statedir`]), and it sends its request only once the
+//! kernel says the process at the other end holds the pid file's lock and runs portknock
+//! ([`crate::pidfile::check_holder`]), so that no one else's socket there can take the request
+//! and answer that it was done.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
@@ -20,6 +24,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getsockopt, sockopt};
 use serde::{Deserialize, Serialize};
+
+use crate::pidfile::{self, NotTheDaemon};
+use crate::statedir::{DirError, StateDir};
 
 /// Name of the socket in the state directory.
 const SOCKET: &str = "control.sock";
@@ -104,6 +111,10 @@ pub enum Answer {
 /// Talking to the daemon failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    #[error(transparent)]
+    Dir(DirError),
+    #[error(transparent)]
+    NotTheDaemon(NotTheDaemon),
     #[error("cannot reach the daemon at {}: {error}", path.display())]
     Connect { path: PathBuf, error: io::Error },
     #[error("the daemon did not answer (at {}): {error}", path.display())]
@@ -115,7 +126,10 @@ pub enum ControlError {
 /// Asks the daemon whose state directory is `state_dir`. `Ok(None)` when no daemon listens
 /// there: the caller then makes the change itself.
 pub fn ask(state_dir: &Path, request: &Request) -> Result<Option<Answer>, ControlError> {
-    let path = state_dir.join(SOCKET);
+    let Some(dir) = StateDir::existing(state_dir).map_err(ControlError::Dir)? else {
+        return Ok(None);
+    };
+    let path = dir.path().join(SOCKET);
     let mut stream = match UnixStream::connect(&path) {
         Ok(stream) => stream,
         // No socket, or one a daemon that is gone left behind.
@@ -133,6 +147,10 @@ pub fn ask(state_dir: &Path, request: &Request) -> Result<Option<Answer>, Contro
         path: path.clone(),
         error,
     };
+    // The kernel's word for who listens, not the pid file's.
+    let peer = getsockopt(&stream, sockopt::PeerCredentials)
+        .map_err(|errno| answer_error(errno.into()))?;
+    pidfile::check_holder(&dir, peer.pid()).map_err(ControlError::NotTheDaemon)?;
     let mut line =
         serde_json::to_string(request).map_err(|e| ControlError::Garbled(e.to_string()))?;
     line.push('\n');
@@ -255,14 +273,34 @@ impl Drop for Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::statedir::private_tempdir;
+
+    /// Accepts the next client, waiting (bounded) for one.
+    fn next_call(listener: &Listener) -> Call {
+        for _ in 0..2000 {
+            if let Some(call) = listener.accept() {
+                return call;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("no client came");
+    }
 
     #[test]
     fn a_request_and_its_answer_cross_the_socket() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
+        assert!(
+            ask(&dir.path().join("none"), &Request::Remove)
+                .unwrap()
+                .is_none(),
+            "no state directory, no daemon"
+        );
         assert!(
             ask(dir.path(), &Request::Remove).unwrap().is_none(),
             "no daemon"
         );
+        // This process is the daemon: it holds the pid file's lock.
+        let _pid = pidfile::lock(dir.path()).unwrap();
         let listener = Listener::bind(dir.path()).unwrap();
         let mode = std::fs::metadata(dir.path().join(SOCKET))
             .unwrap()
@@ -278,12 +316,7 @@ mod tests {
         let state = dir.path().to_path_buf();
         let asked = request.clone();
         let client = std::thread::spawn(move || ask(&state, &asked));
-        let call = loop {
-            if let Some(call) = listener.accept() {
-                break call;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let call = next_call(&listener);
         assert_eq!(call.request, Ok(request));
         assert_eq!(call.peer.pid, std::process::id() as i32);
         call.answer(&Answer::Done("opened".into()));
@@ -299,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_socket_left_behind_means_no_daemon_and_is_replaced() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let stale = UnixListener::bind(dir.path().join(SOCKET)).unwrap();
         drop(stale);
         assert!(ask(dir.path(), &Request::Remove).unwrap().is_none());
@@ -346,7 +379,7 @@ mod tests {
     /// is cut off once the whole request's time is spent, long before it would have finished.
     #[test]
     fn a_request_that_trickles_in_is_cut_off_at_its_deadline() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let listener = Listener::bind(dir.path()).unwrap();
         let mut client = UnixStream::connect(dir.path().join(SOCKET)).unwrap();
         let request = serde_json::to_string(&Request::Confirm).unwrap() + "\n";
@@ -359,15 +392,40 @@ mod tests {
                 }
             }
         });
-        let call = (0..2000)
-            .find_map(|_| {
-                std::thread::sleep(Duration::from_millis(5));
-                listener.accept()
-            })
-            .expect("the client connected");
+        let call = next_call(&listener);
         let error = (call.request.as_ref()).expect_err("a request spread over 4 timeouts");
         assert!(error.starts_with("cannot read the request"), "{error}");
         drop(call);
         trickle.join().unwrap();
+    }
+
+    /// A socket in the state directory whose listener does not hold the pid file's lock is not
+    /// the daemon's: the command refuses it and sends it nothing.
+    #[test]
+    fn a_listener_that_does_not_hold_the_pid_files_lock_is_sent_nothing() {
+        let dir = private_tempdir();
+        std::fs::write(dir.path().join("portknock.pid"), "1\n").unwrap();
+        let listener = Listener::bind(dir.path()).unwrap();
+        let err = ask(dir.path(), &Request::Remove).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ControlError::NotTheDaemon(NotTheDaemon::NotHolder { .. })
+            ),
+            "{err}"
+        );
+        let call = next_call(&listener);
+        assert!(call.request.is_err(), "no request crossed");
+    }
+
+    #[test]
+    fn a_state_directory_others_may_write_to_is_refused() {
+        let dir = private_tempdir();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ask(dir.path(), &Request::Remove).unwrap_err();
+        assert!(
+            matches!(err, ControlError::Dir(DirError::Writable { .. })),
+            "{err}"
+        );
     }
 }

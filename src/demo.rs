@@ -5,16 +5,18 @@
 //! The one command that prints as it goes rather than returning its output: the story is told
 //! step by step while it happens, with the daemon's log lines beside it.
 
-use std::fs::{self, File};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
+
+use tempfile::TempDir;
 
 use crate::netns::{client4, wait_until, Netns, NetnsError, Network, SERVER4};
 use crate::report::Report;
@@ -59,7 +61,8 @@ enum Step {
 struct Demo {
     style: Style,
     net: Network,
-    dir: DemoDir,
+    /// The configuration, secrets, state and log, removed on drop.
+    dir: TempDir,
     daemon: Child,
     log_seen: usize,
     failures: usize,
@@ -119,11 +122,15 @@ impl Demo {
             )
         );
         let net = Network::new("pkdemo", 1).map_err(DemoError::Netns)?;
-        // Owned before anything is written into it: it holds secrets, and a set-up that fails
-        // half-way must not leave them behind.
-        let dir =
-            DemoDir(std::env::temp_dir().join(format!("portknock-demo-{}", std::process::id())));
-        write_config(&dir.0)?;
+        // A new directory of a name no one can guess, private (mkdtemp): a name someone could
+        // guess, in a directory anyone may write to, could be theirs already, with links
+        // where the demo writes as root and files where it writes the secrets. Owned before
+        // anything is written into it: a set-up that fails half-way leaves no secret behind.
+        let dir = tempfile::Builder::new()
+            .prefix("portknock-demo-")
+            .permissions(fs::Permissions::from_mode(0o700))
+            .tempdir()?;
+        write_config(dir.path())?;
         for port in [SIMPLE_DOOR, ADVANCED_DOOR] {
             listen(&net.server, port)?;
         }
@@ -132,9 +139,9 @@ impl Demo {
             .server
             .command(&exe.to_string_lossy())
             .arg("serve")
-            .env("PORTKNOCK_CONFIG_DIR", dir.0.join("etc"))
+            .env("PORTKNOCK_CONFIG_DIR", dir.path().join("etc"))
             .stdout(Stdio::null())
-            .stderr(File::create(dir.0.join("daemon.log"))?)
+            .stderr(create(&dir.path().join("daemon.log"))?)
             .spawn()?;
         let mut demo = Demo {
             style,
@@ -170,7 +177,7 @@ impl Demo {
     fn story(&mut self) -> bool {
         let secret = |name: &str| {
             self.dir
-                .0
+                .path()
                 .join("etc")
                 .join(name)
                 .to_string_lossy()
@@ -333,7 +340,7 @@ impl Demo {
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(self.dir.0.join("daemon.log")).unwrap_or_default()
+        fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
     /// Prints the daemon's log lines that appeared since the last call.
@@ -356,29 +363,35 @@ impl Drop for Demo {
     }
 }
 
-/// The demo's temporary directory (configuration, secrets, state, log), removed on drop.
-struct DemoDir(PathBuf);
+/// A new file at `path`, private (0600): fails if anything is there already, a symbolic link
+/// included, so nothing is ever written through one.
+fn create(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
 
-impl Drop for DemoDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// Writes `text` to the new file `path` (see [`create`]).
+fn write_new(path: &Path, text: &str) -> io::Result<()> {
+    create(path)?.write_all(text.as_bytes())
 }
 
 fn write_config(dir: &Path) -> std::io::Result<()> {
     let etc = dir.join("etc");
-    fs::create_dir_all(&etc)?;
-    fs::write(
-        etc.join("portknock.conf"),
-        format!(
+    DirBuilder::new().mode(0o700).create(&etc)?;
+    write_new(
+        &etc.join("portknock.conf"),
+        &format!(
             "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=yes\nFW_PORTKNOCK_ADVANCED=yes\n\
              FW_PORTKNOCK_SIMPLE_OPEN=30\nFW_PORTKNOCK_STATE_DIR={}\n",
             dir.join("state").display()
         ),
     )?;
-    fs::write(
-        etc.join("simple-portknock-list"),
-        format!("{SIMPLE_DOOR}:{}\n", SEQUENCE.join(",")),
+    write_new(
+        &etc.join("simple-portknock-list"),
+        &format!("{SIMPLE_DOOR}:{}\n", SEQUENCE.join(",")),
     )?;
     let open = random_secret()?;
     let close = random_secret()?;
@@ -390,9 +403,7 @@ fn write_config(dir: &Path) -> std::io::Result<()> {
         ("open.secret", format!("{open}\n")),
         ("close.secret", format!("{close}\n")),
     ] {
-        let path = etc.join(name);
-        fs::write(&path, text)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        write_new(&etc.join(name), &text)?;
     }
     Ok(())
 }

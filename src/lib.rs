@@ -21,4 +21,5 @@ pub mod pidfile;
 pub mod port;
 pub mod report;
 pub mod state;
+pub mod statedir;
 pub mod trial;

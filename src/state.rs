@@ -5,6 +5,9 @@
 //!   (temporary file, fsync, rename, directory fsync);
 //! - `used-otps.log`, the OTPs accepted since that snapshot, one fixed-size entry each.
 //!
+//! The directory is refused unless it is the daemon user's own and closed to group and others,
+//! and its files are never opened through a symbolic link ([`crate::statedir`]).
+//!
 //! An entry is written to the log (a `write` into the kernel's page cache) before the grant the
 //! OTP earns is made, and `fdatasync`ed right after it by a thread of its own
 //! ([`OtpStore::record`], then [`OtpStore::flush`]), so no grant waits for the disk. The write
@@ -20,9 +23,8 @@
 //! full disk) is cut off again at once, before the next append: a partial entry in the middle
 //! of the log would hide every entry after it at the next start.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, SyncSender};
 use std::thread;
@@ -30,11 +32,14 @@ use std::thread;
 use sha2::{Digest, Sha256};
 
 use crate::otp::{Record, Recorded, UsedOtps, MAC_LEN};
+use crate::statedir::{Access, DirError, StateDir};
 
 /// File name of the snapshot inside the state directory.
 const SNAPSHOT: &str = "used-otps";
 /// File name of the append log inside the state directory.
 const LOG: &str = "used-otps.log";
+/// File name of a new snapshot while it is written.
+const SNAPSHOT_TMP: &str = "used-otps.tmp";
 /// One log entry: MAC, minute (u32 LE), and 4 bytes of SHA-256 over both to tell a torn or
 /// damaged entry from a real one.
 const ENTRY: usize = MAC_LEN + 4 + 4;
@@ -44,6 +49,8 @@ const COMPACT_AFTER: usize = 1024;
 /// What went wrong with the state directory.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error(transparent)]
+    Dir(DirError),
     #[error("cannot write the used-OTP record {path}: {error} (check that the state directory exists, is writable and not full)")]
     Write { path: PathBuf, error: io::Error },
     #[error("cannot read the used-OTP record {path}: {error}")]
@@ -54,7 +61,7 @@ pub enum StoreError {
 
 /// The used-OTP record, in memory and on disk.
 pub struct OtpStore {
-    dir: PathBuf,
+    dir: StateDir,
     used: UsedOtps,
     log: File,
     flusher: Flusher,
@@ -65,27 +72,20 @@ pub struct OtpStore {
 }
 
 impl OtpStore {
-    /// Opens the record in `dir` (created with mode 0700 when missing), replays the log into
+    /// Opens the record in `dir` (created with mode 0700 when missing, refused unless this
+    /// user's own and closed to group and others), replays the log into
     /// the snapshot as of `now_minute` with `skew`, and starts a new log. OTPs that can no
     /// longer verify are forgotten at the next [`OtpStore::record`], which raises the floor
     /// below which every OTP is refused.
     pub fn open(dir: &Path, now_minute: u32, skew: u32) -> Result<OtpStore, StoreError> {
-        let write_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |error| StoreError::Write { path, error }
-        };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(write_err(dir))?;
-        let snapshot = dir.join(SNAPSHOT);
-        let mut used = match fs::read(&snapshot) {
-            Ok(bytes) => UsedOtps::from_bytes(&bytes).map_err(|e| StoreError::Damaged {
+        let dir = StateDir::create(dir).map_err(StoreError::Dir)?;
+        let snapshot = dir.path().join(SNAPSHOT);
+        let mut used = match read(&dir, SNAPSHOT) {
+            Ok(Some(bytes)) => UsedOtps::from_bytes(&bytes).map_err(|e| StoreError::Damaged {
                 path: snapshot.clone(),
                 detail: e.to_string(),
             })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => UsedOtps::default(),
+            Ok(None) => UsedOtps::default(),
             Err(error) => {
                 return Err(StoreError::Read {
                     path: snapshot,
@@ -93,9 +93,9 @@ impl OtpStore {
                 })
             }
         };
-        let log_path = dir.join(LOG);
-        match fs::read(&log_path) {
-            Ok(bytes) => {
+        let log_path = dir.path().join(LOG);
+        match read(&dir, LOG) {
+            Ok(Some(bytes)) => {
                 for (mac, minute) in entries(&bytes) {
                     // Each entry is replayed as of the minute it was accepted (or `now_minute`
                     // if the clock has gone back since): an entry that can no longer verify now
@@ -105,7 +105,7 @@ impl OtpStore {
                     let _ = used.check_and_record(mac, minute, minute.min(now_minute), skew);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Ok(None) => {}
             Err(error) => {
                 return Err(StoreError::Read {
                     path: log_path,
@@ -113,19 +113,18 @@ impl OtpStore {
                 })
             }
         }
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&log_path)
-            .map_err(write_err(&log_path))?;
+        let write_err = |error| StoreError::Write {
+            path: log_path.clone(),
+            error,
+        };
+        let log = dir.open(LOG, Access::Append).map_err(write_err)?;
         let flusher = Flusher {
-            log: log.try_clone().map_err(write_err(&log_path))?,
+            log: log.try_clone().map_err(write_err)?,
             path: log_path,
             requests: None,
         };
         let mut store = OtpStore {
-            dir: dir.to_path_buf(),
+            dir,
             used,
             log,
             flusher,
@@ -162,19 +161,16 @@ impl OtpStore {
     /// Writes the whole record as a new snapshot, then empties the log. A crash in between
     /// leaves log entries that the snapshot already holds; replaying them is harmless.
     fn compact(&mut self) -> Result<(), StoreError> {
-        let path = self.dir.join(SNAPSHOT);
-        let tmp = self.dir.join(format!("{SNAPSHOT}.tmp"));
+        let path = self.dir.path().join(SNAPSHOT);
         let write = || -> io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
+            // A new file, never one left behind: what a crash left is removed first (a
+            // symbolic link itself, not its target).
+            self.dir.remove(SNAPSHOT_TMP)?;
+            let mut file = self.dir.open(SNAPSHOT_TMP, Access::New)?;
             file.write_all(&self.used.to_bytes())?;
             file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
+            self.dir.rename(SNAPSHOT_TMP, SNAPSHOT)?;
+            self.dir.sync()
         };
         let write_err = |error| StoreError::Write {
             path: path.clone(),
@@ -208,7 +204,7 @@ impl Record for OtpStore {
         now_minute: u32,
         skew: u32,
     ) -> Result<Recorded, StoreError> {
-        let log_path = self.dir.join(LOG);
+        let log_path = self.dir.path().join(LOG);
         let write_err = |error| StoreError::Write {
             path: log_path.clone(),
             error,
@@ -288,6 +284,18 @@ fn flush(log: &File, path: &Path) {
     }
 }
 
+/// The whole of the file `name` of `dir`; `None` when there is none.
+fn read(dir: &StateDir, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let mut file = match dir.open(name, Access::Read) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
 fn check(mac: &[u8; MAC_LEN], minute: u32) -> [u8; 4] {
     let digest = Sha256::new()
         .chain_update(mac)
@@ -317,12 +325,61 @@ fn entries(bytes: &[u8]) -> impl Iterator<Item = ([u8; MAC_LEN], u32)> + '_ {
 mod tests {
     use super::*;
     use crate::otp::Refused;
+    use crate::statedir::private_tempdir;
+    use std::fs::{self, OpenOptions};
+    use std::os::unix::fs::PermissionsExt;
 
     const NOW: u32 = 29_000_000;
 
+    /// `serve` truncated and wrote the target of a `used-otps.tmp` that was a symbolic link
+    /// when it wrote a snapshot. The link is replaced by the snapshot's own file now.
+    #[test]
+    fn a_snapshot_temporary_that_is_a_symbolic_link_is_removed_not_followed() {
+        let dir = private_tempdir();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(SNAPSHOT_TMP)).unwrap();
+        let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
+        store.record([1; 32], NOW, NOW, 1).unwrap();
+        drop(store);
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(fs::symlink_metadata(dir.path().join(SNAPSHOT))
+            .unwrap()
+            .is_file());
+        assert!(OtpStore::open(dir.path(), NOW, 1)
+            .unwrap()
+            .is_used(&[1; 32]));
+    }
+
+    /// The log and the snapshot are never read or written through a symbolic link: the
+    /// record is refused, with the reason, and the link's target is left as it was.
+    #[test]
+    fn a_log_or_snapshot_that_is_a_symbolic_link_is_refused_and_its_target_untouched() {
+        for name in [LOG, SNAPSHOT] {
+            let dir = private_tempdir();
+            let victim = dir.path().join("victim");
+            fs::write(&victim, "precious").unwrap();
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+            let err = OtpStore::open(dir.path(), NOW, 1).err().unwrap();
+            assert!(err.to_string().contains("symbolic link"), "{name}: {err}");
+            assert_eq!(fs::read_to_string(&victim).unwrap(), "precious", "{name}");
+        }
+    }
+
+    #[test]
+    fn a_state_directory_others_may_write_to_is_refused() {
+        let dir = private_tempdir();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o770)).unwrap();
+        let err = OtpStore::open(dir.path(), NOW, 1).err().unwrap();
+        assert!(
+            matches!(err, StoreError::Dir(DirError::Writable { .. })),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_recorded_otp_is_refused_after_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         assert_eq!(store.record([1; 32], NOW, NOW, 1).unwrap(), Recorded::New);
         assert_eq!(
@@ -336,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_torn_last_entry_is_ignored_and_earlier_entries_kept() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         store.record([1; 32], NOW, NOW, 1).unwrap();
         store.record([2; 32], NOW, NOW, 1).unwrap();
@@ -352,7 +409,7 @@ mod tests {
 
     #[test]
     fn the_log_is_folded_into_the_snapshot() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         for i in 0..COMPACT_AFTER + 3 {
             let mut mac = [0u8; 32];
@@ -372,7 +429,7 @@ mod tests {
 
     #[test]
     fn expired_entries_are_forgotten_and_stay_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         store.record([7; 32], NOW, NOW, 1).unwrap();
         drop(store);
@@ -393,7 +450,7 @@ mod tests {
     /// back to the OTP's minute and the daemon restarts again: the OTP is still refused.
     #[test]
     fn a_clock_jump_forwards_and_back_across_restarts_reopens_no_replay() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         assert_eq!(store.record([1; 32], NOW, NOW, 1).unwrap(), Recorded::New);
         drop(store);
@@ -415,7 +472,7 @@ mod tests {
 
     #[test]
     fn an_otp_whose_entry_cannot_be_written_stays_unrecorded() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         store.record([1; 32], NOW, NOW, 1).unwrap();
         // A read-only descriptor: every append fails.
@@ -427,7 +484,7 @@ mod tests {
 
     #[test]
     fn a_partial_entry_left_by_a_failed_append_is_cut_before_the_next() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         store.record([1; 32], NOW, NOW, 1).unwrap();
         // What a disk that fills up mid-entry leaves behind, when cutting it off failed too.
@@ -450,10 +507,10 @@ mod tests {
 
     #[test]
     fn a_snapshot_that_cannot_be_written_does_not_refuse_a_logged_otp() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let mut store = OtpStore::open(dir.path(), NOW, 1).unwrap();
         // A directory where the new snapshot goes: creating it fails, even for root.
-        let tmp = dir.path().join(format!("{SNAPSHOT}.tmp"));
+        let tmp = dir.path().join(SNAPSHOT_TMP);
         fs::create_dir(&tmp).unwrap();
         for i in 0..COMPACT_AFTER + 2 {
             let mut mac = [0u8; 32];
@@ -471,8 +528,7 @@ mod tests {
 
     #[test]
     fn the_record_is_private_to_its_owner() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let state = dir.path().join("state");
         let mut store = OtpStore::open(&state, NOW, 1).unwrap();
         store.record([1; 32], NOW, NOW, 1).unwrap();
@@ -484,7 +540,7 @@ mod tests {
 
     #[test]
     fn a_damaged_snapshot_is_reported_not_ignored() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         fs::write(dir.path().join(SNAPSHOT), b"garbage").unwrap();
         let err = OtpStore::open(dir.path(), NOW, 1).err().unwrap();
         assert!(matches!(err, StoreError::Damaged { .. }), "{err}");

@@ -1,8 +1,12 @@
-//! `portknock demo` runs its whole story green, cleans up after itself, and explains itself
-//! without root.
+//! `portknock demo` runs its whole story green, cleans up after itself, explains itself
+//! without root, and writes nothing through what another user prepared in the temporary
+//! directory.
 
 mod common;
 
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -41,6 +45,73 @@ fn near_a_minute_boundary_the_demo_waits_and_the_replay_still_fails() {
         stdout.contains("waiting for the next"),
         "the capture came outside the last five seconds of the minute:\n{stdout}"
     );
+}
+
+/// The demo's working directory was `$TMPDIR/portknock-demo-<pid>`, taken as it was found: a
+/// user who made it first, with `etc/portknock.conf` a symbolic link to a file of root's, had
+/// that file overwritten by root's demo, and a file of their own where the demo wrote its open
+/// secret received the secret. Here nobody prepares a world-writable temporary directory so
+/// (for pid 1: the demo runs in a pid namespace of its own, so its pid is known beforehand),
+/// and root's demo tells its story in a new directory of its own, touching none of theirs.
+#[test]
+fn the_demo_writes_nothing_through_what_another_user_prepared() {
+    if !require_root() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let lab = tempfile::tempdir().expect("tempdir");
+    let tmp = lab.path().join("tmp");
+    fs::create_dir(&tmp).expect("tmp");
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let root_file = lab.path().join("root-file");
+    fs::write(&root_file, "precious").expect("root's file");
+    let theirs = tmp.join("portknock-demo-1");
+    let prepare = format!(
+        "mkdir -p {etc} && ln -s {root_file} {etc}/portknock.conf && touch {etc}/open.secret \
+         && chmod 666 {etc}/open.secret",
+        etc = theirs.join("etc").display(),
+        root_file = root_file.display()
+    );
+    let mut nobody = Command::new("setpriv");
+    nobody.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "sh",
+        "-c",
+        &prepare,
+    ]);
+    let out = output_within(nobody);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child", BIN])
+        .env("TMPDIR", &tmp);
+    assert_whole_story(cmd);
+
+    assert_eq!(
+        fs::read_to_string(&root_file).expect("root's file"),
+        "precious"
+    );
+    assert_eq!(
+        fs::read_to_string(theirs.join("etc/open.secret")).expect("their file"),
+        "",
+        "no secret in a file of theirs"
+    );
+    let left: Vec<String> = fs::read_dir(&tmp)
+        .expect("tmp")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        ["portknock-demo-1"],
+        "the demo's own directory is gone, theirs stays"
+    );
+    assert!(Path::new(&theirs).join("etc/portknock.conf").is_symlink());
 }
 
 /// One demo at a time: the check for left-over namespaces sees every demo's, and a demo that

@@ -431,7 +431,7 @@ fn a_flood_that_overruns_the_nflog_buffer_is_logged_and_knocks_work_afterwards()
 }
 
 // ---------------------------------------------------------------------------------------------
-// 4. The configuration deleted or truncated under a running daemon.
+// 4. The configuration deleted, truncated, or replaced by what is no file under a running daemon.
 
 #[test]
 fn a_deleted_or_truncated_configuration_is_refused_on_sighup_and_restoring_it_works() {
@@ -534,13 +534,197 @@ fn engine_off_with_apply_still_removes_the_rules_and_the_daemon_follows() {
     lab.connect(0, SERVER4, 22);
 }
 
+/// A FIFO as a list blocked the daemon (one thread) in `open` at the next SIGHUP: knocks went
+/// unanswered and SIGTERM was ignored; `check` hung too. `/dev/zero` as a list grew the
+/// daemon's memory until it ran out. Both are refused now, by `check` at once and by a reload,
+/// and the daemon keeps serving and stops when told.
+#[test]
+fn a_fifo_or_an_endless_device_as_a_list_is_refused_and_the_daemon_keeps_serving() {
+    let Some(mut lab) = lab(1, FAST) else { return };
+    lab.start_daemon();
+    let installed = lab.policy();
+    let dir = lab.config_dir();
+    let conf = dir.join("portknock.conf");
+    let simple = dir.join("simple-portknock-list");
+    let original_conf = fs::read_to_string(&conf).expect("conf");
+    let endless = format!("{original_conf}FW_PORTKNOCK_SIMPLE_LIST=/dev/zero\n");
+
+    type Fault<'a> = (&'a str, &'a str, Box<dyn Fn() + 'a>);
+    let faults: Vec<Fault> = vec![
+        (
+            "a FIFO as the simple list",
+            "is a FIFO, not a regular file",
+            Box::new(|| {
+                fs::remove_file(&simple).expect("remove the list");
+                let made = Command::new("mkfifo").arg(&simple).status();
+                assert!(made.expect("mkfifo").success());
+            }),
+        ),
+        (
+            "/dev/zero as the simple list",
+            "is a character device, not a regular file",
+            Box::new(|| fs::write(&conf, &endless).expect("write conf")),
+        ),
+    ];
+    for (n, (what, why, fault)) in faults.iter().enumerate() {
+        fault();
+        let out = lab.admin(&["check"]);
+        assert_eq!(out.status.code(), Some(2), "{what}: check refuses");
+        assert!(
+            text(&out.stderr).contains(why),
+            "{what}: {}",
+            text(&out.stderr)
+        );
+        lab.signal_daemon("-HUP");
+        assert_logged(&lab, "reload refused", n + 1);
+        assert_logged(&lab, why, 1);
+        assert_eq!(lab.policy(), installed, "{what}: the rules changed");
+        assert!(!lab.can_connect(0, SERVER4, 22), "{what}: still closed");
+        ok(&lab.client(0, &["knock", SERVER4, "7000", "9000", "8000"]));
+        lab.connect(0, SERVER4, 22);
+        ok(&lab.admin(&["close", &client4(0), "22"]));
+    }
+    lab.stop_daemon("-TERM");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A state directory another user prepared.
+
+/// `flock --close FILE sleep 60`: a process that takes the exclusive lock on `file` and keeps
+/// it; returned once it holds it.
+fn hold_lock(file: &Path) -> Child {
+    let holder = Command::new("flock")
+        // The lock stays with flock, not with sleep: killing flock releases it.
+        .arg("--close")
+        .arg(file)
+        .args(["sleep", "60"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("flock (util-linux)");
+    wait_until(Duration::from_secs(10), || {
+        fs::File::open(file)
+            .expect("open")
+            .try_lock_shared()
+            .is_err()
+    })
+    .expect("flock takes the lock");
+    holder
+}
+
+/// A file of root's, and a test that it is as it was.
+fn victim(path: &Path) -> impl Fn() + '_ {
+    fs::write(path, "precious").expect("victim");
+    move || assert_eq!(fs::read_to_string(path).expect("victim"), "precious")
+}
+
+/// A stand-in for the daemon at `socket`, run by the test: it answers every request that it
+/// was done, as a daemon would, and keeps what it was asked. Only the daemon may be asked.
+fn impostor(socket: &Path) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixListener;
+    let listener = UnixListener::bind(socket).expect("impostor");
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&asked);
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut line = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut line);
+            if !line.is_empty() {
+                kept.lock().expect("lock").push(line);
+                let _ = stream.write_all(b"{\"done\":\"applied\"}\n");
+            }
+        }
+    });
+    asked
+}
+
+/// `FW_PORTKNOCK_STATE_DIR` as another user (nobody) prepared it: theirs, with the pid file and
+/// the snapshot's temporary file symbolic links to files of root's (`serve` truncated and wrote
+/// their targets), and a control socket that is not the daemon's (a command handed it its
+/// request and believed its answer). Now `serve` and `apply` refuse the directory, say what
+/// to fix, and touch nothing; once root owns it, links left in it are still never followed;
+/// and a socket there whose process does not hold the pid file's lock is asked nothing.
+#[test]
+fn a_state_directory_another_user_prepared_is_refused_and_nothing_is_touched() {
+    let Some(mut lab) = lab(1, FAST) else { return };
+    let state = lab.state_dir();
+    fs::create_dir(&state).expect("state dir");
+    let pid_target = lab.dir.path().join("pid-target");
+    let tmp_target = lab.dir.path().join("tmp-target");
+    let pid_intact = victim(&pid_target);
+    let tmp_intact = victim(&tmp_target);
+    let pid_file = state.join("portknock.pid");
+    std::os::unix::fs::symlink(&pid_target, &pid_file).expect("link");
+    std::os::unix::fs::symlink(&tmp_target, state.join("used-otps.tmp")).expect("link");
+    let asked = impostor(&state.join("control.sock"));
+    let status = Command::new("chown")
+        .args(["-R", "-h", "65534:65534"])
+        .arg(&state)
+        .status();
+    assert!(status.expect("chown").success());
+
+    let refused = format!(
+        "the state directory {} belongs to uid 65534",
+        state.display()
+    );
+    let serve = lab.admin(&["serve"]);
+    assert_failed_naming(&serve, &[&refused, "run chown 0"]);
+    assert!(
+        !lab.ruleset().contains("portknock"),
+        "serve installed nothing"
+    );
+    let apply = lab.admin(&["apply"]);
+    assert_failed_naming(&apply, &[&refused]);
+    assert!(
+        !lab.ruleset().contains("portknock"),
+        "apply installed nothing"
+    );
+    pid_intact();
+    assert_eq!(*asked.lock().expect("lock"), Vec::<String>::new());
+
+    // Root takes the directory over, but the links and the socket stay.
+    let status = Command::new("chown")
+        .args(["-R", "-h", "0:0"])
+        .arg(&state)
+        .status();
+    assert!(status.expect("chown").success());
+    let serve = lab.admin(&["serve"]);
+    assert_failed_naming(&serve, &["portknock.pid", "symbolic link"]);
+    pid_intact();
+    // With the pid file's lock held by a process that is not the one at the socket.
+    fs::remove_file(&pid_file).expect("remove");
+    fs::write(&pid_file, "1\n").expect("pid file");
+    let holder = Children(vec![hold_lock(&pid_file)]);
+    let apply = lab.admin(&["apply"]);
+    assert_failed_naming(
+        &apply,
+        &["does not hold the lock", "was not asked anything"],
+    );
+    assert_eq!(*asked.lock().expect("lock"), Vec::<String>::new());
+    drop(holder);
+
+    // The daemon's own directory at last: it starts, and writes its snapshot as a file of
+    // its own, leaving the link's target alone.
+    fs::remove_file(state.join("control.sock")).expect("remove");
+    lab.start_daemon();
+    assert!(
+        fs::symlink_metadata(state.join("used-otps"))
+            .expect("snapshot")
+            .is_file(),
+        "a snapshot of the daemon's own"
+    );
+    tmp_intact();
+    ok(&lab.admin(&["apply"]));
+    lab.stop_daemon("-TERM");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Two daemons at once (one started after the other: tests/daemon.rs).
 
-/// Daemons spawned by a test, killed when it ends however it ends.
-struct Daemons(Vec<Child>);
+/// Processes spawned by a test, killed when it ends however it ends.
+struct Children(Vec<Child>);
 
-impl Drop for Daemons {
+impl Drop for Children {
     fn drop(&mut self) {
         for child in &mut self.0 {
             let _ = child.kill();
@@ -555,7 +739,7 @@ fn daemons_started_at_the_same_moment_leave_exactly_one_running() {
     let logs: Vec<PathBuf> = (0..3)
         .map(|i| lab.dir.path().join(format!("serve{i}.log")))
         .collect();
-    let mut daemons = Daemons(
+    let mut daemons = Children(
         logs.iter()
             .map(|log| {
                 lab.server

@@ -168,6 +168,7 @@ fn door_of(outcome: &Outcome) -> DoorId {
         | Outcome::Opened { door }
         | Outcome::Reset { door, .. }
         | Outcome::Retransmit { door }
-        | Outcome::Expired { door, .. } => door,
+        | Outcome::Expired { door, .. }
+        | Outcome::Scanned { door, .. } => door,
     }
 }

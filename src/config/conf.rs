@@ -104,7 +104,10 @@ pub const KEYS: [Key; 14] = [
         name: "FW_PORTKNOCK_STATE_DIR",
         default: "/var/lib/portknock",
         doc: "where the daemon keeps what must outlive it: the record of used passwords, so \
-              that a replay stays refused after a restart, and its pid file; an absolute path",
+              that a replay stays refused after a restart, its pid file, its control socket \
+              and a configuration on trial; an absolute path, created 0700 when missing, and \
+              refused unless the user portknock runs as owns it and neither group nor others \
+              may write to it",
     },
     Key {
         name: "FW_PORTKNOCK_TRUSTED",

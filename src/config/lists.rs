@@ -16,8 +16,9 @@ pub const MAX_SEQUENCE: usize = 32;
 /// tries draw a warning: a two-port sequence is opened by every other such scan.
 pub const MIN_RANDOM_ORDERS: u64 = 6;
 
-/// In how many random orders of its knock ports one opens the door: n! for n ports (more when a
-/// port recurs in the sequence, which this does not count), saturating.
+/// In how many random orders of its knock ports one opens the door: n! for n ports, saturating.
+/// A sequence in which a port recurs is stronger than that against a scan, which tries each port
+/// once; this does not count it.
 pub fn random_orders(sequence: &[KnockPort]) -> u64 {
     (1..=sequence.len() as u64).fold(1, u64::saturating_mul)
 }
@@ -549,6 +550,39 @@ pub(super) fn cross_check(
                 Slot::Occupied(_) => {}
                 Slot::Vacant(slot) => {
                     slot.insert(door);
+                }
+            }
+        }
+    }
+
+    // An OTP is the MAC of the source and the minute only (the pknock format): nothing in it
+    // names a door or a role, so it is valid wherever its secret is. A door's own open and
+    // close secrets are compared where the entry is parsed. The secrets are map keys only,
+    // never part of a message.
+    let advanced_doors = &doors[simple.entries.len()..];
+    let mut secrets: HashMap<&[u8], (&Door, &str)> = HashMap::new();
+    for (entry, door) in advanced.entries.iter().zip(advanced_doors) {
+        let roles = [
+            ("open", &entry.door.open_secret),
+            ("close", &entry.door.close_secret),
+        ];
+        for (role, secret) in roles {
+            match secrets.entry(secret.expose()) {
+                Slot::Occupied(first) => {
+                    let (first, first_role) = first.get();
+                    let first = first.describe();
+                    error(
+                        door,
+                        format!(
+                            "the {role} secret is also the {first_role} secret of {first}; an \
+                             OTP is valid for every door that shares its secret (its MAC covers \
+                             only the source and the minute), so one door's OTPs would open or \
+                             close the other; give each door and role a secret of its own"
+                        ),
+                    );
+                }
+                Slot::Vacant(slot) => {
+                    slot.insert((door, role));
                 }
             }
         }

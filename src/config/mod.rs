@@ -9,9 +9,9 @@ mod lists;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::{self, Read};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -161,7 +161,7 @@ pub struct Loaded {
 pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
     let mut diags = Vec::new();
     let conf_path = dir.join(CONF_FILE);
-    let settings = match read(&conf_path) {
+    let settings = match read(&conf_path, MAX_CONF_BYTES) {
         Ok((text, _)) => conf::parse(dir, &conf_path, &text, &mut diags),
         Err(err) => {
             let hint = "create it (see examples/portknock.conf) or choose the directory with \
@@ -248,7 +248,7 @@ fn idle_doors(conf: &Path, settings: &Settings) -> Option<Diagnostic> {
         .into_iter()
         .filter(|(_, on, _, _)| *on)
         .filter_map(|(mode, _, file, count)| {
-            let (text, _) = read(file).ok()?;
+            let (text, _) = read(file, MAX_LIST_BYTES).ok()?;
             let doors = count(file, &text, &mut Vec::new());
             (doors > 0).then(|| format!("{mode}: {doors}"))
         })
@@ -270,7 +270,7 @@ fn idle_doors(conf: &Path, settings: &Settings) -> Option<Diagnostic> {
 /// found even when the rest of the configuration is broken; the default when the file cannot
 /// be read.
 pub fn state_dir(dir: &Path) -> PathBuf {
-    match read(&dir.join(CONF_FILE)) {
+    match read(&dir.join(CONF_FILE), MAX_CONF_BYTES) {
         Ok((text, _)) => parse_settings(dir, &text).0.state_dir,
         Err(_) => Settings::defaults(dir).state_dir,
     }
@@ -334,14 +334,61 @@ fn parse_both(
     (simple, advanced)
 }
 
-/// Reads a file as text with its permission bits, taken from the same open file so that the
-/// mode checked is the mode of the content read.
-fn read(path: &Path) -> io::Result<(String, u32)> {
-    let mut file = File::open(path)?;
-    let mode = file.metadata()?.permissions().mode();
+/// Most bytes read of `portknock.conf`. It may be part of a larger settings file, and those
+/// run to tens of kilobytes.
+const MAX_CONF_BYTES: u64 = 1 << 20;
+
+/// Most bytes read of a door list. The largest list in canonical form, 65,533 simple doors of
+/// 32 knock ports each written as `65534/udp`, is 21.4 MB (20.4 MiB, measured); an advanced
+/// list has at most 32,767 doors, which leaves secrets of hundreds of characters.
+const MAX_LIST_BYTES: u64 = 32 << 20;
+
+/// Why a configuration file could not be read.
+#[derive(Debug)]
+enum ReadError {
+    Io(io::Error),
+    /// Not a regular file: this kind of file.
+    NotAFile(&'static str),
+    /// Larger than this many bytes.
+    TooLarge(u64),
+}
+
+/// Reads a regular file of at most `limit` bytes as text, with its permission bits, taken
+/// from the same open file so that the mode checked is the mode of the content read.
+///
+/// No read can block or go on for ever: the file is opened without waiting (a FIFO's open
+/// waits for a writer otherwise), its type is checked on the open descriptor before anything
+/// is read, and at most `limit` and one bytes are read.
+fn read(path: &Path, limit: u64) -> Result<(String, u32), ReadError> {
+    // O_NOCTTY: a terminal named here must not become the daemon's controlling terminal.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let metadata = file.metadata().map_err(ReadError::Io)?;
+    if !metadata.is_file() {
+        return Err(ReadError::NotAFile(describe(metadata.mode())));
+    }
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok((text(&bytes).into_owned(), mode))
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limit {
+        return Err(ReadError::TooLarge(limit));
+    }
+    Ok((text(&bytes).into_owned(), metadata.mode()))
+}
+
+/// What a file that is not a regular file is, for a message, from its `st_mode`.
+fn describe(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => "a directory",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFCHR => "a character device",
+        // Not a regular file, and open(2) refuses a socket (ENXIO): a block device is left.
+        _ => "a block device",
+    }
 }
 
 /// The bytes of a configuration file as the parsers take them: without a leading byte-order
@@ -367,7 +414,7 @@ fn read_list(
     key: &str,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<(String, u32)> {
-    read(path)
+    read(path, MAX_LIST_BYTES)
         .map_err(|err| {
             let hint = format!(
                 "{mode} mode is on (FW_PORTKNOCK_{key}=yes); create the list or set \
@@ -379,13 +426,23 @@ fn read_list(
 }
 
 /// The diagnostic for a file that could not be read, with what to do about it.
-fn unreadable(path: &Path, err: &io::Error, not_found_hint: &str) -> Diagnostic {
-    let message = match err.kind() {
-        io::ErrorKind::NotFound => format!("not found; {not_found_hint}"),
-        io::ErrorKind::PermissionDenied => {
-            "cannot read it: permission denied; run as root or make it readable".to_string()
-        }
-        _ => format!("cannot read it: {err}"),
+fn unreadable(path: &Path, err: &ReadError, not_found_hint: &str) -> Diagnostic {
+    let message = match err {
+        ReadError::Io(err) => match err.kind() {
+            io::ErrorKind::NotFound => format!("not found; {not_found_hint}"),
+            io::ErrorKind::PermissionDenied => {
+                "cannot read it: permission denied; run as root or make it readable".to_string()
+            }
+            _ => format!("cannot read it: {err}"),
+        },
+        ReadError::NotAFile(kind) => format!(
+            "is {kind}, not a regular file; a FIFO can block a read and a device never end it, \
+             so only regular files are read: put the configuration in one"
+        ),
+        ReadError::TooLarge(limit) => format!(
+            "is larger than {} MiB, more than any configuration needs; is it the right file?",
+            limit >> 20
+        ),
     };
     Diagnostic::error(path, None, message)
 }

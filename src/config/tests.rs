@@ -1,5 +1,6 @@
 use super::*;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 /// A configuration directory with the given files.
 fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -136,19 +137,183 @@ fn an_advanced_list_readable_by_others_is_a_warning() {
 
 #[test]
 fn an_unreadable_file_is_reported() {
-    // A directory where the list should be: unreadable even for root, who reads any file.
-    let dir = dir_with(&[(CONF_FILE, ALL_ON), (ADVANCED_LIST_FILE, "")]);
-    let list = dir.path().join(SIMPLE_LIST_FILE);
-    fs::create_dir(&list).expect("directory");
-    let first = &errors(dir.path())[0];
-    let prefix = format!("{}: error: cannot read it: ", list.display());
-    assert!(first.starts_with(&prefix), "{first}");
-    // And what a permission problem, which root never meets, says.
-    let denied = unreadable(&list, &io::ErrorKind::PermissionDenied.into(), "");
+    // What a permission problem, which root never meets, says.
+    let list = Path::new("/etc/portknock").join(SIMPLE_LIST_FILE);
+    let denied = unreadable(
+        &list,
+        &ReadError::Io(io::ErrorKind::PermissionDenied.into()),
+        "",
+    );
     assert_eq!(
         denied.to_string(),
-        format!("{prefix}permission denied; run as root or make it readable")
+        format!(
+            "{}: error: cannot read it: permission denied; run as root or make it readable",
+            list.display()
+        )
     );
+    let other = unreadable(&list, &ReadError::Io(io::ErrorKind::Other.into()), "");
+    assert_eq!(
+        other.to_string(),
+        format!("{}: error: cannot read it: other error", list.display())
+    );
+}
+
+/// `f` on another thread, with a bound on how long it may take: a read that blocks fails the
+/// test instead of hanging it.
+fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // The receiver is gone only when the test has failed already.
+        let _ = done.send(f());
+    });
+    result
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("blocked for 10 s")
+}
+
+/// [`load`], [`within`] a bound.
+fn load_within(dir: &Path) -> Result<Loaded, ConfigError> {
+    let dir = dir.to_path_buf();
+    within(move || load(&dir))
+}
+
+/// The one error of a configuration whose simple list is `list`.
+fn list_error(list: &Path) -> String {
+    let dir = dir_with(&[(
+        CONF_FILE,
+        &format!(
+            "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=yes\nFW_PORTKNOCK_SIMPLE_LIST={}\n",
+            list.display()
+        ),
+    )]);
+    let err = load_within(dir.path()).expect_err("refused");
+    assert_eq!(err.diagnostics.len(), 1, "{err}");
+    err.diagnostics[0].to_string()
+}
+
+fn mkfifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo").arg(path).status();
+    assert!(made.expect("mkfifo").success());
+}
+
+/// A FIFO would block the read until someone writes to it, a device might never end it: only
+/// regular files are read, whatever their name says, and nothing is read before the check.
+#[test]
+fn a_fifo_a_device_or_a_directory_is_no_configuration_file() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let not_a_file = |path: &Path, kind: &str| {
+        format!(
+            "{}: error: is {kind}, not a regular file; a FIFO can block a read and a device \
+             never end it, so only regular files are read: put the configuration in one",
+            path.display()
+        )
+    };
+    assert_eq!(list_error(&fifo), not_a_file(&fifo, "a FIFO"));
+    let zero = Path::new("/dev/zero");
+    assert_eq!(list_error(zero), not_a_file(zero, "a character device"));
+    assert_eq!(
+        list_error(dir.path()),
+        not_a_file(dir.path(), "a directory")
+    );
+
+    // portknock.conf alike.
+    let conf_dir = tempfile::tempdir().expect("temporary directory");
+    let conf = conf_dir.path().join(CONF_FILE);
+    mkfifo(&conf);
+    let err = load_within(conf_dir.path()).expect_err("refused");
+    assert_eq!(err.to_string(), not_a_file(&conf, "a FIFO"));
+}
+
+/// The commands that ask the daemon find its state directory in `portknock.conf` alone, with
+/// the default when it cannot be read, a FIFO included, without waiting on it.
+#[test]
+fn the_state_directory_is_read_from_the_settings_alone() {
+    let dir = dir_with(&[(CONF_FILE, "FW_PORTKNOCK_STATE_DIR=/run/pk\n24:broken")]);
+    assert_eq!(state_dir(dir.path()), Path::new("/run/pk"));
+    let fifo = tempfile::tempdir().expect("temporary directory");
+    mkfifo(&fifo.path().join(CONF_FILE));
+    let default = Settings::defaults(fifo.path()).state_dir;
+    let path = fifo.path().to_path_buf();
+    let found = within(move || state_dir(&path));
+    assert_eq!(found, default);
+}
+
+/// A symbolic link to a regular file is the file: administrators link configurations in.
+#[test]
+fn a_link_to_a_regular_file_is_read() {
+    let dir = dir_with(&[(CONF_FILE, "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=yes\n")]);
+    let elsewhere = tempfile::tempdir().expect("temporary directory");
+    let target = elsewhere.path().join("doors");
+    fs::write(&target, "22:7000,9000,8000\n").expect("write");
+    std::os::unix::fs::symlink(&target, dir.path().join(SIMPLE_LIST_FILE)).expect("symlink");
+    assert_eq!(
+        load_within(dir.path()).expect("valid").config.simple.len(),
+        1
+    );
+}
+
+/// Files are read up to a bound each, so that no file (a log written to the wrong path, a
+/// sparse file) can exhaust the daemon's memory; a file at the bound is read whole.
+#[test]
+fn a_file_over_its_bound_is_refused_one_at_the_bound_read() {
+    let conf_at_bound = |len: u64| {
+        let dir = dir_with(&[(CONF_FILE, "FW_PORTKNOCK=no\n")]);
+        let file = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(CONF_FILE))
+            .expect("open");
+        // Comment lines up to `len` bytes: a valid file of that size.
+        let filler = len - 16;
+        let line = format!("#{}\n", "x".repeat(1023 - 1));
+        let mut writer = io::BufWriter::new(file);
+        use std::io::Write;
+        for _ in 0..filler / 1024 {
+            writer.write_all(line.as_bytes()).expect("write");
+        }
+        writer
+            .write_all(&vec![b'#'; usize::try_from(filler % 1024).unwrap()])
+            .expect("write");
+        writer.flush().expect("flush");
+        drop(writer);
+        assert_eq!(fs::metadata(dir.path().join(CONF_FILE)).unwrap().len(), len);
+        dir
+    };
+    assert!(load_within(conf_at_bound(MAX_CONF_BYTES).path()).is_ok());
+    let over = conf_at_bound(MAX_CONF_BYTES + 1);
+    let err = load_within(over.path()).expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: error: is larger than 1 MiB, more than any configuration needs; is it the \
+             right file?",
+            over.path().join(CONF_FILE).display()
+        )
+    );
+
+    // A sparse list: 32 MiB and a byte of zeros, no disk space.
+    let list_dir = tempfile::tempdir().expect("temporary directory");
+    let list = list_dir.path().join("sparse");
+    fs::File::create(&list)
+        .and_then(|f| f.set_len(MAX_LIST_BYTES + 1))
+        .expect("sparse file");
+    assert_eq!(
+        list_error(&list),
+        format!(
+            "{}: error: is larger than 32 MiB, more than any configuration needs; is it the \
+             right file?",
+            list.display()
+        )
+    );
+    fs::File::options()
+        .write(true)
+        .open(&list)
+        .and_then(|f| f.set_len(MAX_LIST_BYTES))
+        .expect("truncate");
+    // Read whole, and parsed: one word of zeros, which is no door.
+    let parsed = format!("{}:1: error: missing ':'", list.display());
+    assert!(list_error(&list).starts_with(&parsed), "{parsed}");
 }
 
 #[test]

@@ -380,6 +380,8 @@ fn secrets_never_reach_a_message() {
     let secret = "Zq9secretZq9";
     let lines = [
         format!("22,2000,{secret},{secret}"),
+        format!("23,2001,{secret},b"),
+        format!("24,2002,a,{secret}"),
         format!("{secret},2000,a,b"),
         format!("22,{secret},a,b"),
         format!("22:{secret}"),
@@ -394,10 +396,34 @@ fn secrets_never_reach_a_message() {
     assert!(!all.contains(secret), "{all}");
 }
 
+/// An OTP is the MAC of the source and the minute only: it is valid for every door and role
+/// whose secret made it. Line 4's first door opens with line 1's close secret, its second
+/// shares line 1's open secret, and line 5's door has line 2's secrets swapped.
+#[test]
+fn a_secret_belongs_to_one_door_and_one_role() {
+    let why = "an OTP is valid for every door that shares its secret (its MAC covers only the \
+               source and the minute), so one door's OTPs would open or close the other; give \
+               each door and role a secret of its own";
+    assert_eq!(
+        both(
+            "80:40123,40456,40234\n",
+            "22,2000,open-one-secret,close-one-secret\n23,2001,open-two-secret,close-two-secret\n\
+             # comment\n24,2002,close-one-secret,fresh-secret-1 25,2003,open-one-secret,fresh-secret-2\n\
+             26,2004,close-two-secret,open-two-secret\n"
+        ),
+        [
+            format!("{A}:4: error: the open secret is also the close secret of the advanced door at {A}:1; {why}"),
+            format!("{A}:4: error: the open secret is also the open secret of the advanced door at {A}:1; {why}"),
+            format!("{A}:5: error: the open secret is also the close secret of the advanced door at {A}:2; {why}"),
+            format!("{A}:5: error: the close secret is also the open secret of the advanced door at {A}:2; {why}"),
+        ]
+    );
+}
+
 #[test]
 fn protected_port_clashes() {
     assert_eq!(
-        both("22:7,9,8\n22:17,19,18\n", "22,2000,openopen,closeclose\n23,2001,openopen,closeclose 23,2002,openopen,closeclose\n"),
+        both("22:7,9,8\n22:17,19,18\n", "22,2000,openopen1,closeclose1\n23,2001,openopen2,closeclose2 23,2002,openopen3,closeclose3\n"),
         [
             format!("{S}:2: error: port 22 is already protected by the simple door at {S}:1; remove one of the two"),
             format!("{A}:1: error: port 22 is already protected by the simple door at {S}:1; a port can be protected by one mode only"),
@@ -409,7 +435,7 @@ fn protected_port_clashes() {
 #[test]
 fn knock_port_that_is_a_protected_port() {
     assert_eq!(
-        both("22:7,22,8,22\n23:9,7,2222/udp\n", "2222,2000,openopen,closeclose\n2223,23,openopen,closeclose\n2224,2224,openopen,closeclose\n"),
+        both("22:7,22,8,22\n23:9,7,2222/udp\n", "2222,2000,openopen1,closeclose1\n2223,23,openopen2,closeclose2\n2224,2224,openopen3,closeclose3\n"),
         [
             format!("{S}:1: error: knock port 22 is the port this door protects; choose another knock port"),
             format!("{S}:2: error: knock port 2222 is protected by the advanced door at {A}:1; choose a knock port that no door protects"),
@@ -462,7 +488,7 @@ fn shared_udp_knock_ports() {
     assert_eq!(
         both(
             "22:7,8000/udp,9\n23:10,8000/udp,7\n24:9000,7,8\n",
-            "80,2000,openopen,closeclose\n81,2000,openopen,closeclose\n82,8000,openopen,closeclose\n83,9000,openopen,closeclose\n"
+            "80,2000,openopen1,closeclose1\n81,2000,openopen2,closeclose2\n82,8000,openopen3,closeclose3\n83,9000,openopen4,closeclose4\n"
         ),
         [
             format!("{A}:2: error: knock port 2000 is already a UDP knock port of the advanced door at {A}:1; give this door a knock port of its own"),
