@@ -60,9 +60,10 @@ const REJECTED: &str = "rejected";
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Texts([Vec<u8>; 3]);
 
-/// The texts of the files `config` is read from, as they are now.
+/// The texts of the files `config` is read from, as they are now; empty when unreadable, and
+/// read within the configuration's bounds (a FIFO put in a list's place cannot block).
 pub fn texts(config: &Config) -> Texts {
-    Texts(sources(config).map(|path| fs::read(path).unwrap_or_default()))
+    Texts(sources(config).map(|path| config::file_bytes(&path).unwrap_or_default()))
 }
 
 impl Texts {
@@ -249,6 +250,29 @@ mod tests {
         clear_rejected(&state).unwrap();
         clear_rejected(&state).unwrap();
         assert_eq!(rejected(&state), None);
+    }
+
+    /// The daemon reads the texts after loading the configuration: a FIFO put in a list's place
+    /// meanwhile reads as nothing, without blocking it.
+    #[test]
+    fn a_fifo_in_a_files_place_reads_as_empty_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(CONF_FILE),
+            "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE=yes\n",
+        )
+        .unwrap();
+        let list = dir.path().join(SIMPLE_LIST_FILE);
+        fs::write(&list, "22:41873,17219,29002\n").unwrap();
+        let loaded = config::load(dir.path()).unwrap();
+        fs::remove_file(&list).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(&list).status();
+        assert!(made.expect("mkfifo").success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(texts(&loaded.config)));
+        let read = (rx.recv_timeout(std::time::Duration::from_secs(10))).expect("blocked for 10 s");
+        assert!(read.0[1].is_empty(), "the FIFO");
+        assert!(!read.0[0].is_empty(), "portknock.conf");
     }
 
     #[test]

@@ -360,6 +360,23 @@ enum ReadError {
 /// waits for a writer otherwise), its type is checked on the open descriptor before anything
 /// is read, and at most `limit` and one bytes are read.
 fn read(path: &Path, limit: u64) -> Result<(String, u32), ReadError> {
+    let (bytes, mode) = read_bytes(path, limit)?;
+    Ok((text(&bytes).into_owned(), mode))
+}
+
+/// The bytes of a configuration file as [`load`] reads them, or `None` when they cannot be
+/// read; with the same bounds, so that no caller can block on a FIFO or read without end.
+pub fn file_bytes(path: &Path) -> Option<Vec<u8>> {
+    let limit = if path.file_name() == Some(CONF_FILE.as_ref()) {
+        MAX_CONF_BYTES
+    } else {
+        MAX_LIST_BYTES
+    };
+    read_bytes(path, limit).ok().map(|(bytes, _)| bytes)
+}
+
+/// [`read`], before the bytes are taken as text.
+fn read_bytes(path: &Path, limit: u64) -> Result<(Vec<u8>, u32), ReadError> {
     // O_NOCTTY: a terminal named here must not become the daemon's controlling terminal.
     let file = OpenOptions::new()
         .read(true)
@@ -377,7 +394,7 @@ fn read(path: &Path, limit: u64) -> Result<(String, u32), ReadError> {
     if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limit {
         return Err(ReadError::TooLarge(limit));
     }
-    Ok((text(&bytes).into_owned(), metadata.mode()))
+    Ok((bytes, metadata.mode()))
 }
 
 /// What a file that is not a regular file is, for a message, from its `st_mode`.
