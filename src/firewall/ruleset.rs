@@ -575,6 +575,90 @@ mod tests {
             json!(["198.18.0.2", 22])
         );
         assert_eq!(kept[1]["name"], "granted6");
+        let elems = |k: &Value| k["elem"].as_array().unwrap().len();
+        assert_eq!(
+            (elems(kept[0]), elems(kept[1])),
+            (1, 1),
+            "each family's set gets its own family's grants only"
+        );
+    }
+
+    /// The declarations, written out as nft's JSON takes them: the names, types, flags and the
+    /// size are what the packet path and the netlink code rely on.
+    #[test]
+    fn the_table_and_its_sets_are_declared_as_nft_reads_them() {
+        let batch = batch(&policy());
+        let cmds = commands(&batch);
+        let table = json!({"family": "inet", "name": "portknock"});
+        assert_eq!(cmds[0], json!({"add": {"table": table}}));
+        assert_eq!(cmds[1], json!({"delete": {"table": table}}));
+        let declared = |name: &str| {
+            (cmds.iter())
+                .find(|c| c["add"]["set"]["name"] == name)
+                .unwrap_or_else(|| panic!("no set {name}"))
+                .clone()
+        };
+        assert_eq!(
+            declared("protected"),
+            json!({"add": {"set": {"family": "inet", "table": "portknock", "name": "protected",
+                "type": "inet_service", "flags": ["interval"]}}})
+        );
+        assert_eq!(
+            declared("armed6"),
+            json!({"add": {"set": {"family": "inet", "table": "portknock", "name": "armed6",
+                "type": ["ipv6_addr", "inet_proto", "inet_service"], "flags": ["timeout"],
+                "size": 1_048_576}}})
+        );
+        assert_eq!(
+            (cmds.iter())
+                .find(|c| c["add"]["element"]["name"] == "protected")
+                .expect("the protected ports"),
+            &json!({"add": {"element": {"family": "inet", "table": "portknock",
+                "name": "protected", "elem": [{"range": [22, 23]}, 2222]}}})
+        );
+        let mut empty = policy();
+        empty.knock_udp.clear();
+        let batch = self::batch(&empty);
+        assert!(
+            !(commands(&batch).iter()).any(|c| c["add"]["element"]["name"] == "knock_udp"),
+            "no element command for an empty set (nft refuses one)"
+        );
+        let udp_knock = json!({"match": {"op": "==",
+            "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": "@knock_udp"}});
+        assert!(
+            rules_of(&batch, "prerouting")
+                .iter()
+                .any(|r| r.as_array().unwrap().contains(&udp_knock)),
+            "{:#}",
+            batch
+        );
+    }
+
+    /// Scans are watched only when a simple door exists: advanced doors have no sequence to
+    /// walk, and the rules cost a lookup per new connection.
+    #[test]
+    fn scans_are_watched_only_with_a_simple_door() {
+        let dir = std::path::Path::new("/c");
+        let config = |simple: Option<&str>, advanced: Option<&str>| {
+            let on = format!(
+                "FW_PORTKNOCK=yes\nFW_PORTKNOCK_SIMPLE={}\nFW_PORTKNOCK_ADVANCED={}\n",
+                if simple.is_some() { "yes" } else { "no" },
+                if advanced.is_some() { "yes" } else { "no" },
+            );
+            let (settings, _) = crate::config::parse_settings(dir, &on);
+            let (simple, advanced, diags) = crate::config::parse_lists(dir, simple, advanced);
+            assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+            Config {
+                dir: dir.to_path_buf(),
+                settings,
+                simple,
+                advanced,
+            }
+        };
+        let simple = Some("22:41873,17219,29002\n");
+        let advanced = Some("2222,2000,open-one-secret,close-one-secret\n");
+        assert!(Policy::from_config(&config(simple, advanced)).watch_scans);
+        assert!(!Policy::from_config(&config(None, advanced)).watch_scans);
     }
 
     #[test]
