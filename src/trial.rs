@@ -45,10 +45,15 @@ pub fn set_pending(state_dir: &Path, pending: Option<Pending>) -> io::Result<()>
     let path = state_dir.join(PENDING);
     match pending {
         Some(p) => fs::write(path, serde_json::to_string(&p).map_err(io::Error::other)?),
-        None => match fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        },
+        None => gone(fs::remove_file(path)),
+    }
+}
+
+/// The result of removing something that should no longer exist: already missing is as good.
+fn gone(removal: io::Result<()>) -> io::Result<()> {
+    match removal {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -117,10 +122,7 @@ pub fn keep_confirmed(state_dir: &Path, texts: &Texts) -> io::Result<()> {
 
 /// Removes the confirmed copy: no trial needs it any more.
 pub fn forget_confirmed(state_dir: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(state_dir.join(CONFIRMED)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
+    gone(fs::remove_dir_all(state_dir.join(CONFIRMED)))
 }
 
 /// The configuration directory of the last confirmed configuration.
@@ -195,10 +197,7 @@ pub fn reject(state_dir: &Path, fingerprint: &str) -> io::Result<()> {
 
 /// Forgets the rolled-back configuration: an explicit `apply` of it.
 pub fn clear_rejected(state_dir: &Path) -> io::Result<()> {
-    match fs::remove_file(state_dir.join(REJECTED)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
+    gone(fs::remove_file(state_dir.join(REJECTED)))
 }
 
 #[cfg(test)]
@@ -250,6 +249,21 @@ mod tests {
         clear_rejected(&state).unwrap();
         clear_rejected(&state).unwrap();
         assert_eq!(rejected(&state), None);
+    }
+
+    /// Forgetting what is not there succeeds; any other failure to forget is reported, since
+    /// a trial or a rejection left behind would decide the next start.
+    #[test]
+    fn forgetting_what_is_missing_succeeds_and_other_failures_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        set_pending(dir.path(), None).unwrap();
+        forget_confirmed(dir.path()).unwrap();
+        clear_rejected(dir.path()).unwrap();
+        let not_a_dir = dir.path().join("file");
+        fs::write(&not_a_dir, "").unwrap();
+        assert!(set_pending(&not_a_dir, None).is_err());
+        assert!(forget_confirmed(&not_a_dir).is_err());
+        assert!(clear_rejected(&not_a_dir).is_err());
     }
 
     /// The daemon reads the texts after loading the configuration: a FIFO put in a list's place
